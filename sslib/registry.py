@@ -1,0 +1,62 @@
+"""A small, typed name -> factory registry shared by labelers, backbones and methods."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to factories (classes or functions) for one kind of component.
+
+    ``kind`` is used in error messages, e.g. ``"labeler"`` gives
+    ``unknown labeler 'foo'; available: dino, mira, sinkhorn``.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._factories: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator registering ``factory`` under ``name`` (names are unique)."""
+
+        def decorator(factory: Callable[..., T]) -> Callable[..., T]:
+            if name in self._factories:
+                raise ValueError(f"{self.kind} '{name}' is already registered")
+            self._factories[name] = factory
+            return factory
+
+        return decorator
+
+    def available(self) -> list[str]:
+        """Sorted names of the registered factories."""
+        return sorted(self._factories)
+
+    def get(self, name: str) -> Callable[..., T]:
+        """The factory registered under ``name``; a one-line ``ValueError`` if unknown."""
+        if name not in self._factories:
+            raise ValueError(f"unknown {self.kind} '{name}'; available: {', '.join(self.available())}")
+        return self._factories[name]
+
+    def build(self, name: str, **kwargs) -> T:
+        """Build ``name`` with ``kwargs``; unknown keyword arguments are a one-line ``ValueError``."""
+        factory = self.get(name)
+        check_kwargs(factory, kwargs, f"{self.kind} '{name}'")
+        return factory(**kwargs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
+
+
+def check_kwargs(factory: Callable, kwargs: dict, what: str) -> None:
+    """Raise ``ValueError`` naming any keyword that ``factory`` does not accept."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"{what} got unexpected argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")

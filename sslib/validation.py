@@ -1,0 +1,28 @@
+"""One-line argument checks shared by all components."""
+
+from __future__ import annotations
+
+import math
+
+
+def check_positive(name: str, value: float) -> float:
+    """``value > 0`` and finite, else ``ValueError`` naming it."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_unit_interval(name: str, value: float, *, closed_right: bool = False) -> float:
+    """``value`` in [0, 1) (or [0, 1] with ``closed_right``), else ``ValueError`` naming it."""
+    ok = isinstance(value, (int, float)) and 0 <= value and (value <= 1 if closed_right else value < 1)
+    if not ok:
+        interval = "[0, 1]" if closed_right else "[0, 1)"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return float(value)
+
+
+def check_int_at_least(name: str, value: int, minimum: int) -> int:
+    """``value`` an integer >= ``minimum``, else ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
