@@ -59,4 +59,6 @@ def check_kwargs(factory: Callable, kwargs: dict, what: str) -> None:
     allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
-        raise ValueError(f"{what} got unexpected argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+        raise ValueError(
+            f"{what} got unexpected argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
+        )

@@ -14,7 +14,7 @@ def check_positive(name: str, value: float) -> float:
 
 def check_unit_interval(name: str, value: float, *, closed_right: bool = False) -> float:
     """``value`` in [0, 1) (or [0, 1] with ``closed_right``), else ``ValueError`` naming it."""
-    ok = isinstance(value, (int, float)) and 0 <= value and (value <= 1 if closed_right else value < 1)
+    ok = isinstance(value, (int, float)) and value >= 0 and (value <= 1 if closed_right else value < 1)
     if not ok:
         interval = "[0, 1]" if closed_right else "[0, 1)"
         raise ValueError(f"{name} must be in {interval}, got {value!r}")

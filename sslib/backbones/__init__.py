@@ -1,0 +1,34 @@
+"""Backbones: image encoders mapping (B, 3, H, W) to features (B, feat_dim).
+
+``build("resnet18", cifar=True)`` gives ``(module, 512)``; any timm model name also works, e.g.
+``build("vit_tiny_patch16_224", img_size=32)`` or ``build("timm", model_name=...)``.
+"""
+
+from __future__ import annotations
+
+import timm
+
+from sslib.backbones import resnet  # noqa: F401  (registers resnet18, resnet50)
+from sslib.backbones.base import BACKBONES, Backbone
+from sslib.backbones.timm_models import timm_backbone
+
+__all__ = ["BACKBONES", "Backbone", "available", "build"]
+
+
+def available() -> list[str]:
+    """Sorted registered backbone names (any timm model name is accepted by ``build`` too)."""
+    return BACKBONES.available()
+
+
+def build(name: str, **kwargs) -> Backbone:
+    """Build backbone ``name`` -> ``(module, feat_dim)``; unregistered timm names go to the ``timm`` factory.
+
+    An unknown name or an argument the backbone does not take is a one-line ``ValueError``.
+    """
+    if name in BACKBONES:
+        return BACKBONES.build(name, **kwargs)
+    if timm.is_model(name):
+        return timm_backbone(name, **kwargs)
+    raise ValueError(
+        f"unknown backbone '{name}'; available: {', '.join(available())}; any timm model name is accepted too"
+    )

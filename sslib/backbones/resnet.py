@@ -1,0 +1,42 @@
+"""torchvision ResNets as backbones (classifier removed), with an optional CIFAR stem."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+from torchvision import models
+
+from sslib.backbones.base import BACKBONES, Backbone
+
+
+def use_cifar_stem(model: models.ResNet) -> None:
+    """Replace the ImageNet stem (7x7 stride-2 conv + max-pool) by a 3x3 stride-1 conv, in place.
+
+    Keeps more resolution for small images: a 32x32 input ends as a 4x4 map before pooling, not 1x1.
+    """
+    model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+
+
+def _resnet(arch: Callable[..., models.ResNet], cifar: bool, zero_init_residual: bool) -> Backbone:
+    """Build ``arch`` untrained, with ``fc`` replaced by ``nn.Identity``; feat_dim is ``fc.in_features``."""
+    model = arch(weights=None, zero_init_residual=zero_init_residual)
+    if cifar:
+        use_cifar_stem(model)
+    feat_dim = model.fc.in_features
+    model.fc = nn.Identity()
+    return model, feat_dim
+
+
+@BACKBONES.register("resnet18")
+def resnet18(cifar: bool = False, zero_init_residual: bool = False) -> Backbone:
+    """ResNet-18: (B, 3, H, W) -> (B, 512)."""
+    return _resnet(models.resnet18, cifar, zero_init_residual)
+
+
+@BACKBONES.register("resnet50")
+def resnet50(cifar: bool = False, zero_init_residual: bool = False) -> Backbone:
+    """ResNet-50: (B, 3, H, W) -> (B, 2048)."""
+    return _resnet(models.resnet50, cifar, zero_init_residual)

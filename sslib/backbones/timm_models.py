@@ -1,0 +1,28 @@
+"""Any timm model as a backbone (classifier removed, never pretrained)."""
+
+from __future__ import annotations
+
+import timm
+
+from sslib.backbones.base import BACKBONES, Backbone
+
+
+@BACKBONES.register("timm")
+def timm_backbone(model_name: str = "vit_small_patch16_224", **timm_kwargs) -> Backbone:
+    """``timm.create_model(model_name, pretrained=False, num_classes=0, **timm_kwargs)``.
+
+    Maps (B, 3, H, W) -> (B, model.num_features). ``timm_kwargs`` go to the model (e.g. ``img_size=32``
+    for a ViT); ``cifar`` is a torchvision-ResNet option and is refused.
+    """
+    if "cifar" in timm_kwargs:
+        raise ValueError(
+            f"timm model '{model_name}' does not take 'cifar'; use resnet18/resnet50 for a CIFAR stem, "
+            "or pass timm arguments such as img_size=32"
+        )
+    if not timm.is_model(model_name):
+        raise ValueError(f"unknown timm model '{model_name}'")
+    try:
+        model = timm.create_model(model_name, pretrained=False, num_classes=0, **timm_kwargs)
+    except TypeError as err:
+        raise ValueError(f"timm model '{model_name}' rejected its arguments: {err}") from err
+    return model, model.num_features

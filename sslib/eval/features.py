@@ -1,0 +1,37 @@
+"""Frozen-backbone feature extraction for kNN / linear evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+
+def extract_features(
+    backbone: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Run ``backbone`` over ``loader``'s ``(images, labels)`` batches under ``torch.inference_mode()``.
+
+    Returns features ``(N, D)`` float32 and labels ``(N,)``, both on CPU. The backbone is moved to
+    ``device`` (CUDA when available, else CPU), put in eval mode, and its previous train/eval mode is
+    restored afterwards. It must return a ``(B, D)`` tensor per batch.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    was_training = backbone.training
+    backbone.to(device).eval()
+    features, labels = [], []
+    try:
+        with torch.inference_mode():
+            for images, targets in loader:
+                out = backbone(images.to(device, non_blocking=True))
+                if not isinstance(out, Tensor) or out.ndim != 2:
+                    got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                    raise ValueError(f"backbone must return a (B, D) feature tensor, got {got}")
+                features.append(out.float().cpu())
+                labels.append(targets.cpu())
+    finally:
+        backbone.train(was_training)
+    if not features:
+        raise ValueError("loader yielded no batches")
+    return torch.cat(features), torch.cat(labels)

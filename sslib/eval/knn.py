@@ -1,0 +1,102 @@
+"""Weighted k-nearest-neighbour classifier on frozen features (Wu et al., 2018; DINO).
+
+Features are L2-normalised; each test row takes its ``k`` most cosine-similar training rows
+and every neighbour ``j`` adds ``exp(sim_j / T)`` to the score of its class:
+
+    score[c] = sum_{j in top-k} exp(sim_j / T) * [y_j = c]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sslib.validation import check_int_at_least, check_positive
+
+
+def _check_inputs(
+    train_features: Tensor, train_labels: Tensor, test_features: Tensor, num_classes: int
+) -> None:
+    """One-line ``ValueError`` on mismatched shapes or out-of-range labels."""
+    if train_features.ndim != 2 or test_features.ndim != 2:
+        raise ValueError(
+            f"features must be 2-D (N, D), got train {tuple(train_features.shape)}, "
+            f"test {tuple(test_features.shape)}"
+        )
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(
+            f"feature dims differ: train has {train_features.shape[1]}, test has {test_features.shape[1]}"
+        )
+    if train_features.shape[0] == 0:
+        raise ValueError("the training feature bank is empty")
+    if train_labels.shape != (train_features.shape[0],):
+        raise ValueError(
+            f"train_labels must have shape ({train_features.shape[0]},), got {tuple(train_labels.shape)}"
+        )
+    lowest, highest = int(train_labels.min()), int(train_labels.max())
+    if lowest < 0 or highest >= num_classes:
+        raise ValueError(f"train_labels must lie in [0, {num_classes}), got values in [{lowest}, {highest}]")
+
+
+def knn_predict(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """Class scores ``(N_test, num_classes)`` of the weighted kNN (module docstring).
+
+    ``train_features`` ``(N_train, D)``, ``train_labels`` ``(N_train,)`` int, ``test_features``
+    ``(N_test, D)``. ``k`` is clipped to ``N_train``. Test rows are processed ``chunk_size`` at a
+    time, so memory is ``O(chunk_size * N_train)``. Computed and returned on ``train_features``' device.
+    """
+    check_int_at_least("k", k, 1)
+    check_positive("temperature", temperature)
+    check_int_at_least("num_classes", num_classes, 1)
+    check_int_at_least("chunk_size", chunk_size, 1)
+    _check_inputs(train_features, train_labels, test_features, num_classes)
+    dtype = torch.promote_types(train_features.dtype, torch.float32)
+    device = train_features.device
+    bank = F.normalize(train_features.to(dtype), dim=1)
+    labels = train_labels.to(device=device, dtype=torch.long)
+    k = min(k, bank.shape[0])
+    scores = []
+    for chunk in test_features.split(chunk_size):
+        queries = F.normalize(chunk.to(device=device, dtype=dtype), dim=1)
+        sims, idx = (queries @ bank.T).topk(k, dim=1)
+        votes = torch.zeros(queries.shape[0], num_classes, device=device, dtype=dtype)
+        scores.append(votes.scatter_add_(1, labels[idx], (sims / temperature).exp()))
+    return torch.cat(scores)
+
+
+def knn_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """Top-1 and top-5 accuracy in percent, ``{"top1": ..., "top5": ...}``, of :func:`knn_predict`.
+
+    Top-5 uses ``min(5, num_classes)`` guesses.
+    """
+    if test_labels.shape != (test_features.shape[0],):
+        raise ValueError(
+            f"test_labels must have shape ({test_features.shape[0]},), got {tuple(test_labels.shape)}"
+        )
+    if test_labels.numel() == 0:
+        raise ValueError("the test set is empty")
+    scores = knn_predict(train_features, train_labels, test_features, num_classes, k, temperature, chunk_size)
+    guesses = scores.topk(min(5, num_classes), dim=1).indices
+    hits = guesses == test_labels.to(guesses.device).unsqueeze(1)
+    return {
+        "top1": 100.0 * hits[:, 0].float().mean().item(),
+        "top5": 100.0 * hits.any(dim=1).float().mean().item(),
+    }

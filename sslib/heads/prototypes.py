@@ -1,0 +1,40 @@
+"""Learnable unit-norm prototypes giving cosine logits (SwAV, DINO, MIRA heads)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from sslib.validation import check_int_at_least
+
+
+class PrototypeHead(nn.Module):
+    """(B, in_dim) -> (B, n_prototypes) cosine similarities in [-1, 1] to K unit-norm prototypes.
+
+    The input is L2-normalised, then a bias-free weight-normalised Linear is applied whose gain is
+    fixed at 1 (not trainable), so each prototype row has norm 1 whatever the direction parameter.
+    """
+
+    def __init__(self, in_dim: int, n_prototypes: int = 3000) -> None:
+        super().__init__()
+        check_int_at_least("PrototypeHead in_dim", in_dim, 1)
+        check_int_at_least("PrototypeHead n_prototypes", n_prototypes, 1)
+        self.layer = weight_norm(nn.Linear(in_dim, n_prototypes, bias=False))
+        gain = self.layer.parametrizations.weight.original0
+        with torch.no_grad():
+            gain.fill_(1.0)
+        gain.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, in_dim) -> logits (B, K); an all-zero row gives zero logits."""
+        return self.layer(F.normalize(x, dim=-1, eps=1e-12))
+
+    def prototypes(self) -> torch.Tensor:
+        """The effective prototypes, (K, in_dim), each row of unit norm."""
+        return self.layer.weight
+
+    def parameters_to_freeze(self) -> list[nn.Parameter]:
+        """The direction parameter, whose gradient SwAV-style training cancels for the first iterations."""
+        return [self.layer.parametrizations.weight.original1]

@@ -1,0 +1,57 @@
+"""The pseudo-labeler interface: teacher logits (B, K) -> targets (B, K) on the simplex, without grad."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Labeler(nn.Module):
+    """Base class of all pseudo-labelers.
+
+    Subclasses implement :meth:`assign`, mapping float32 logits ``(B, K)`` to row-stochastic
+    targets ``(B, K)``. Batch statistics must be all-reduced (see :mod:`sslib.distributed`) so
+    that N ranks holding B rows each return the rows one process returns for the N·B batch.
+    Stateful labelers keep their state in buffers so that it is checkpointed.
+    """
+
+    def assign(self, logits: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def update(self, logits: torch.Tensor) -> None:
+        """Update internal state after ``logits`` were labelled (training mode only). Default: none."""
+
+    @torch.no_grad()
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        """Targets for one batch of logits ``(B, K)``: float32 ``(B, K)``, rows summing to 1."""
+        x = check_logits(logits)
+        targets = self.assign(x)
+        if self.training:
+            self.update(x)
+        return targets
+
+    @torch.no_grad()
+    def label_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Targets for several views of the same images, each ``(B, K)``.
+
+        Each view is labelled on its own (the paper's swapped-prediction setting); state is
+        updated once from all views together, as DINO updates its centre once per step.
+        """
+        xs = [check_logits(v) for v in views]
+        targets = [self.assign(x) for x in xs]
+        if self.training:
+            self.update(torch.cat(xs))
+        return targets
+
+
+def check_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Validate ``logits`` (2-D, non-empty, finite) and return them detached as float32."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits must be a 2-D tensor (batch, clusters), got shape {shape}")
+    if logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise ValueError(f"logits must be non-empty, got shape {tuple(logits.shape)}")
+    x = logits.detach().float()
+    if not torch.isfinite(x).all():
+        raise ValueError("logits must be finite, got NaN or Inf values")
+    return x

@@ -1,0 +1,55 @@
+"""DINO centering and sharpening (Caron et al., ICCV 2021, §3.1)."""
+
+from __future__ import annotations
+
+import torch
+
+from sslib.distributed import all_reduce, global_batch_size
+from sslib.labelers.base import Labeler
+from sslib.labelers.registry import register
+from sslib.validation import check_int_at_least, check_positive, check_unit_interval
+
+
+@register("dino")
+class DINOLabeler(Labeler):
+    """Targets softmax((t - c) / tau) with the centre c (1, K) an EMA of the global batch mean of t.
+
+    The centre is a buffer (saved in checkpoints) and is updated *after* it is used, in training
+    mode only: c <- m c + (1 - m) mean_i t_i, the mean taken over all ranks and all views passed
+    to :meth:`label_views`. ``temperature`` may be changed during training (DINO's warm-up).
+    """
+
+    center: torch.Tensor
+
+    def __init__(self, temperature: float = 0.04, center_momentum: float = 0.9, num_prototypes: int = 3000):
+        super().__init__()
+        self.temperature = temperature
+        self.center_momentum = check_unit_interval("center_momentum", center_momentum, closed_right=True)
+        self.register_buffer(
+            "center", torch.zeros(1, check_int_at_least("num_prototypes", num_prototypes, 1))
+        )
+
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = check_positive("temperature", value)
+
+    def assign(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] != self.center.shape[1]:
+            raise ValueError(
+                f"dino labeler has num_prototypes={self.center.shape[1]}, got logits with {logits.shape[1]} columns"
+            )
+        return torch.softmax((logits - self.center) / self.temperature, dim=1)
+
+    def update(self, logits: torch.Tensor) -> None:
+        n = global_batch_size(logits.shape[0], logits.device)
+        batch_mean = all_reduce(logits.sum(dim=0, keepdim=True)) / n
+        self.center.mul_(self.center_momentum).add_(
+            batch_mean.to(self.center.dtype), alpha=1 - self.center_momentum
+        )
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, center_momentum={self.center_momentum}"

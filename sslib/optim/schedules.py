@@ -1,0 +1,81 @@
+"""Per-iteration schedules: learning-rate warm-up + cosine, cosine ramps, linear lr scaling."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from sslib.validation import check_int_at_least, check_positive
+
+
+def _cosine_weight(progress: float) -> float:
+    """``(1 + cos(pi * p)) / 2`` for ``p`` clamped to [0, 1]: 1 at the start, 0 at the end."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def warmup_cosine(
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    base_value: float,
+    final_value: float = 0.0,
+    warmup_start: float = 0.0,
+) -> float:
+    """Linear warm-up then cosine decay, evaluated at iteration ``step``.
+
+    ``step < W``: ``warmup_start + (base_value - warmup_start) * step / W``;
+    otherwise ``final_value + (base_value - final_value) * (1 + cos(pi * (step - W) / (T - W))) / 2``,
+    held at ``final_value`` from ``step >= T`` on (``W = warmup_steps``, ``T = total_steps``).
+    """
+    check_int_at_least("total_steps", total_steps, 1)
+    check_int_at_least("warmup_steps", warmup_steps, 0)
+    if warmup_steps > total_steps:
+        raise ValueError(f"warmup_steps must be <= total_steps ({total_steps}), got {warmup_steps}")
+    if step < warmup_steps:
+        return warmup_start + (base_value - warmup_start) * step / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return final_value + (base_value - final_value) * _cosine_weight(progress)
+
+
+def cosine_ramp(step: int, total_steps: int, start: float, end: float) -> float:
+    """Cosine ramp ``end - (end - start) * (1 + cos(pi * step / total_steps)) / 2``.
+
+    Equals ``start`` at step 0 and ``end`` from ``total_steps`` on. Used for the EMA momentum
+    (0.99 -> 1), MIRA's beta (0.75 -> 2/3) and DINO's teacher temperature.
+    """
+    check_int_at_least("total_steps", total_steps, 1)
+    return end - (end - start) * _cosine_weight(step / total_steps)
+
+
+def scaled_lr(base_lr: float, batch_size: int, reference: int = 256) -> float:
+    """Linear scaling rule (Goyal et al., 2017): ``base_lr * batch_size / reference``."""
+    check_positive("base_lr", base_lr)
+    check_int_at_least("batch_size", batch_size, 1)
+    check_int_at_least("reference", reference, 1)
+    return base_lr * batch_size / reference
+
+
+def build_scheduler(
+    optimizer: Optimizer,
+    total_steps: int,
+    warmup_steps: int,
+    final_lr_ratio: float = 0.0,
+    warmup_start_ratio: float = 0.0,
+) -> LambdaLR:
+    """``LambdaLR`` multiplying each group's initial lr by ``warmup_cosine(step, ..., base_value=1)``.
+
+    Step it once per iteration; its ``state_dict`` round-trips, so a resumed run continues the schedule.
+    """
+    factor = functools.partial(
+        warmup_cosine,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+        base_value=1.0,
+        final_value=final_lr_ratio,
+        warmup_start=warmup_start_ratio,
+    )
+    factor(0)  # validate the arguments now rather than on the first step
+    return LambdaLR(optimizer, lr_lambda=factor)

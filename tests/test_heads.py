@@ -1,0 +1,98 @@
+"""MLP projector and prototype head."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from sslib.heads import MLP, PrototypeHead
+
+
+def test_mlp_structure_and_output_dim():
+    mlp = MLP([16, 32, 24, 8])
+    types = [type(m) for m in mlp]
+    assert types == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    linears = [m for m in mlp if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(16, 32), (32, 24), (24, 8)]
+    assert linears[-1].bias is not None
+    assert mlp(torch.randn(4, 16)).shape == (4, 8)
+
+
+def test_mlp_single_layer_is_plain_linear():
+    mlp = MLP([16, 8], last_bias=False)
+    assert len(mlp) == 1 and isinstance(mlp[0], nn.Linear) and mlp[0].bias is None
+
+
+def test_mlp_last_norm_standardises_output():
+    mlp = MLP([16, 32, 8], last_norm=True)
+    last = mlp[-1]
+    assert isinstance(last, nn.BatchNorm1d) and not last.affine
+    out = mlp(torch.randn(64, 16))
+    torch.testing.assert_close(out.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(0, unbiased=False), torch.ones(8), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("dims", [[], [16], [16, 0], [16, -2, 8], [16, 2.5], [True, 8]])
+def test_mlp_rejects_bad_dims(dims):
+    with pytest.raises(ValueError, match="dims") as info:
+        MLP(dims)
+    assert "\n" not in str(info.value)
+
+
+def test_prototype_logits_are_cosines_and_scale_invariant():
+    torch.manual_seed(0)
+    head = PrototypeHead(16, n_prototypes=10)
+    x = torch.randn(5, 16)
+    logits = head(x)
+    assert logits.shape == (5, 10)
+    assert logits.abs().max() <= 1 + 1e-6
+    expected = nn.functional.normalize(x, dim=-1) @ nn.functional.normalize(head.prototypes(), dim=-1).T
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(head(7.5 * x), logits)
+
+
+def test_prototype_norms_stay_one_after_optimizer_step():
+    torch.manual_seed(0)
+    head = PrototypeHead(16, n_prototypes=10)
+    (direction,) = head.parameters_to_freeze()
+    before = direction.detach().clone()
+    opt = torch.optim.SGD([p for p in head.parameters() if p.requires_grad], lr=10.0)
+    head(torch.randn(8, 16)).pow(3).sum().backward()
+    opt.step()
+    assert not torch.allclose(direction, before)
+    assert head.prototypes().shape == (10, 16)
+    torch.testing.assert_close(head.prototypes().norm(dim=1), torch.ones(10))
+
+
+def test_prototype_gain_is_fixed_and_not_trainable():
+    head = PrototypeHead(16, n_prototypes=10)
+    gain = head.layer.parametrizations.weight.original0
+    assert not gain.requires_grad
+    assert torch.equal(gain, torch.ones_like(gain))
+    trainable = [p for p in head.parameters() if p.requires_grad]
+    assert len(trainable) == 1 and trainable[0] is head.parameters_to_freeze()[0]
+
+
+def test_prototype_zero_input_is_finite():
+    head = PrototypeHead(16, n_prototypes=10)
+    x = torch.zeros(3, 16, requires_grad=True)
+    logits = head(x)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_prototype_head_deepcopies_for_ema_teacher():
+    head = PrototypeHead(16, n_prototypes=10)
+    teacher = copy.deepcopy(head)
+    x = torch.randn(4, 16)
+    torch.testing.assert_close(teacher(x), head(x))
+    assert teacher.parameters_to_freeze()[0] is not head.parameters_to_freeze()[0]
+
+
+def test_prototype_head_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="n_prototypes"):
+        PrototypeHead(16, n_prototypes=0)

@@ -1,0 +1,221 @@
+"""LARS against float64 hand computations, parameter grouping, schedules and optimiser factory."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sslib.optim import (
+    LARS,
+    build_optimizer,
+    build_scheduler,
+    cosine_ramp,
+    param_groups,
+    scaled_lr,
+    warmup_cosine,
+)
+
+A = torch.tensor([0.5, 1.0, -2.0, 0.3, 1.5], dtype=torch.float64)
+B = torch.tensor([0.1, -0.4, 0.2, 0.0, 1.0], dtype=torch.float64)
+W0 = torch.tensor([1.0, -2.0, 0.5, 3.0, -0.7], dtype=torch.float64)
+
+
+def _grad(w: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``sum(A * w**2 + B * w)``."""
+    return 2 * A * w + B
+
+
+def _train(
+    opt_factory, groups_kwargs: dict | None = None, steps: int = 2, w0: torch.Tensor = W0
+) -> torch.Tensor:
+    """Weights after ``steps`` optimiser steps on ``sum(A * w**2 + B * w)``."""
+    p = nn.Parameter(w0.clone())
+    opt = opt_factory([{"params": [p], **(groups_kwargs or {})}])
+    for _ in range(steps):
+        opt.zero_grad()
+        (A * p**2 + B * p).sum().backward()
+        opt.step()
+    return p.detach()
+
+
+def _hand_lars(lr, momentum, wd, eta, steps, clip=False):
+    """Float64 LARS by the paper's equations, written independently of the optimiser."""
+    w, v = W0.clone(), None
+    for _ in range(steps):
+        g = _grad(w)
+        w_norm, g_norm = math.sqrt(float((w * w).sum())), math.sqrt(float((g * g).sum()))
+        trust = eta * w_norm / (g_norm + wd * w_norm)
+        if clip:
+            trust = min(trust / lr, 1.0)
+        d = trust * (g + wd * w)
+        v = d if v is None else momentum * v + d
+        w = w - lr * v
+    return w
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_lars_matches_hand_computation(steps):
+    lr, momentum, wd, eta = 0.5, 0.9, 0.01, 0.02
+    got = _train(lambda g: LARS(g, lr=lr, momentum=momentum, weight_decay=wd, eta=eta), steps=steps)
+    torch.testing.assert_close(got, _hand_lars(lr, momentum, wd, eta, steps), rtol=0, atol=1e-12)
+    assert not torch.allclose(got, W0)
+
+
+def test_lars_clip_lr():
+    # Small eta: trust / lr < 1, so the clipped step is lr * trust / lr = trust.
+    got = _train(lambda g: LARS(g, lr=0.5, momentum=0.9, weight_decay=0.01, eta=0.02, clip_lr=True))
+    torch.testing.assert_close(got, _hand_lars(0.5, 0.9, 0.01, 0.02, 2, clip=True), rtol=0, atol=1e-12)
+    # Huge eta: clipped to 1, i.e. plain SGD with momentum and (coupled) weight decay.
+    got = _train(lambda g: LARS(g, lr=0.1, momentum=0.9, weight_decay=0.01, eta=1e3, clip_lr=True), steps=3)
+    want = _train(lambda g: torch.optim.SGD(g, lr=0.1, momentum=0.9, weight_decay=0.01), steps=3)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_excluded_group_is_plain_sgd_momentum_without_weight_decay():
+    excluded = {"lars_exclude": True, "weight_decay": 0.1}
+    got = _train(lambda g: LARS(g, lr=0.1, momentum=0.9, eta=0.02), excluded, steps=3)
+    want = _train(lambda g: torch.optim.SGD(g, lr=0.1, momentum=0.9, weight_decay=0.0), steps=3)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    adapted = _train(lambda g: LARS(g, lr=0.1, momentum=0.9, weight_decay=0.1, eta=0.02), steps=3)
+    assert not torch.allclose(adapted, want)
+
+
+def test_lars_zero_norms_use_unit_trust_ratio():
+    zeros = torch.zeros_like(W0)
+    got = _train(lambda g: LARS(g, lr=0.1, momentum=0.9, weight_decay=0.01), steps=1, w0=zeros)
+    torch.testing.assert_close(got, zeros - 0.1 * _grad(zeros), rtol=0, atol=1e-12)
+
+    p = nn.Parameter(W0.clone())
+    p.grad = torch.zeros_like(p)
+    LARS([p], lr=0.1, weight_decay=0.01).step()
+    assert torch.isfinite(p).all()
+    torch.testing.assert_close(p.detach(), W0 - 0.1 * 0.01 * W0, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"lr": 0.0}, {"lr": 0.1, "momentum": 1.0}, {"lr": 0.1, "eta": 0.0}, {"lr": 0.1, "weight_decay": -1}],
+)
+def test_lars_rejects_bad_hyperparameters(kwargs):
+    with pytest.raises(ValueError):
+        LARS([nn.Parameter(torch.ones(2))], **kwargs)
+
+
+def _ids(group: dict) -> set[int]:
+    return {id(p) for p in group["params"]}
+
+
+def _net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2), nn.LayerNorm(2)
+    )
+
+
+def test_param_groups_split_bias_and_norm():
+    net = _net()
+    net[3].bias.requires_grad_(False)
+    adapted, excluded = param_groups(net, weight_decay=1e-4)
+    assert _ids(adapted) == {id(net[0].weight), id(net[3].weight)}
+    assert _ids(excluded) == {
+        id(net[0].bias),
+        id(net[1].weight),
+        id(net[1].bias),
+        id(net[4].weight),
+        id(net[4].bias),
+    }
+    assert (adapted["weight_decay"], adapted["lars_exclude"]) == (1e-4, False)
+    assert (excluded["weight_decay"], excluded["lars_exclude"]) == (0.0, True)
+
+    (only,) = param_groups(net, weight_decay=1e-4, exclude_bias_norm=False)
+    assert len(only["params"]) == 7 and not only["lars_exclude"]
+
+
+def test_build_optimizer():
+    net = _net()
+    opt = build_optimizer("lars", net, lr=0.3, weight_decay=1e-6, eta=0.001)
+    assert isinstance(opt, LARS)
+    assert [g["lars_exclude"] for g in opt.param_groups] == [False, True]
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-6, 0.0]
+    assert opt.param_groups[0]["eta"] == 0.001 and opt.param_groups[0]["momentum"] == 0.9
+
+    sgd = build_optimizer("sgd", net.parameters(), lr=0.1, weight_decay=0.0, momentum=0.5, nesterov=True)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.5
+
+    adamw = build_optimizer("adamw", net, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["betas"] == (0.9, 0.95)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (("adam", 0.1, 0.0), {}, "adamw, lars, sgd"),
+        (("sgd", 0.0, 0.0), {}, "lr.*0.0"),
+        (("sgd", 0.1, -0.1), {}, "weight_decay.*-0.1"),
+        (("lars", 0.1, 0.0), {"trust": 1.0}, "trust"),
+    ],
+)
+def test_build_optimizer_errors_are_one_line(args, kwargs, match):
+    name, lr, wd = args
+    with pytest.raises(ValueError, match=match) as err:
+        build_optimizer(name, _net(), lr=lr, weight_decay=wd, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_warmup_cosine_values():
+    kw = dict(total_steps=110, warmup_steps=10, base_value=1.0, final_value=0.1, warmup_start=0.01)
+    assert warmup_cosine(0, **kw) == pytest.approx(0.01)
+    assert warmup_cosine(5, **kw) == pytest.approx(0.505)
+    assert warmup_cosine(10, **kw) == pytest.approx(1.0)
+    assert warmup_cosine(60, **kw) == pytest.approx(0.55)
+    assert warmup_cosine(35, **kw) == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi / 4)) / 2)
+    assert warmup_cosine(110, **kw) == pytest.approx(0.1)
+    assert warmup_cosine(500, **kw) == pytest.approx(0.1)
+    assert warmup_cosine(0, 10, 0, base_value=2.0) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        warmup_cosine(0, 10, 11, base_value=1.0)
+
+
+def test_cosine_ramp_and_scaled_lr():
+    assert cosine_ramp(0, 100, 0.99, 1.0) == pytest.approx(0.99)
+    assert cosine_ramp(50, 100, 0.99, 1.0) == pytest.approx(0.995)
+    assert cosine_ramp(100, 100, 0.75, 2 / 3) == pytest.approx(2 / 3)
+    assert cosine_ramp(25, 100, 0.75, 2 / 3) < 0.75
+    assert scaled_lr(0.3, 512) == pytest.approx(0.6)
+    assert scaled_lr(1.0, 64, reference=128) == pytest.approx(0.5)
+
+
+def test_scheduler_follows_warmup_cosine_and_survives_state_dict_round_trip():
+    def make():
+        opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.4, momentum=0.9)
+        return opt, build_scheduler(
+            opt, total_steps=20, warmup_steps=5, final_lr_ratio=0.1, warmup_start_ratio=0.2
+        )
+
+    opt, sched = make()
+    expected = [0.4 * warmup_cosine(s, 20, 5, 1.0, 0.1, 0.2) for s in range(25)]
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    buffer = io.BytesIO()
+    torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+
+    resumed_opt, resumed = make()
+    resumed_opt.load_state_dict(saved["opt"])
+    resumed.load_state_dict(saved["sched"])
+    resumed_lrs = []
+    for _ in range(17):
+        lrs.append(opt.param_groups[0]["lr"])
+        resumed_lrs.append(resumed_opt.param_groups[0]["lr"])
+        for o, s in ((opt, sched), (resumed_opt, resumed)):
+            o.step()
+            s.step()
+    assert lrs == pytest.approx(expected)
+    assert resumed_lrs == pytest.approx(expected[8:])
