@@ -1,0 +1,101 @@
+"""Dataset lookup by name: the embedded digits, CIFAR-10/100 (torchvision) and ImageFolder trees."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
+
+from sslib.data.digits import IMAGE_SIZE, DigitsDataset, check_split
+
+RGB = tuple[float, float, float]
+IMAGENET_MEAN: RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD: RGB = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    """Per-dataset constants: normalisation ``mean``/``std`` (RGB, in [0, 1] units), ``num_classes``
+    (``None`` when it depends on the data, as for ``folder``) and ``native_size`` (side of the stored
+    square images; ``None`` for variable-size images that need resize + center crop at evaluation)."""
+
+    mean: RGB
+    std: RGB
+    num_classes: int | None
+    native_size: int | None
+
+
+DATASET_STATS: dict[str, DatasetStats] = {
+    # Digits: mean/std of all 1797 images after the 32x32 upsampling, computed once with
+    # DigitsDataset's pixels / 255 (the same in the three replicated channels).
+    "digits": DatasetStats((0.3053,) * 3, (0.3235,) * 3, 10, IMAGE_SIZE),
+    "cifar10": DatasetStats((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 10, 32),
+    "cifar100": DatasetStats((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 100, 32),
+    "imagenet": DatasetStats(IMAGENET_MEAN, IMAGENET_STD, 1000, None),
+    "imagenet100": DatasetStats(IMAGENET_MEAN, IMAGENET_STD, 100, None),
+    "folder": DatasetStats(IMAGENET_MEAN, IMAGENET_STD, None, None),
+}
+
+# torchvision class and the folder its archive extracts to, per CIFAR variant.
+_CIFAR: dict[str, tuple[type[CIFAR10], str]] = {
+    "cifar10": (CIFAR10, "cifar-10-batches-py"),
+    "cifar100": (CIFAR100, "cifar-100-python"),
+}
+
+
+def dataset_stats(name: str) -> DatasetStats:
+    """The constants of dataset ``name``; an unknown name is a one-line ``ValueError`` listing the known."""
+    if name not in DATASET_STATS:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASET_STATS)}")
+    return DATASET_STATS[name]
+
+
+def build_dataset(
+    name: str,
+    root: str | Path,
+    split: str,
+    transform: Callable[[Any], Any] | None = None,
+    download: bool = False,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """Split ``"train"`` or ``"val"`` of dataset ``name``; items are ``(transform(image), label)``.
+
+    ``digits`` is built in memory (``root``/``download`` unused; ``val_fraction``/``seed`` pick its split).
+    ``cifar10``/``cifar100`` read (or with ``download`` fetch) torchvision's archive folder under ``root``;
+    their ``val`` split is the official test set. ``imagenet``, ``imagenet100`` and ``folder`` read
+    ImageFolder trees ``root/train`` and ``root/val`` (one sub-folder per class).
+    """
+    dataset_stats(name)
+    check_split(split)
+    if name == "digits":
+        return DigitsDataset(split, val_fraction=val_fraction, seed=seed, transform=transform)
+    if name in _CIFAR:
+        return _cifar(name, Path(root), split == "train", transform, download)
+    if download:
+        raise ValueError(f"{name} cannot be downloaded; place ImageFolder trees at {Path(root) / 'train'} "
+                         f"and {Path(root) / 'val'} and set download=False")
+    return _image_folder(Path(root) / split, transform)
+
+
+def _cifar(name: str, root: Path, train: bool, transform: Callable | None, download: bool) -> Dataset:
+    """torchvision CIFAR; missing files (or a failed download) are one ``FileNotFoundError`` line."""
+    cls, folder = _CIFAR[name]
+    try:
+        return cls(str(root), train=train, transform=transform, download=download)
+    except (RuntimeError, OSError) as err:  # not found / corrupted, or urllib's URLError (an OSError)
+        how = f"the download failed ({' '.join(str(err).split())})" if download else "or set download=True"
+        raise FileNotFoundError(
+            f"{name} not found or corrupted in {root}: place the extracted '{folder}/' folder there, {how}"
+        ) from None
+
+
+def _image_folder(path: Path, transform: Callable | None) -> ImageFolder:
+    """ImageFolder over ``path``; a missing folder is a one-line ``FileNotFoundError`` naming it."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"image folder {path} does not exist; expected {path}/<class>/<image files>")
+    return ImageFolder(str(path), transform=transform)

@@ -1,0 +1,129 @@
+"""``SSLDataModule``: multi-crop training batches plus the kNN-bank and validation loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning
+from torch.utils.data import DataLoader, Dataset
+
+from sslib.data.datasets import build_dataset, dataset_stats
+from sslib.data.transforms import Augment, CropGroup, MultiCropTransform, eval_transform
+from sslib.validation import check_int_at_least
+
+DEFAULT_GLOBAL_CROPS = CropGroup(n=2, size=32)  # two 32x32 views, scale (0.08, 1)
+
+
+def _eval_resize(size: int, native_size: int | None) -> int | None:
+    """Short side to resize to before center-cropping ``size`` at evaluation; ``None`` when the stored
+    images already are ``size`` x ``size``; ``size / 0.875`` (256 for 224) for variable-size images."""
+    if native_size == size:
+        return None
+    return size if native_size else round(size / 0.875)
+
+
+def _crop_group(value: Mapping[str, Any] | CropGroup) -> CropGroup:
+    return value if isinstance(value, CropGroup) else CropGroup(**value)
+
+
+class SSLDataModule(lightning.LightningDataModule):
+    """Dataset ``name`` as multi-crop training batches and two evaluation loaders, from plain kwargs.
+
+    ``train_dataloader()`` yields ``(crops, labels)``: ``crops`` is a list of ``n_crops`` float32
+    (B, 3, size, size) batches, global crops first; ``labels`` (B,) are for monitoring only.
+    ``val_dataloader()`` returns ``[bank, val]``: the train split and the val split with the evaluation
+    transform, both yielding ``(images (B, 3, S, S), labels (B,))`` with ``S = global_crops.size``.
+
+    ``augment`` may be an ``Augment`` (used as is) or a mapping of fields that override the dataset's
+    recipe: solo-learn's CIFAR recipe for 32x32 datasets (digits, CIFAR), BYOL/DINO's ImageNet one otherwise.
+    """
+
+    def __init__(
+        self,
+        name: str = "digits",
+        root: str | Path = "data",
+        batch_size: int = 256,
+        num_workers: int = 0,
+        global_crops: Mapping[str, Any] | CropGroup = DEFAULT_GLOBAL_CROPS,
+        local_crops: Mapping[str, Any] | CropGroup | None = None,
+        augment: Mapping[str, Any] | Augment | None = None,
+        download: bool = False,
+        val_fraction: float = 0.2,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        drop_last: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.stats = dataset_stats(name)
+        self.name, self.root, self.download = name, root, download
+        self.batch_size = check_int_at_least("batch_size", batch_size, 1)
+        self.num_workers = check_int_at_least("num_workers", num_workers, 0)
+        self.val_fraction, self.seed = val_fraction, seed
+        self.pin_memory, self.drop_last = pin_memory, drop_last
+        self.persistent_workers = persistent_workers and num_workers > 0
+        if augment is None or isinstance(augment, Mapping):
+            preset = "cifar" if self.stats.native_size == 32 else "imagenet"
+            augment = Augment.preset(preset, **(augment or {}))
+        global_group = _crop_group(global_crops)
+        local_group = None if local_crops is None else _crop_group(local_crops)
+        self.train_transform = MultiCropTransform(global_group, local_group, augment, self.stats.mean,
+                                                  self.stats.std)
+        self.eval_transform = eval_transform(global_group.size, self.stats.mean, self.stats.std,
+                                             resize=_eval_resize(global_group.size, self.stats.native_size))
+        self.train_set: Dataset | None = None
+        self.bank_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    @property
+    def n_global(self) -> int:
+        return self.train_transform.n_global
+
+    @property
+    def n_crops(self) -> int:
+        return self.train_transform.n_crops
+
+    @property
+    def num_classes(self) -> int:
+        """Known per dataset, or counted from the train split's classes (``folder``)."""
+        if self.stats.num_classes is not None:
+            return self.stats.num_classes
+        self.setup()
+        return len(self.train_set.classes)
+
+    def _build(self, split: str, transform: Any) -> Dataset:
+        return build_dataset(self.name, self.root, split, transform, download=self.download,
+                             val_fraction=self.val_fraction, seed=self.seed)
+
+    def prepare_data(self) -> None:
+        """Download (rank 0 only, under Lightning) when ``download`` is set."""
+        if self.download:
+            for split in ("train", "val"):
+                self._build(split, None)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the three datasets once; every stage uses them."""
+        if self.train_set is not None:
+            return
+        train_set = self._build("train", self.train_transform)
+        if self.drop_last and len(train_set) < self.batch_size:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {len(train_set)} training "
+                             f"images of {self.name}; with drop_last=True no batch would be produced")
+        self.train_set = train_set
+        self.bank_set = self._build("train", self.eval_transform)
+        self.val_set = self._build("val", self.eval_transform)
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train,
+                          drop_last=train and self.drop_last, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        self.setup()
+        return [self._loader(self.bank_set, train=False), self._loader(self.val_set, train=False)]

@@ -1,0 +1,181 @@
+"""Multi-crop augmentation (asymmetric global views, as in BYOL/DINO) and the evaluation transform.
+
+Every setting is plain data (ints, floats, lists of floats), so a Hydra/YAML config can set it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+
+from sslib.registry import check_kwargs
+from sslib.validation import check_int_at_least, check_unit_interval
+
+BLUR_SIGMA = (0.1, 2.0)
+SOLARIZE_THRESHOLD = 0.5  # on float images in [0, 1]
+
+
+@dataclass(frozen=True)
+class CropGroup:
+    """``n`` random resized crops of side ``size``; each covers a (lo, hi) ``scale`` fraction of the image."""
+
+    n: int
+    size: int
+    scale: tuple[float, float] = (0.08, 1.0)
+
+    def __post_init__(self) -> None:
+        check_int_at_least("crop n", self.n, 0)
+        check_int_at_least("crop size", self.size, 1)
+        scale = tuple(float(s) for s in self.scale)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"crop scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.scale!r}")
+        object.__setattr__(self, "scale", scale)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Photometric augmentation shared by all views, with per-view blur and solarize probabilities.
+
+    ``blur_p``/``solarize_p`` hold one probability per global view (a single value, or a list of one,
+    applies to every global view; with fewer global views the first values are used);
+    ``local_blur_p``/``local_solarize_p`` apply to every local crop.
+    The defaults are the ImageNet recipe of BYOL/DINO; ``Augment.preset("cifar")`` is solo-learn's
+    CIFAR recipe (no blur).
+    """
+
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    color_jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    hflip_p: float = 0.5
+    blur_p: tuple[float, ...] = (1.0, 0.1)
+    solarize_p: tuple[float, ...] = (0.0, 0.2)
+    local_blur_p: float = 0.5
+    local_solarize_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("brightness", "contrast", "saturation"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"augment {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.hue <= 0.5:
+            raise ValueError(f"augment hue must be in [0, 0.5], got {self.hue!r}")
+        for name in ("color_jitter_p", "grayscale_p", "hflip_p", "local_blur_p", "local_solarize_p"):
+            check_unit_interval(f"augment {name}", getattr(self, name), closed_right=True)
+        for name in ("blur_p", "solarize_p"):
+            value = getattr(self, name)
+            probs = (value,) if isinstance(value, (int, float)) else tuple(value)
+            if not probs:
+                raise ValueError(f"augment {name} needs at least one probability")
+            for i, p in enumerate(probs):
+                check_unit_interval(f"augment {name}[{i}]", p, closed_right=True)
+            object.__setattr__(self, name, tuple(float(p) for p in probs))
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Augment:
+        """The ``"imagenet"`` or ``"cifar"`` recipe, with ``overrides`` replacing some of its fields."""
+        if name not in AUGMENT_PRESETS:
+            raise ValueError(f"unknown augment preset {name!r}; available: {', '.join(AUGMENT_PRESETS)}")
+        check_kwargs(cls, overrides, "augment")
+        return replace(cls(**AUGMENT_PRESETS[name]), **overrides)
+
+    def global_probs(self, n_global: int) -> list[tuple[float, float]]:
+        """``(blur_p, solarize_p)`` of each of ``n_global`` global views."""
+        return list(zip(_per_view("blur_p", self.blur_p, n_global),
+                        _per_view("solarize_p", self.solarize_p, n_global), strict=True))
+
+
+AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
+    "imagenet": {},
+    "cifar": {"blur_p": (0.0,), "solarize_p": (0.0, 0.2), "local_blur_p": 0.0},
+}
+
+
+def _per_view(name: str, probs: tuple[float, ...], n_global: int) -> tuple[float, ...]:
+    """``probs`` for ``n_global`` views: one value for all, else the first ``n_global`` values."""
+    if len(probs) == 1:
+        return probs * n_global
+    if len(probs) < n_global:
+        raise ValueError(f"augment {name} has {len(probs)} values for {n_global} global views; "
+                         f"give 1 value or at least {n_global}")
+    return probs[:n_global]
+
+
+def _normalize(mean: Sequence[float], std: Sequence[float]) -> v2.Normalize:
+    """``Normalize`` after checking ``mean``/``std`` are 3 numbers (RGB) with ``std > 0``."""
+    mean, std = [float(m) for m in mean], [float(s) for s in std]
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean and std must be 3 numbers each with std > 0, got mean={mean}, std={std}")
+    return v2.Normalize(mean, std)
+
+
+def _blur_kernel(size: int) -> int:
+    """Odd Gaussian-blur kernel side of about 10% of the crop (23 for 224, as in BYOL), at least 3."""
+    return max(3, size // 10 // 2 * 2 + 1)
+
+
+def _view_pipeline(crop: CropGroup, aug: Augment, blur_p: float, solarize_p: float,
+                   normalize: v2.Normalize) -> v2.Compose:
+    """PIL image or uint8 (3, H, W) tensor -> normalised float32 (3, crop.size, crop.size) tensor."""
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(crop.size, scale=crop.scale, antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.RandomHorizontalFlip(aug.hflip_p),
+        v2.RandomApply([v2.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)],
+                       p=aug.color_jitter_p),
+        v2.RandomGrayscale(aug.grayscale_p),
+        v2.RandomApply([v2.GaussianBlur(_blur_kernel(crop.size), sigma=BLUR_SIGMA)], p=blur_p),
+        v2.RandomSolarize(SOLARIZE_THRESHOLD, p=solarize_p),
+        normalize,
+    ])
+
+
+class MultiCropTransform:
+    """One image -> ``global_crops.n`` global views then ``local_crops.n`` local views.
+
+    Each view is a normalised float32 (3, size, size) tensor with its group's size; global view ``i``
+    uses ``augment``'s ``i``-th blur/solarize probability, every local view the local ones.
+    """
+
+    def __init__(self, global_crops: CropGroup, local_crops: CropGroup | None, augment: Augment,
+                 mean: Sequence[float], std: Sequence[float]) -> None:
+        if global_crops.n < 1:
+            raise ValueError(f"need at least one global crop, got n={global_crops.n}")
+        normalize = _normalize(mean, std)
+        self.global_views = [_view_pipeline(global_crops, augment, blur, solarize, normalize)
+                             for blur, solarize in augment.global_probs(global_crops.n)]
+        self.n_local = 0 if local_crops is None else local_crops.n
+        self.local_view = None if self.n_local == 0 else _view_pipeline(
+            local_crops, augment, augment.local_blur_p, augment.local_solarize_p, normalize)
+
+    @property
+    def n_global(self) -> int:
+        return len(self.global_views)
+
+    @property
+    def n_crops(self) -> int:
+        """Global plus local views per image."""
+        return self.n_global + self.n_local
+
+    def __call__(self, image: Any) -> list[Tensor]:
+        local = [self.local_view(image) for _ in range(self.n_local)]
+        return [view(image) for view in self.global_views] + local
+
+
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float],
+                   resize: int | None = None) -> v2.Compose:
+    """PIL image or uint8 (3, H, W) tensor -> normalised float32 (3, size, size) tensor.
+
+    With ``resize`` the short side is resized to ``resize`` then center-cropped to ``size`` (ImageNet-like
+    data, e.g. 256 -> 224); without it the images must already be ``size`` x ``size`` (32x32 data).
+    """
+    check_int_at_least("eval size", size, 1)
+    geometry = [] if resize is None else [v2.Resize(resize, antialias=True), v2.CenterCrop(size)]
+    return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), _normalize(mean, std)])

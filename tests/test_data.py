@@ -1,0 +1,301 @@
+"""Tests for sslib.data: digits split, multi-crop augmentation, dataset lookup and the data module."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from torchvision.datasets import CIFAR10
+
+from sslib.data import (
+    DATASET_STATS,
+    Augment,
+    CropGroup,
+    DigitsDataset,
+    MultiCropTransform,
+    SSLDataModule,
+    build_dataset,
+    eval_transform,
+)
+
+N_DIGITS = 1797
+IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # "normalised" views stay in [0, 1]
+NO_RANDOM_COLOUR = dict(color_jitter_p=0.0, grayscale_p=0.0, hflip_p=0.0, blur_p=(0.0,))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Per-image ops on tiny tensors are much faster single-threaded (as in DataLoader workers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def message(excinfo: pytest.ExceptionInfo) -> str:
+    """The exception's message, asserting it is a single line."""
+    text = str(excinfo.value)
+    assert "\n" not in text, text
+    return text
+
+
+def make_image_folder(root: Path) -> None:
+    """root/{train,val}/{a,b}/*.png: 3 train and 2 val RGB images per class, of varied sizes."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 2)):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, size=(20 + 4 * i, 24, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+
+
+# --- digits ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("val_fraction", [0.2, 0.3])
+def test_digits_split_is_stratified_disjoint_and_sized(val_fraction):
+    train, val = DigitsDataset("train", val_fraction), DigitsDataset("val", val_fraction)
+    assert len(val) == int(np.ceil(N_DIGITS * val_fraction)) and len(train) + len(val) == N_DIGITS
+    assert set(train.indices).isdisjoint(val.indices)
+    assert sorted(train.indices + val.indices) == list(range(N_DIGITS))
+    totals = Counter(train.targets) + Counter(val.targets)
+    for label, count in Counter(val.targets).items():
+        assert abs(count - val_fraction * totals[label]) <= 1, (label, count, totals[label])
+    assert train.classes == [str(d) for d in range(10)] and set(val.targets) == set(range(10))
+
+
+def test_digits_split_is_deterministic_per_seed():
+    assert DigitsDataset("val", seed=0).indices == DigitsDataset("val", seed=0).indices
+    assert DigitsDataset("val", seed=0).indices != DigitsDataset("val", seed=1).indices
+    assert torch.equal(DigitsDataset("val").images, DigitsDataset("val").images)
+
+
+def test_digits_images_are_32x32_rgb_uint8():
+    dataset = DigitsDataset("val")
+    image, label = dataset[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and isinstance(label, int)
+    assert torch.equal(image[0], image[1]) and torch.equal(image[0], image[2])  # grayscale replicated
+    assert dataset.images.max() == 255 and dataset.images.min() == 0
+    mean = dataset.images.float().div(255).mean().item()
+    assert mean == pytest.approx(DATASET_STATS["digits"].mean[0], abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"split": "test"}, "split"), ({"val_fraction": 0.0}, "val_fraction")]
+)
+def test_digits_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match) as excinfo:
+        DigitsDataset(**kwargs)
+    message(excinfo)
+
+
+# --- transforms -----------------------------------------------------------------------------------------
+
+
+def test_multicrop_views_have_right_count_shape_dtype_and_range():
+    stats = DATASET_STATS["digits"]
+    local = CropGroup(3, 16, (0.05, 0.3))
+    transform = MultiCropTransform(CropGroup(2, 32), local, Augment(), stats.mean, stats.std)
+    image = DigitsDataset("val")[0][0]
+    views = transform(image)
+    assert transform.n_global == 2 and transform.n_crops == len(views) == 5
+    assert [tuple(v.shape) for v in views] == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 3
+    lo, hi = (0 - stats.mean[0]) / stats.std[0], (1 - stats.mean[0]) / stats.std[0]
+    for view in views:
+        assert view.dtype == torch.float32
+        assert lo - 1e-4 <= view.min() and view.max() <= hi + 1e-4
+
+
+def test_multicrop_accepts_pil_images():
+    pil = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8))
+    views = MultiCropTransform(CropGroup(1, 24), None, Augment(), **IDENTITY)(pil)
+    assert len(views) == 1 and views[0].shape == (3, 24, 24) and views[0].dtype == torch.float32
+
+
+@pytest.mark.parametrize("solarized_view", [0, 1])
+def test_global_views_are_asymmetric(solarized_view):
+    """Solarize p=1 on one global view and 0 on the other: only that view has its bright strokes inverted."""
+    solarize_p = tuple(float(i == solarized_view) for i in range(2))
+    augment = Augment(**NO_RANDOM_COLOUR, solarize_p=solarize_p)
+    transform = MultiCropTransform(CropGroup(2, 32, (1.0, 1.0)), None, augment, **IDENTITY)
+    image = DigitsDataset("val")[0][0]
+    views = transform(image)
+    solarized, plain = views[solarized_view], views[1 - solarized_view]
+    assert torch.allclose(plain, image.float() / 255, atol=1e-6)
+    assert plain.max() > 0.9 and solarized.max() <= 0.5
+    assert torch.allclose(solarized, torch.where(plain >= 0.5, 1 - plain, plain), atol=1e-6)
+
+
+def test_augment_presets_match_the_recipes():
+    imagenet, cifar = Augment(), Augment.preset("cifar")
+    assert imagenet.global_probs(2) == [(1.0, 0.0), (0.1, 0.2)]
+    assert (imagenet.local_blur_p, imagenet.local_solarize_p) == (0.5, 0.0)
+    assert cifar.global_probs(2) == [(0.0, 0.0), (0.0, 0.2)] and cifar.local_blur_p == 0.0
+    assert (cifar.brightness, cifar.contrast, cifar.saturation, cifar.hue) == (0.4, 0.4, 0.2, 0.1)
+    assert (cifar.color_jitter_p, cifar.grayscale_p, cifar.hflip_p) == (0.8, 0.2, 0.5)
+    assert Augment.preset("cifar", solarize_p=[0.1, 0.3]).solarize_p == (0.1, 0.3)  # YAML lists work
+    assert Augment(blur_p=0.5, solarize_p=[0.3]).global_probs(3) == [(0.5, 0.3)] * 3  # one value: every view
+    assert imagenet.global_probs(1) == [(1.0, 0.0)]  # fewer views: the first values
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: CropGroup(-1, 32), "crop n"),
+        (lambda: CropGroup(2, 0), "crop size"),
+        (lambda: CropGroup(2, 32, (0.0, 1.0)), "scale"),
+        (lambda: CropGroup(2, 32, (0.6, 0.4)), "scale"),
+        (lambda: CropGroup(2, 32, (0.2, 1.5)), "scale"),
+        (lambda: MultiCropTransform(CropGroup(0, 32), None, Augment(), **IDENTITY), "global crop"),
+        (lambda: MultiCropTransform(CropGroup(3, 32), None, Augment(), **IDENTITY), "blur_p has 2 values"),
+        (lambda: MultiCropTransform(CropGroup(1, 32), None, Augment(), (0.5,) * 2, (0.5,) * 2), "mean and std"),
+        (lambda: Augment(solarize_p=(0.0, 1.5)), r"solarize_p\[1\]"),
+        (lambda: Augment(hue=0.7), "hue"),
+        (lambda: Augment.preset("cifar", blurp=0.1), "blurp"),
+        (lambda: Augment.preset("stl10"), "available: imagenet, cifar"),
+    ],
+)
+def test_transform_arguments_are_checked_with_one_line_errors(build, match):
+    with pytest.raises(ValueError, match=match) as excinfo:
+        build()
+    message(excinfo)
+
+
+def test_eval_transform_sizes():
+    image = DigitsDataset("val")[0][0]
+    out = eval_transform(32, **IDENTITY)(image)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    assert torch.allclose(out, image.float() / 255)
+    pil = Image.fromarray(np.zeros((40, 60, 3), dtype=np.uint8))
+    assert eval_transform(32, **IDENTITY, resize=36)(pil).shape == (3, 32, 32)
+
+
+# --- dataset lookup -------------------------------------------------------------------------------------
+
+
+def test_unknown_dataset_lists_allowed_names(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'") as excinfo:
+        build_dataset("mnist", tmp_path, "train")
+    assert all(name in message(excinfo) for name in DATASET_STATS)
+    allowed = "available: digits, cifar10, cifar100, imagenet, imagenet100, folder"
+    with pytest.raises(ValueError, match=allowed):
+        SSLDataModule(name="mnist")
+
+
+def test_cifar_offline_error_is_one_line_naming_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError) as excinfo:
+        build_dataset("cifar100", tmp_path, "train", download=False)
+    text = message(excinfo)
+    assert str(tmp_path) in text and "'cifar-100-python/'" in text and "download=True" in text
+
+
+def test_cifar_failed_download_is_one_line_without_chained_traceback(tmp_path, monkeypatch):
+    def fail(self):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(CIFAR10, "download", fail)
+    with pytest.raises(FileNotFoundError) as excinfo:
+        build_dataset("cifar10", tmp_path, "val", download=True)
+    text = message(excinfo)
+    assert str(tmp_path) in text and "'cifar-10-batches-py/'" in text and "download failed" in text
+    assert excinfo.value.__cause__ is None and excinfo.value.__suppress_context__
+
+
+def test_folder_dataset_reads_an_image_folder(tmp_path):
+    make_image_folder(tmp_path)
+    train = build_dataset("folder", tmp_path, "train", eval_transform(16, **IDENTITY, resize=18))
+    val = build_dataset("folder", tmp_path, "val")
+    assert len(train) == 6 and len(val) == 4 and train.classes == ["a", "b"]
+    image, label = train[5]
+    assert image.shape == (3, 16, 16) and label == 1
+
+
+@pytest.mark.parametrize("name", ["folder", "imagenet100"])
+def test_missing_image_folder_names_the_path(tmp_path, name):
+    with pytest.raises(FileNotFoundError) as excinfo:
+        build_dataset(name, tmp_path / "nowhere", "val")
+    assert str(tmp_path / "nowhere" / "val") in message(excinfo)
+
+
+def test_image_folders_cannot_be_downloaded(tmp_path):
+    with pytest.raises(ValueError, match="cannot be downloaded") as excinfo:
+        build_dataset("imagenet", tmp_path, "train", download=True)
+    assert str(tmp_path / "train") in message(excinfo)
+
+
+# --- data module ----------------------------------------------------------------------------------------
+
+YAML_CONFIG = """
+name: digits
+root: unused
+batch_size: 64
+num_workers: 0
+global_crops: {n: 2, size: 32, scale: [0.2, 1.0]}
+local_crops: {n: 3, size: 16, scale: [0.05, 0.2]}
+augment: {solarize_p: [0.0, 0.5]}
+download: false
+val_fraction: 0.2
+pin_memory: false
+persistent_workers: true
+drop_last: true
+seed: 0
+"""
+
+
+def test_datamodule_digits_batches_have_the_promised_structure():
+    cfg = OmegaConf.create(YAML_CONFIG)  # what Hydra hands over: DictConfig / ListConfig values
+    dm = SSLDataModule(**cfg)
+    assert (dm.num_classes, dm.n_global, dm.n_crops) == (10, 2, 5)
+    dm.setup("fit")
+    train = dm.train_dataloader()
+    assert len(train) == 1437 // 64
+    crops, labels = next(iter(train))
+    assert isinstance(crops, list) and len(crops) == 5
+    assert [tuple(c.shape) for c in crops] == [(64, 3, 32, 32)] * 2 + [(64, 3, 16, 16)] * 3
+    assert all(c.dtype == torch.float32 for c in crops)
+    assert labels.shape == (64,) and labels.dtype == torch.int64
+    bank, val = dm.val_dataloader()
+    assert len(bank.dataset) == 1437 and len(val.dataset) == 360
+    for loader in (bank, val):
+        images, labels = next(iter(loader))
+        assert images.shape == (64, 3, 32, 32) and images.dtype == torch.float32 and labels.shape == (64,)
+    assert not train.persistent_workers  # only with num_workers > 0
+
+
+def op_probs(pipeline) -> dict[str, float]:
+    """Probability of each random op of a view pipeline, keyed by op name (``RandomApply`` by its op)."""
+    ops = [t for t in pipeline.transforms if hasattr(t, "p")]
+    return {type(getattr(t, "transforms", [t])[0]).__name__: t.p for t in ops}
+
+
+def test_datamodule_uses_the_dataset_recipe_with_yaml_overrides():
+    views = SSLDataModule(augment={"solarize_p": [0.0, 0.5], "hflip_p": 0.0}).train_transform.global_views
+    assert op_probs(views[1]) == {"RandomHorizontalFlip": 0.0, "ColorJitter": 0.8, "RandomGrayscale": 0.2,
+                                  "GaussianBlur": 0.0, "RandomSolarize": 0.5}  # CIFAR recipe: no blur
+    assert op_probs(views[0])["RandomSolarize"] == 0.0
+    imagenet = SSLDataModule(name="imagenet", global_crops={"n": 2, "size": 224}).train_transform.global_views
+    assert [op_probs(v)["GaussianBlur"] for v in imagenet] == [1.0, 0.1]
+
+
+def test_datamodule_on_image_folder(tmp_path):
+    make_image_folder(tmp_path)
+    dm = SSLDataModule(name="folder", root=str(tmp_path), batch_size=2, global_crops={"n": 2, "size": 16},
+                       local_crops={"n": 2, "size": 8})
+    assert dm.num_classes == 2
+    crops, labels = next(iter(dm.train_dataloader()))
+    assert [tuple(c.shape) for c in crops] == [(2, 3, 16, 16)] * 2 + [(2, 3, 8, 8)] * 2
+    bank, val = dm.val_dataloader()
+    assert next(iter(val))[0].shape == (2, 3, 16, 16) and len(bank.dataset) == 6
+
+
+def test_datamodule_batch_larger_than_train_split_is_an_error():
+    with pytest.raises(ValueError, match="batch_size 5000") as excinfo:
+        SSLDataModule(batch_size=5000).setup()
+    message(excinfo)
