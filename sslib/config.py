@@ -1,0 +1,71 @@
+"""Compose the Hydra configs shipped in ``sslib/conf`` from ``key=value`` overrides, with one-line errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from importlib import resources
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONF_MODULE = "sslib.conf"
+GROUPS = ("method", "labeler", "backbone", "data", "optim", "trainer", "logger", "recipe")
+
+
+class ConfigError(ValueError):
+    """A bad override or config value, with a one-line message."""
+
+
+def options(group: str) -> list[str]:
+    """The config files available in ``group`` (without ``.yaml``)."""
+    folder = resources.files(CONF_MODULE) / group
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _check_group_choices(overrides: Sequence[str]) -> dict[str, str]:
+    """Validate ``group=option`` overrides; return the chosen options by group."""
+    chosen = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, value = item.split("=", 1)
+        if key in GROUPS:
+            if value not in ("null", *options(key)):
+                raise ConfigError(f"unknown {key} '{value}'; available: {', '.join(options(key))}")
+            chosen[key] = value
+    return chosen
+
+
+def _one_line(err: Exception) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    message = lines[0] if lines else type(err).__name__
+    missing = re.search(r"Missing mandatory value: (\S+)", str(err))
+    if missing:
+        return f"{missing.group(1)} is required: set {missing.group(1)}=..."
+    return message
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The resolved run config for ``overrides`` (e.g. ``["method=mira", "data=cifar100"]``).
+
+    Unless ``labeler=...`` is given, the method's own labeler (``method.labeler``) is used. Unknown
+    groups, options or keys, and missing mandatory values raise :class:`ConfigError` (one line).
+    """
+    overrides = list(overrides)
+    chosen = _check_group_choices(overrides)
+    try:
+        with initialize_config_module(CONF_MODULE, version_base="1.3"):
+            cfg = hydra_compose("config", overrides=overrides)
+            if "labeler" not in chosen:
+                labeler = cfg.method.labeler
+                if labeler not in options("labeler"):
+                    raise ConfigError(f"method.labeler '{labeler}' unknown; available: {', '.join(options('labeler'))}")
+                cfg = hydra_compose("config", overrides=[*overrides, f"labeler={labeler}"])
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_one_line(err)) from None
+    return cfg

@@ -1,0 +1,25 @@
+"""Methods: LightningModules built from a composed config (``cfg.method.name``)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from sslib.methods.base import SSLMethod
+from sslib.methods.clustering import ClusteringMethod
+from sslib.registry import Registry
+
+METHODS: Registry[type[SSLMethod]] = Registry("method")
+for _name in ("mira", "swav", "dino"):  # one loop, three recipes (sslib/conf/method/*.yaml)
+    METHODS.register(_name)(ClusteringMethod)
+
+
+def available() -> list[str]:
+    return METHODS.available()
+
+
+def build(cfg: DictConfig, num_classes: int, n_global: int) -> SSLMethod:
+    """The method named by ``cfg.method.name``; unknown names raise a one-line ``ValueError``."""
+    return METHODS.get(cfg.method.name)(cfg, num_classes=num_classes, n_global=n_global)
+
+
+__all__ = ["METHODS", "ClusteringMethod", "SSLMethod", "available", "build"]

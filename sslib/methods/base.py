@@ -1,0 +1,129 @@
+"""The shared training loop: backbone, optimisation, schedules and online evaluation.
+
+A method subclass only adds its heads (``ssl_modules``) and its loss (``ssl_step``).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from sslib import backbones
+from sslib.eval import knn_accuracy
+from sslib.optim import build_optimizer, build_scheduler, param_groups, scaled_lr
+
+SMALL_IMAGE_SIZE = 64  # crops up to this size use the CIFAR stem when backbone.cifar is "auto"
+
+
+def build_backbone(cfg: DictConfig) -> tuple[nn.Module, int]:
+    """Backbone from ``cfg.backbone`` ({name, **kwargs}); ``cifar: auto`` follows the crop size."""
+    kwargs = OmegaConf.to_container(cfg.backbone, resolve=True)
+    name = kwargs.pop("name")
+    if kwargs.get("cifar") == "auto":
+        kwargs["cifar"] = cfg.data.global_crops.size <= SMALL_IMAGE_SIZE
+    return backbones.build(name, **kwargs)
+
+
+class SSLMethod(L.LightningModule):
+    """Base LightningModule of every method.
+
+    Owns the backbone, the optimiser and per-step lr schedule (linear warm-up + cosine, lr scaled by
+    global batch / 256), a detached linear probe trained on the first global crop's features, and the
+    per-epoch online weighted kNN (k, T from ``cfg.online_eval``) of val features against the train split.
+    Subclasses implement :meth:`ssl_step` and :meth:`ssl_modules`.
+    """
+
+    def __init__(self, cfg: DictConfig, num_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True), "num_classes": num_classes})
+        self.backbone, self.feat_dim = build_backbone(cfg)
+        self.num_classes = num_classes
+        self.probe = nn.Linear(self.feat_dim, num_classes)
+        self._val_outputs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {0: [], 1: []}
+        self._val_probe: list[torch.Tensor] = []
+
+    # --- to be provided by methods ---------------------------------------------------------------
+
+    def ssl_modules(self) -> nn.ModuleDict:
+        """The trainable modules of the self-supervised objective (backbone included)."""
+        raise NotImplementedError
+
+    def ssl_step(self, crops: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Loss of one batch of crops, the first global crop's backbone features (B, D), and metrics."""
+        raise NotImplementedError
+
+    # --- progress ------------------------------------------------------------------------------
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, int(self.trainer.estimated_stepping_batches))
+
+    @property
+    def steps_per_epoch(self) -> float:
+        return self.total_steps / max(1, self.trainer.max_epochs or 1)
+
+    # --- training ------------------------------------------------------------------------------
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        crops, labels = batch
+        loss, feats, metrics = self.ssl_step(crops)
+        probe_logits = self.probe(feats.detach())
+        probe_loss = F.cross_entropy(probe_logits, labels)
+        acc = (probe_logits.argmax(1) == labels).float().mean()
+        self.log_dict({"train/loss": loss, "train/probe_loss": probe_loss, "train/probe_acc": acc},
+                      prog_bar=True, sync_dist=True)
+        self.log_dict(metrics, sync_dist=False)
+        return loss + probe_loss
+
+    def configure_optimizers(self):
+        cfg = self.cfg.optim
+        world = self.trainer.world_size if self._trainer is not None else 1
+        lr = scaled_lr(cfg.lr, self.cfg.data.batch_size * world) if cfg.scale_lr else cfg.lr
+        groups = param_groups(self.ssl_modules(), cfg.weight_decay, cfg.exclude_bias_norm)
+        probe_lr = scaled_lr(self.cfg.online_eval.probe_lr, self.cfg.data.batch_size * world)
+        groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lars_exclude": True,
+                       "lr": probe_lr})
+        extra = OmegaConf.to_container(cfg.kwargs, resolve=True) if cfg.get("kwargs") else {}
+        optimizer = build_optimizer(cfg.name, groups, lr=lr, weight_decay=cfg.weight_decay,
+                                    momentum=cfg.momentum, **extra)
+        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+        scheduler = build_scheduler(optimizer, self.total_steps, min(warmup, self.total_steps),
+                                    final_lr_ratio=cfg.final_lr_ratio, warmup_start_ratio=cfg.warmup_start_ratio)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- online evaluation ---------------------------------------------------------------------
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels = batch
+        feats = self.backbone(images)
+        self._val_outputs[dataloader_idx].append((feats.float(), labels))
+        if dataloader_idx == 1:
+            self._val_probe.append((self.probe(feats).argmax(1) == labels).float())
+
+    def on_validation_epoch_end(self) -> None:
+        bank, val = (self._gather(self._val_outputs[i]) for i in (0, 1))
+        self._val_outputs = {0: [], 1: []}
+        probe_hits, self._val_probe = self._val_probe, []
+        if bank is None or val is None:
+            return
+        ev = self.cfg.online_eval
+        acc = knn_accuracy(bank[0], bank[1], val[0], val[1], self.num_classes, k=ev.knn_k,
+                           temperature=ev.knn_temperature)
+        probe = self.all_gather(torch.cat(probe_hits)).float().mean() * 100
+        self.log_dict({"val/knn_top1": acc["top1"], "val/knn_top5": acc["top5"], "val/probe_top1": probe},
+                      prog_bar=True, rank_zero_only=True)
+
+    def _gather(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]):
+        """Concatenate (features, labels) over batches and ranks, or None when empty."""
+        if not outputs:
+            return None
+        feats = torch.cat([f for f, _ in outputs])
+        labels = torch.cat([y for _, y in outputs])
+        if self.trainer.world_size > 1:
+            feats = self.all_gather(feats).flatten(0, 1)
+            labels = self.all_gather(labels).flatten(0, 1)
+        return feats, labels

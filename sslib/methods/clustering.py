@@ -1,0 +1,147 @@
+"""One loop for the clustering methods (MIRA, SwAV, DINO): they differ only in their recipe."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from sslib import labelers
+from sslib.heads import MLP, PrototypeHead
+from sslib.labelers import label_stats
+from sslib.methods.base import SSLMethod
+from sslib.methods.ema import ema_update, make_teacher
+from sslib.methods.losses import swapped_prediction_loss
+from sslib.methods.queue import EmbeddingQueue
+from sslib.methods.schedule import Ramp, ramps
+from sslib.optim import cosine_ramp
+
+
+def build_labeler(cfg: DictConfig) -> tuple[labelers.Labeler, dict[str, Ramp]]:
+    """The labeler of ``cfg.labeler`` ({name, schedule, **kwargs}) and its attribute schedules."""
+    kwargs = OmegaConf.to_container(cfg.labeler, resolve=True)
+    schedule = ramps(kwargs.pop("schedule", None))
+    labeler = labelers.build(kwargs.pop("name"), **kwargs)
+    for attr in schedule:
+        if not hasattr(labeler, attr):
+            raise ValueError(f"labeler {type(labeler).__name__} has no attribute '{attr}' to schedule")
+    return labeler, schedule
+
+
+def forward_by_resolution(module: nn.Module, crops: list[torch.Tensor]) -> torch.Tensor:
+    """Run ``module`` once per run of equally-sized consecutive crops; (sum of B_c, D) in crop order."""
+    outputs, start = [], 0
+    while start < len(crops):
+        end = start + 1
+        while end < len(crops) and crops[end].shape[-2:] == crops[start].shape[-2:]:
+            end += 1
+        outputs.append(module(torch.cat(crops[start:end])))
+        start = end
+    return torch.cat(outputs)
+
+
+class ClusteringMethod(SSLMethod):
+    """Backbone -> projector MLP -> prototypes; targets from a pluggable labeler; swapped prediction.
+
+    Recipe knobs (``cfg.method``): ``num_prototypes`` K, ``projector_dims`` (hidden..., out),
+    ``student_temperature``, ``ema`` ({enabled, base_momentum, final_momentum, share_prototypes}),
+    ``freeze_prototypes_epochs``, ``queue`` ({length, start_epoch}); the labeler comes from ``cfg.labeler``.
+    Teacher logits are those of the global crops, from the EMA teacher when enabled, else from the
+    student itself (no grad). The prototype head is shared with the teacher when ``share_prototypes``
+    (MIRA), or EMA-averaged with the rest of the teacher (DINO).
+    """
+
+    def __init__(self, cfg: DictConfig, num_classes: int, n_global: int) -> None:
+        super().__init__(cfg, num_classes)
+        m = cfg.method
+        self.n_global = n_global
+        self.projector = MLP([self.feat_dim, *m.projector_dims])
+        self.prototypes = PrototypeHead(m.projector_dims[-1], m.num_prototypes)
+        self.labeler, self.labeler_schedule = build_labeler(cfg)
+        self.teacher: nn.ModuleDict | None = None
+        if m.ema.enabled:
+            parts = {"backbone": self.backbone, "projector": self.projector}
+            if not m.ema.share_prototypes:
+                parts["prototypes"] = self.prototypes
+            self.teacher = make_teacher(nn.ModuleDict(parts))
+        self.queue = EmbeddingQueue(n_global, m.queue.length, m.projector_dims[-1]) if m.queue.length else None
+        self._last_stats = None
+
+    def ssl_modules(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"backbone": self.backbone, "projector": self.projector, "prototypes": self.prototypes})
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def ssl_step(self, crops: list[torch.Tensor]):
+        m = self.cfg.method
+        feats = forward_by_resolution(self.backbone, crops)
+        sizes = [c.shape[0] for c in crops]
+        z = self.projector(feats)
+        student = self.prototypes(z).split(sizes)
+        teacher_logits, teacher_z = self._teacher_outputs(crops[: self.n_global], student, z.split(sizes))
+        targets = self.labeler.label_views(self._with_queue(teacher_logits))
+        targets = [t[: sizes[v]] for v, t in enumerate(targets)]
+        if self.queue is not None and self.current_epoch >= m.queue.start_epoch:
+            self.queue.push(teacher_z)
+        loss = swapped_prediction_loss(targets, list(student), m.student_temperature)
+        stats = label_stats(targets[0])
+        self._last_stats = stats
+        metrics = stats.as_dict("labels/")
+        metrics.update({f"schedule/{k}": float(getattr(self.labeler, k)) for k in self.labeler_schedule})
+        return loss, feats[: sizes[0]], metrics
+
+    @torch.no_grad()
+    def _teacher_outputs(self, global_crops: list[torch.Tensor], student_logits, student_z):
+        """Teacher logits (B, K) and L2-normalised projector embeddings (B, d) of each global crop.
+
+        Without EMA (SwAV) these are the student's own outputs, detached.
+        """
+        n = len(global_crops)
+        if self.teacher is None:
+            logits, z = [s.detach() for s in student_logits[:n]], [e.detach() for e in student_z[:n]]
+        else:
+            sizes = [c.shape[0] for c in global_crops]
+            emb = self.teacher["projector"](forward_by_resolution(self.teacher["backbone"], global_crops))
+            prototypes = self.teacher["prototypes"] if "prototypes" in self.teacher else self.prototypes
+            logits, z = list(prototypes(emb).split(sizes)), list(emb.split(sizes))
+        return logits, [torch.nn.functional.normalize(e, dim=1) for e in z]
+
+    def _with_queue(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Append the queued embeddings' current prototype scores to each view's logits."""
+        if self.queue is None or self.current_epoch < self.cfg.method.queue.start_epoch or not int(self.queue.filled):
+            return logits
+        with torch.no_grad():
+            return [torch.cat([lg, self.prototypes(self.queue.stored(v)).to(lg.dtype)]) for v, lg in enumerate(logits)]
+
+    # --- hooks ---------------------------------------------------------------------------------
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        for attr, ramp in self.labeler_schedule.items():
+            setattr(self.labeler, attr, ramp.value(self.global_step, self.total_steps, self.steps_per_epoch))
+
+    def on_after_backward(self) -> None:
+        if self.global_step < self.cfg.method.freeze_prototypes_epochs * self.steps_per_epoch:
+            for p in self.prototypes.parameters_to_freeze():
+                p.grad = None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.teacher is None:
+            return
+        ema = self.cfg.method.ema
+        momentum = cosine_ramp(self.global_step, self.total_steps, ema.base_momentum, ema.final_momentum)
+        student = {"backbone": self.backbone, "projector": self.projector, "prototypes": self.prototypes}
+        ema_update(self.teacher, nn.ModuleDict({k: student[k] for k in self.teacher}), momentum)
+        self.log("schedule/ema_momentum", momentum)
+
+    def on_train_epoch_end(self) -> None:
+        stats = self._last_stats
+        if stats is None:
+            return
+        threshold = self.cfg.online_eval.collapse_threshold
+        reachable = min(stats.n_clusters, self.cfg.data.batch_size * self.trainer.world_size)
+        if stats.clusters_used < threshold * reachable:
+            rank_zero_warn(
+                f"possible collapse at epoch {self.current_epoch}: {stats.clusters_used} of {stats.n_clusters} "
+                f"clusters used by the last batch (< {threshold:.0%} of {reachable} reachable)"
+            )

@@ -1,0 +1,25 @@
+"""Exponential-moving-average teachers (BYOL/DINO/MIRA)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def make_teacher(student: nn.Module) -> nn.Module:
+    """A frozen deep copy of ``student`` to be updated by :func:`ema_update`."""
+    teacher = copy.deepcopy(student)
+    teacher.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """theta_t <- m theta_t + (1 - m) theta_s for every parameter (buffers stay the teacher's own)."""
+    t_params = list(teacher.parameters())
+    s_params = [p.detach() for p in student.parameters()]
+    if len(t_params) != len(s_params):
+        raise ValueError(f"teacher has {len(t_params)} parameters, student {len(s_params)}")
+    torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)

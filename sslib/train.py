@@ -1,0 +1,80 @@
+"""Pre-training entry point: config -> data, method, Lightning trainer -> checkpoints and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
+from omegaconf import DictConfig, OmegaConf
+
+from sslib import methods
+from sslib.data import SSLDataModule
+from sslib.io import atomic_write_text
+
+LAST_CHECKPOINT = "checkpoints/last.ckpt"
+
+
+def resume_path(resume: str, run_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``auto`` (last.ckpt if present), ``never``, or a path."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        last = run_dir / LAST_CHECKPOINT
+        return str(last) if last.is_file() else None
+    if not Path(resume).is_file():
+        raise FileNotFoundError(f"resume checkpoint '{resume}' does not exist (use resume=auto|never|<file>)")
+    return resume
+
+
+def build_logger(cfg: DictConfig, run_dir: Path) -> Logger:
+    """CSV metrics under ``run_dir/logs`` (default) or Weights & Biases (``logger=wandb``)."""
+    if cfg.logger.name == "csv":
+        return CSVLogger(save_dir=str(run_dir), name="logs")
+    try:
+        from lightning.pytorch.loggers import WandbLogger
+
+        import wandb  # noqa: F401
+    except ImportError:
+        raise ValueError("logger=wandb needs Weights & Biases: pip install 'sslib[wandb]'") from None
+    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, offline=cfg.logger.offline,
+                       save_dir=str(run_dir), name=cfg.name, id=run_dir.name, resume="allow")
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
+    return L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        default_root_dir=str(run_dir),
+        logger=build_logger(cfg, run_dir),
+        callbacks=[checkpoints, LearningRateMonitor(logging_interval="step")],
+    )
+
+
+def build_datamodule(cfg: DictConfig) -> SSLDataModule:
+    return SSLDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
+
+
+def pretrain(cfg: DictConfig) -> dict[str, float]:
+    """Train ``cfg`` in ``cfg.run_dir`` (resuming per ``cfg.resume``); return the final metrics.
+
+    The returned dict has the last logged metrics (e.g. ``val/knn_top1``) and, for fresh runs with
+    ``baseline_eval``, ``baseline/knn_top1`` of the randomly initialised backbone.
+    """
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir = Path(cfg.run_dir)
+    ckpt = resume_path(cfg.resume, run_dir)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()  # fail fast on missing or broken data, before any model is built
+    model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    trainer = build_trainer(cfg, run_dir)
+    results: dict[str, float] = {}
+    if ckpt is None and cfg.baseline_eval:
+        for key, value in trainer.validate(model, datamodule, verbose=False)[0].items():
+            results[key.replace("val/", "baseline/")] = float(value)
+    trainer.fit(model, datamodule, ckpt_path=ckpt)
+    results.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    return results
