@@ -63,7 +63,9 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
             if "labeler" not in chosen:
                 labeler = cfg.method.labeler
                 if labeler not in options("labeler"):
-                    raise ConfigError(f"method.labeler '{labeler}' unknown; available: {', '.join(options('labeler'))}")
+                    raise ConfigError(
+                        f"method.labeler '{labeler}' unknown; available: {', '.join(options('labeler'))}"
+                    )
                 cfg = hydra_compose("config", overrides=[*overrides, f"labeler={labeler}"])
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:

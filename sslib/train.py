@@ -33,22 +33,31 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger:
     if cfg.logger.name == "csv":
         return CSVLogger(save_dir=str(run_dir), name="logs")
     try:
-        from lightning.pytorch.loggers import WandbLogger
-
         import wandb  # noqa: F401
+        from lightning.pytorch.loggers import WandbLogger
     except ImportError:
         raise ValueError("logger=wandb needs Weights & Biases: pip install 'sslib[wandb]'") from None
-    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, offline=cfg.logger.offline,
-                       save_dir=str(run_dir), name=cfg.name, id=run_dir.name, resume="allow")
+    return WandbLogger(
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        offline=cfg.logger.offline,
+        save_dir=str(run_dir),
+        name=cfg.name,
+        id=run_dir.name,
+        resume="allow",
+    )
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1)
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = ()) -> L.Trainer:
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
+    )
     return L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=str(run_dir),
         logger=build_logger(cfg, run_dir),
-        callbacks=[checkpoints, LearningRateMonitor(logging_interval="step")],
+        callbacks=[checkpoints, LearningRateMonitor(logging_interval="step"), *callbacks],
+        use_distributed_sampler=False,  # the data module shards training batches itself (sslib.data.sampling)
     )
 
 
@@ -56,11 +65,12 @@ def build_datamodule(cfg: DictConfig) -> SSLDataModule:
     return SSLDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
 
 
-def pretrain(cfg: DictConfig) -> dict[str, float]:
+def pretrain(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, float]:
     """Train ``cfg`` in ``cfg.run_dir`` (resuming per ``cfg.resume``); return the final metrics.
 
     The returned dict has the last logged metrics (e.g. ``val/knn_top1``) and, for fresh runs with
-    ``baseline_eval``, ``baseline/knn_top1`` of the randomly initialised backbone.
+    ``baseline_eval``, ``baseline/knn_top1`` of the randomly initialised backbone. ``callbacks`` are
+    added to the trainer's own (checkpointing, lr monitor).
     """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
@@ -70,7 +80,7 @@ def pretrain(cfg: DictConfig) -> dict[str, float]:
     model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-    trainer = build_trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, callbacks)
     results: dict[str, float] = {}
     if ckpt is None and cfg.baseline_eval:
         for key, value in trainer.validate(model, datamodule, verbose=False)[0].items():

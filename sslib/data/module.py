@@ -10,6 +10,7 @@ import lightning
 from torch.utils.data import DataLoader, Dataset
 
 from sslib.data.datasets import build_dataset, dataset_stats
+from sslib.data.sampling import EpochSampler, SeededDataset
 from sslib.data.transforms import Augment, CropGroup, MultiCropTransform, eval_transform
 from sslib.validation import check_int_at_least
 
@@ -69,10 +70,15 @@ class SSLDataModule(lightning.LightningDataModule):
             augment = Augment.preset(preset, **(augment or {}))
         global_group = _crop_group(global_crops)
         local_group = None if local_crops is None else _crop_group(local_crops)
-        self.train_transform = MultiCropTransform(global_group, local_group, augment, self.stats.mean,
-                                                  self.stats.std)
-        self.eval_transform = eval_transform(global_group.size, self.stats.mean, self.stats.std,
-                                             resize=_eval_resize(global_group.size, self.stats.native_size))
+        self.train_transform = MultiCropTransform(
+            global_group, local_group, augment, self.stats.mean, self.stats.std
+        )
+        self.eval_transform = eval_transform(
+            global_group.size,
+            self.stats.mean,
+            self.stats.std,
+            resize=_eval_resize(global_group.size, self.stats.native_size),
+        )
         self.train_set: Dataset | None = None
         self.bank_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -94,8 +100,15 @@ class SSLDataModule(lightning.LightningDataModule):
         return len(self.train_set.classes)
 
     def _build(self, split: str, transform: Any) -> Dataset:
-        return build_dataset(self.name, self.root, split, transform, download=self.download,
-                             val_fraction=self.val_fraction, seed=self.seed)
+        return build_dataset(
+            self.name,
+            self.root,
+            split,
+            transform,
+            download=self.download,
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+        )
 
     def prepare_data(self) -> None:
         """Download (rank 0 only, under Lightning) when ``download`` is set."""
@@ -109,21 +122,36 @@ class SSLDataModule(lightning.LightningDataModule):
             return
         train_set = self._build("train", self.train_transform)
         if self.drop_last and len(train_set) < self.batch_size:
-            raise ValueError(f"batch_size {self.batch_size} exceeds the {len(train_set)} training "
-                             f"images of {self.name}; with drop_last=True no batch would be produced")
+            raise ValueError(
+                f"batch_size {self.batch_size} exceeds the {len(train_set)} training "
+                f"images of {self.name}; with drop_last=True no batch would be produced"
+            )
         self.train_set = train_set
         self.bank_set = self._build("train", self.eval_transform)
         self.val_set = self._build("val", self.eval_transform)
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train,
-                          drop_last=train and self.drop_last, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers)
+    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            **kwargs,
+        )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled multi-crop batches; order and crops depend only on (seed, epoch, index), so a
+        resumed run continues exactly (the sampler starts at the trainer's restored epoch)."""
         self.setup()
-        return self._loader(self.train_set, train=True)
+        trainer = getattr(self, "trainer", None)
+        epoch = trainer.current_epoch if trainer is not None else 0
+        sampler = EpochSampler(len(self.train_set), seed=self.seed, epoch=epoch)
+        return self._loader(
+            SeededDataset(self.train_set, self.seed), sampler=sampler, drop_last=self.drop_last
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
+        """``[bank, val]``, in order and whole on every rank (online kNN needs the full bank)."""
         self.setup()
-        return [self._loader(self.bank_set, train=False), self._loader(self.val_set, train=False)]
+        return [self._loader(self.bank_set, shuffle=False), self._loader(self.val_set, shuffle=False)]

@@ -39,7 +39,9 @@ class SSLMethod(L.LightningModule):
     def __init__(self, cfg: DictConfig, num_classes: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True), "num_classes": num_classes})
+        self.save_hyperparameters(
+            {"cfg": OmegaConf.to_container(cfg, resolve=True), "num_classes": num_classes}
+        )
         self.backbone, self.feat_dim = build_backbone(cfg)
         self.num_classes = num_classes
         self.probe = nn.Linear(self.feat_dim, num_classes)
@@ -74,8 +76,11 @@ class SSLMethod(L.LightningModule):
         probe_logits = self.probe(feats.detach())
         probe_loss = F.cross_entropy(probe_logits, labels)
         acc = (probe_logits.argmax(1) == labels).float().mean()
-        self.log_dict({"train/loss": loss, "train/probe_loss": probe_loss, "train/probe_acc": acc},
-                      prog_bar=True, sync_dist=True)
+        self.log_dict(
+            {"train/loss": loss, "train/probe_loss": probe_loss, "train/probe_acc": acc},
+            prog_bar=True,
+            sync_dist=True,
+        )
         self.log_dict(metrics, sync_dist=False)
         return loss + probe_loss
 
@@ -85,14 +90,26 @@ class SSLMethod(L.LightningModule):
         lr = scaled_lr(cfg.lr, self.cfg.data.batch_size * world) if cfg.scale_lr else cfg.lr
         groups = param_groups(self.ssl_modules(), cfg.weight_decay, cfg.exclude_bias_norm)
         probe_lr = scaled_lr(self.cfg.online_eval.probe_lr, self.cfg.data.batch_size * world)
-        groups.append({"params": list(self.probe.parameters()), "weight_decay": 0.0, "lars_exclude": True,
-                       "lr": probe_lr})
+        groups.append(
+            {
+                "params": list(self.probe.parameters()),
+                "weight_decay": 0.0,
+                "lars_exclude": True,
+                "lr": probe_lr,
+            }
+        )
         extra = OmegaConf.to_container(cfg.kwargs, resolve=True) if cfg.get("kwargs") else {}
-        optimizer = build_optimizer(cfg.name, groups, lr=lr, weight_decay=cfg.weight_decay,
-                                    momentum=cfg.momentum, **extra)
+        optimizer = build_optimizer(
+            cfg.name, groups, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **extra
+        )
         warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
-        scheduler = build_scheduler(optimizer, self.total_steps, min(warmup, self.total_steps),
-                                    final_lr_ratio=cfg.final_lr_ratio, warmup_start_ratio=cfg.warmup_start_ratio)
+        scheduler = build_scheduler(
+            optimizer,
+            self.total_steps,
+            min(warmup, self.total_steps),
+            final_lr_ratio=cfg.final_lr_ratio,
+            warmup_start_ratio=cfg.warmup_start_ratio,
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- online evaluation ---------------------------------------------------------------------
@@ -111,19 +128,22 @@ class SSLMethod(L.LightningModule):
         if bank is None or val is None:
             return
         ev = self.cfg.online_eval
-        acc = knn_accuracy(bank[0], bank[1], val[0], val[1], self.num_classes, k=ev.knn_k,
-                           temperature=ev.knn_temperature)
-        probe = self.all_gather(torch.cat(probe_hits)).float().mean() * 100
-        self.log_dict({"val/knn_top1": acc["top1"], "val/knn_top5": acc["top5"], "val/probe_top1": probe},
-                      prog_bar=True, rank_zero_only=True)
+        acc = knn_accuracy(
+            bank[0], bank[1], val[0], val[1], self.num_classes, k=ev.knn_k, temperature=ev.knn_temperature
+        )
+        probe = torch.cat(probe_hits).float().mean() * 100
+        self.log_dict(
+            {"val/knn_top1": acc["top1"], "val/knn_top5": acc["top5"], "val/probe_top1": probe},
+            prog_bar=True,
+            rank_zero_only=True,
+        )
 
     def _gather(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]):
-        """Concatenate (features, labels) over batches and ranks, or None when empty."""
+        """Concatenate (features, labels) over batches, or None when empty.
+
+        Every rank evaluates the whole bank and val split (the data module does not shard them), so
+        each computes the same kNN accuracy without gathering.
+        """
         if not outputs:
             return None
-        feats = torch.cat([f for f, _ in outputs])
-        labels = torch.cat([y for _, y in outputs])
-        if self.trainer.world_size > 1:
-            feats = self.all_gather(feats).flatten(0, 1)
-            labels = self.all_gather(labels).flatten(0, 1)
-        return feats, labels
+        return torch.cat([f for f, _ in outputs]), torch.cat([y for _, y in outputs])

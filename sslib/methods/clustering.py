@@ -65,11 +65,15 @@ class ClusteringMethod(SSLMethod):
             if not m.ema.share_prototypes:
                 parts["prototypes"] = self.prototypes
             self.teacher = make_teacher(nn.ModuleDict(parts))
-        self.queue = EmbeddingQueue(n_global, m.queue.length, m.projector_dims[-1]) if m.queue.length else None
+        self.queue = (
+            EmbeddingQueue(n_global, m.queue.length, m.projector_dims[-1]) if m.queue.length else None
+        )
         self._last_stats = None
 
     def ssl_modules(self) -> nn.ModuleDict:
-        return nn.ModuleDict({"backbone": self.backbone, "projector": self.projector, "prototypes": self.prototypes})
+        return nn.ModuleDict(
+            {"backbone": self.backbone, "projector": self.projector, "prototypes": self.prototypes}
+        )
 
     # --- one step ------------------------------------------------------------------------------
 
@@ -109,10 +113,17 @@ class ClusteringMethod(SSLMethod):
 
     def _with_queue(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
         """Append the queued embeddings' current prototype scores to each view's logits."""
-        if self.queue is None or self.current_epoch < self.cfg.method.queue.start_epoch or not int(self.queue.filled):
+        if (
+            self.queue is None
+            or self.current_epoch < self.cfg.method.queue.start_epoch
+            or not int(self.queue.filled)
+        ):
             return logits
         with torch.no_grad():
-            return [torch.cat([lg, self.prototypes(self.queue.stored(v)).to(lg.dtype)]) for v, lg in enumerate(logits)]
+            return [
+                torch.cat([lg, self.prototypes(self.queue.stored(v)).to(lg.dtype)])
+                for v, lg in enumerate(logits)
+            ]
 
     # --- hooks ---------------------------------------------------------------------------------
 

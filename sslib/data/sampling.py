@@ -1,0 +1,64 @@
+"""Reproducible training order and augmentation: functions of (seed, epoch, index) only.
+
+A resumed run therefore sees exactly the batches and crops the uninterrupted run would have seen,
+whatever the number of workers. Under ``torch.distributed`` each rank takes its own slice of the
+epoch's permutation (as ``DistributedSampler`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, Sampler
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` over a seeded permutation of ``range(n)``, sliced per rank.
+
+    Lightning calls :meth:`set_epoch` at every epoch start. Each rank gets ``n // world`` indices
+    (the tail is dropped, so every rank has the same number of batches).
+    """
+
+    def __init__(self, n: int, seed: int = 0, epoch: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // _rank_and_world()[1]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rank, world = _rank_and_world()
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=generator)[: len(self) * world]
+        epoch = self.epoch
+        return ((epoch, int(i)) for i in order[rank::world])
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that item ``(epoch, index)`` is transformed under a seed of its own.
+
+    The global torch RNG is forked around each item, so training code in the same process is
+    unaffected (``num_workers=0``).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+            return self.dataset[index]
