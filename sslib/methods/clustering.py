@@ -107,7 +107,7 @@ class ClusteringMethod(SSLMethod):
         else:
             sizes = [c.shape[0] for c in global_crops]
             emb = self.teacher["projector"](forward_by_resolution(self.teacher["backbone"], global_crops))
-            prototypes = self.teacher["prototypes"] if "prototypes" in self.teacher else self.prototypes
+            prototypes = self.teacher["prototypes"] if "prototypes" in self.teacher else self.prototypes  # noqa: SIM401 (ModuleDict has no get)
             logits, z = list(prototypes(emb).split(sizes)), list(emb.split(sizes))
         return logits, [torch.nn.functional.normalize(e, dim=1) for e in z]
 
