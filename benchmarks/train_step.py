@@ -1,0 +1,122 @@
+"""Throughput of one training step per method at the CIFAR recipe, and the labeler's share of it.
+
+    python benchmarks/train_step.py                      # CPU: batch 32, ResNet-18 (CIFAR stem), 32x32
+    python benchmarks/train_step.py --device cuda --batch-size 256 --precision bf16
+
+Each row times forward + backward + optimiser step (+ EMA update) on random 32x32 crops, the
+recipe's two global views, after warm-up; the labeler is timed inside the same steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+
+from sslib import methods
+from sslib.config import compose
+from sslib.methods.ema import ema_update
+from sslib.optim import build_optimizer, param_groups
+
+RUNS = [("mira", None), ("swav", None), ("dino", None), ("mira", "sinkhorn"), ("mira", "dino")]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class TimedLabeler:
+    """Wraps ``labeler.assign`` to accumulate its (synchronised) wall time."""
+
+    def __init__(self, labeler, device: torch.device) -> None:
+        self.seconds, self.device, inner = 0.0, device, labeler.assign
+
+        def timed(logits):
+            sync(device)
+            start = time.perf_counter()
+            out = inner(logits)
+            sync(device)
+            self.seconds += time.perf_counter() - start
+            return out
+
+        labeler.assign = timed
+
+
+def bench(method: str, labeler: str | None, args, device: torch.device) -> dict:
+    overrides = [f"method={method}", "data=cifar10", f"data.batch_size={args.batch_size}"]
+    cfg = compose(overrides + ([f"labeler={labeler}"] if labeler else []))
+    model = methods.build(cfg, num_classes=10, n_global=2).to(device).train()
+    opt = build_optimizer("lars", param_groups(model.ssl_modules(), 1e-6), lr=0.3, weight_decay=1e-6)
+    timer = TimedLabeler(model.labeler, device)
+    crops = [torch.randn(args.batch_size, 3, 32, 32, device=device) for _ in range(2)]
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
+    step_times = []
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            timer.seconds = 0.0
+        sync(device)
+        start = time.perf_counter()
+        with amp:
+            loss, _, _ = model.ssl_step(crops)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if model.teacher is not None:
+            ema_update(
+                model.teacher, torch.nn.ModuleDict({k: getattr(model, k) for k in model.teacher}), 0.99
+            )
+        sync(device)
+        if i >= args.warmup:
+            step_times.append(time.perf_counter() - start)
+    step = statistics.median(step_times)
+    return {
+        "method": method,
+        "labeler": cfg.labeler.name,
+        "step_ms": step * 1e3,
+        "images_s": args.batch_size / step,
+        "views_s": 2 * args.batch_size / step,
+        "labeler_ms": timer.seconds / args.steps * 1e3,
+        "labeler_share": timer.seconds / sum(step_times),
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 256 on CUDA, 32 on CPU")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--precision", choices=["32", "bf16"], default="32")
+    parser.add_argument("--runs", default=",".join(f"{m}+{lab or 'default'}" for m, lab in RUNS))
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    args.batch_size = args.batch_size or (256 if device.type == "cuda" else 32)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(
+        f"# train step, ResNet-18 CIFAR stem, 2x32x32 views, batch {args.batch_size}, {args.precision}, "
+        f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print("| method | labeler | step ms | images/s | views/s | labeler ms | labeler share |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    rows = []
+    for run in args.runs.split(","):
+        method, labeler = run.split("+")
+        row = bench(method, None if labeler == "default" else labeler, args, device)
+        rows.append(row)
+        print(
+            f"| {row['method']} | {row['labeler']} | {row['step_ms']:.1f} | {row['images_s']:.1f} | "
+            f"{row['views_s']:.1f} | {row['labeler_ms']:.2f} | {row['labeler_share']:.1%} |",
+            flush=True,
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    main()

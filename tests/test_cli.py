@@ -1,0 +1,67 @@
+"""The command line: help, config printing, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sslib.cli import pretrain_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "pretrain.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=300,
+    )
+
+
+def test_help_lists_groups_and_options(capsys):
+    assert pretrain_main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "method    dino, mira, swav" in out and "labeler   dino, mira, sinkhorn" in out
+
+
+def test_cfg_prints_the_composed_recipe(capsys):
+    assert (
+        pretrain_main(["method=mira", "backbone=resnet18", "data=cifar100", "labeler=sinkhorn", "--cfg"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "max_epochs: 1000" in out and "name: sinkhorn" in out and "name: cifar100" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["method=byol2"], "error: unknown method 'byol2'; available: dino, mira, swav"),
+        (["labeler=knn"], "error: unknown labeler 'knn'; available: dino, mira, sinkhorn"),
+        (["backbone=vgg"], "error: unknown backbone 'vgg'; available: resnet18, resnet50, timm"),
+        (["data=mnist"], "error: unknown data 'mnist'"),
+        (["labeler=mira", "labeler.beta=1.0"], "error: beta must be in [0, 1), got 1.0"),
+        (["data=folder", "data.root=/no/such/folder"], "/no/such/folder"),
+        (["data=cifar10", "data.download=false", "data.root=/no/cifar"], "/no/cifar"),
+        (["backbone.name=nonet"], "error: unknown backbone 'nonet'"),
+        (["resume=/no/last.ckpt"], "error: resume checkpoint '/no/last.ckpt' does not exist"),
+    ],
+)
+def test_bad_input_exits_with_one_clear_line(tmp_path, capsys, args, message):
+    code = pretrain_main([*args, f"run_dir={tmp_path}", "trainer.accelerator=cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "Traceback" not in err, err  # one line, no traceback
+    assert message in err
+
+
+def test_script_reports_errors_the_same_way(tmp_path):
+    out = run("method=byol2", cwd=tmp_path)
+    assert (
+        out.returncode == 2
+        and out.stderr.strip() == "error: unknown method 'byol2'; available: dino, mira, swav"
+    )
