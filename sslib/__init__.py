@@ -1,2 +1,3 @@
 """sslib: self-supervised visual representation learning."""
+
 __version__ = "0.1.0"

@@ -21,7 +21,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, pickle with code, wrong format
-        raise ValueError(f"checkpoint '{path}' could not be loaded safely: {str(err).splitlines()[0]}") from None
+        raise ValueError(
+            f"checkpoint '{path}' could not be loaded safely: {str(err).splitlines()[0]}"
+        ) from None
     if "state_dict" not in ckpt or "cfg" not in ckpt.get("hyper_parameters", {}):
         raise ValueError(f"checkpoint '{path}' is not an sslib training checkpoint (no state_dict / config)")
     return ckpt
@@ -29,7 +31,9 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def backbone_state_dict(ckpt: dict) -> dict[str, torch.Tensor]:
     """The student backbone's weights, keys as in the plain torchvision/timm module."""
-    return {k[len(BACKBONE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(BACKBONE_PREFIX)}
+    return {
+        k[len(BACKBONE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(BACKBONE_PREFIX)
+    }
 
 
 def load_backbone(path: str | Path) -> tuple[nn.Module, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
@@ -28,6 +29,16 @@ def resume_path(resume: str, run_dir: Path) -> str | None:
     return resume
 
 
+def resume_epoch(ckpt: str) -> int:
+    """The epoch a resumed run starts with: the number of training epochs the checkpoint had run.
+
+    Lightning creates the first training iterator before it restores its loops, so the data module's
+    sampler must be told (sslib.data.sampling makes order and crops a function of the epoch).
+    """
+    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+
+
 def build_logger(cfg: DictConfig, run_dir: Path) -> Logger:
     """CSV metrics under ``run_dir/logs`` (default) or Weights & Biases (``logger=wandb``)."""
     if cfg.logger.name == "csv":
@@ -49,8 +60,15 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = ()) -> L.Trainer:
+    # One file, checkpoints/last.ckpt, rewritten at every epoch end (Lightning writes it to a temporary
+    # file and moves it into place, so a kill never leaves a truncated checkpoint).
     checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
+        dirpath=run_dir / "checkpoints",
+        filename="last",
+        save_top_k=1,
+        monitor=None,
+        every_n_epochs=1,
+        enable_version_counter=False,
     )
     return L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
@@ -77,6 +95,8 @@ def pretrain(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, flo
     ckpt = resume_path(cfg.resume, run_dir)
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # fail fast on missing or broken data, before any model is built
+    if ckpt is not None:
+        datamodule.start_epoch = resume_epoch(ckpt)
     model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))

@@ -155,7 +155,10 @@ def test_augment_presets_match_the_recipes():
         (lambda: CropGroup(2, 32, (0.2, 1.5)), "scale"),
         (lambda: MultiCropTransform(CropGroup(0, 32), None, Augment(), **IDENTITY), "global crop"),
         (lambda: MultiCropTransform(CropGroup(3, 32), None, Augment(), **IDENTITY), "blur_p has 2 values"),
-        (lambda: MultiCropTransform(CropGroup(1, 32), None, Augment(), (0.5,) * 2, (0.5,) * 2), "mean and std"),
+        (
+            lambda: MultiCropTransform(CropGroup(1, 32), None, Augment(), (0.5,) * 2, (0.5,) * 2),
+            "mean and std",
+        ),
         (lambda: Augment(solarize_p=(0.0, 1.5)), r"solarize_p\[1\]"),
         (lambda: Augment(hue=0.7), "hue"),
         (lambda: Augment.preset("cifar", blurp=0.1), "blurp"),
@@ -277,8 +280,13 @@ def op_probs(pipeline) -> dict[str, float]:
 
 def test_datamodule_uses_the_dataset_recipe_with_yaml_overrides():
     views = SSLDataModule(augment={"solarize_p": [0.0, 0.5], "hflip_p": 0.0}).train_transform.global_views
-    assert op_probs(views[1]) == {"RandomHorizontalFlip": 0.0, "ColorJitter": 0.8, "RandomGrayscale": 0.2,
-                                  "GaussianBlur": 0.0, "RandomSolarize": 0.5}  # CIFAR recipe: no blur
+    assert op_probs(views[1]) == {
+        "RandomHorizontalFlip": 0.0,
+        "ColorJitter": 0.8,
+        "RandomGrayscale": 0.2,
+        "GaussianBlur": 0.0,
+        "RandomSolarize": 0.5,
+    }  # CIFAR recipe: no blur
     assert op_probs(views[0])["RandomSolarize"] == 0.0
     imagenet = SSLDataModule(name="imagenet", global_crops={"n": 2, "size": 224}).train_transform.global_views
     assert [op_probs(v)["GaussianBlur"] for v in imagenet] == [1.0, 0.1]
@@ -286,8 +294,13 @@ def test_datamodule_uses_the_dataset_recipe_with_yaml_overrides():
 
 def test_datamodule_on_image_folder(tmp_path):
     make_image_folder(tmp_path)
-    dm = SSLDataModule(name="folder", root=str(tmp_path), batch_size=2, global_crops={"n": 2, "size": 16},
-                       local_crops={"n": 2, "size": 8})
+    dm = SSLDataModule(
+        name="folder",
+        root=str(tmp_path),
+        batch_size=2,
+        global_crops={"n": 2, "size": 16},
+        local_crops={"n": 2, "size": 8},
+    )
     assert dm.num_classes == 2
     crops, labels = next(iter(dm.train_dataloader()))
     assert [tuple(c.shape) for c in crops] == [(2, 3, 16, 16)] * 2 + [(2, 3, 8, 8)] * 2

@@ -121,6 +121,14 @@ class Crash(L.Callback):
             raise RuntimeError("simulated crash")
 
 
+class StepRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.steps.append(trainer.global_step)
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     """Train 2 epochs straight; crash after epoch 1 and resume: identical weights and state."""
     common = [
@@ -134,7 +142,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     straight = pretrain(tiny_cfg(tmp_path / "a", *common))
     with pytest.raises(RuntimeError, match="simulated crash"):
         pretrain(tiny_cfg(tmp_path / "b", *common), callbacks=[Crash(at=1)])
-    resumed = pretrain(tiny_cfg(tmp_path / "b", *common))  # resume=auto finds b/checkpoints/last.ckpt
+    assert torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    recorder = StepRecorder()
+    resumed = pretrain(tiny_cfg(tmp_path / "b", *common), callbacks=[recorder])  # resume=auto: last.ckpt
+    assert recorder.steps == [2, 3]  # continued with epoch 1, did not start over
     load = lambda d: torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)  # noqa: E731
     a, b = load(tmp_path / "a"), load(tmp_path / "b")
     assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"] == 4

@@ -77,8 +77,10 @@ def build_dataset(
     if name in _CIFAR:
         return _cifar(name, Path(root), split == "train", transform, download)
     if download:
-        raise ValueError(f"{name} cannot be downloaded; place ImageFolder trees at {Path(root) / 'train'} "
-                         f"and {Path(root) / 'val'} and set download=False")
+        raise ValueError(
+            f"{name} cannot be downloaded; place ImageFolder trees at {Path(root) / 'train'} "
+            f"and {Path(root) / 'val'} and set download=False"
+        )
     return _image_folder(Path(root) / split, transform)
 
 

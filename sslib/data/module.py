@@ -79,6 +79,7 @@ class SSLDataModule(lightning.LightningDataModule):
             self.stats.std,
             resize=_eval_resize(global_group.size, self.stats.native_size),
         )
+        self.start_epoch = 0  # first epoch of the training loader (Lightning then calls set_epoch)
         self.train_set: Dataset | None = None
         self.bank_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -142,14 +143,11 @@ class SSLDataModule(lightning.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled multi-crop batches; order and crops depend only on (seed, epoch, index), so a
-        resumed run continues exactly (the sampler starts at the trainer's restored epoch)."""
+        resumed run continues exactly (set ``start_epoch`` to the epoch it resumes at)."""
         self.setup()
-        trainer = getattr(self, "trainer", None)
-        epoch = trainer.current_epoch if trainer is not None else 0
-        sampler = EpochSampler(len(self.train_set), seed=self.seed, epoch=epoch)
-        return self._loader(
-            SeededDataset(self.train_set, self.seed), sampler=sampler, drop_last=self.drop_last
-        )
+        sampler = EpochSampler(len(self.train_set), seed=self.seed, epoch=self.start_epoch)
+        dataset = SeededDataset(self.train_set, self.seed)
+        return self._loader(dataset, sampler=sampler, drop_last=self.drop_last)
 
     def val_dataloader(self) -> list[DataLoader]:
         """``[bank, val]``, in order and whole on every rank (online kNN needs the full bank)."""

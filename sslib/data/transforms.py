@@ -87,8 +87,13 @@ class Augment:
 
     def global_probs(self, n_global: int) -> list[tuple[float, float]]:
         """``(blur_p, solarize_p)`` of each of ``n_global`` global views."""
-        return list(zip(_per_view("blur_p", self.blur_p, n_global),
-                        _per_view("solarize_p", self.solarize_p, n_global), strict=True))
+        return list(
+            zip(
+                _per_view("blur_p", self.blur_p, n_global),
+                _per_view("solarize_p", self.solarize_p, n_global),
+                strict=True,
+            )
+        )
 
 
 AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
@@ -102,8 +107,10 @@ def _per_view(name: str, probs: tuple[float, ...], n_global: int) -> tuple[float
     if len(probs) == 1:
         return probs * n_global
     if len(probs) < n_global:
-        raise ValueError(f"augment {name} has {len(probs)} values for {n_global} global views; "
-                         f"give 1 value or at least {n_global}")
+        raise ValueError(
+            f"augment {name} has {len(probs)} values for {n_global} global views; "
+            f"give 1 value or at least {n_global}"
+        )
     return probs[:n_global]
 
 
@@ -120,21 +127,25 @@ def _blur_kernel(size: int) -> int:
     return max(3, size // 10 // 2 * 2 + 1)
 
 
-def _view_pipeline(crop: CropGroup, aug: Augment, blur_p: float, solarize_p: float,
-                   normalize: v2.Normalize) -> v2.Compose:
+def _view_pipeline(
+    crop: CropGroup, aug: Augment, blur_p: float, solarize_p: float, normalize: v2.Normalize
+) -> v2.Compose:
     """PIL image or uint8 (3, H, W) tensor -> normalised float32 (3, crop.size, crop.size) tensor."""
-    return v2.Compose([
-        v2.ToImage(),
-        v2.RandomResizedCrop(crop.size, scale=crop.scale, antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.RandomHorizontalFlip(aug.hflip_p),
-        v2.RandomApply([v2.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)],
-                       p=aug.color_jitter_p),
-        v2.RandomGrayscale(aug.grayscale_p),
-        v2.RandomApply([v2.GaussianBlur(_blur_kernel(crop.size), sigma=BLUR_SIGMA)], p=blur_p),
-        v2.RandomSolarize(SOLARIZE_THRESHOLD, p=solarize_p),
-        normalize,
-    ])
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(crop.size, scale=crop.scale, antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.RandomHorizontalFlip(aug.hflip_p),
+            v2.RandomApply(
+                [v2.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)], p=aug.color_jitter_p
+            ),
+            v2.RandomGrayscale(aug.grayscale_p),
+            v2.RandomApply([v2.GaussianBlur(_blur_kernel(crop.size), sigma=BLUR_SIGMA)], p=blur_p),
+            v2.RandomSolarize(SOLARIZE_THRESHOLD, p=solarize_p),
+            normalize,
+        ]
+    )
 
 
 class MultiCropTransform:
@@ -144,16 +155,29 @@ class MultiCropTransform:
     uses ``augment``'s ``i``-th blur/solarize probability, every local view the local ones.
     """
 
-    def __init__(self, global_crops: CropGroup, local_crops: CropGroup | None, augment: Augment,
-                 mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self,
+        global_crops: CropGroup,
+        local_crops: CropGroup | None,
+        augment: Augment,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
         if global_crops.n < 1:
             raise ValueError(f"need at least one global crop, got n={global_crops.n}")
         normalize = _normalize(mean, std)
-        self.global_views = [_view_pipeline(global_crops, augment, blur, solarize, normalize)
-                             for blur, solarize in augment.global_probs(global_crops.n)]
+        self.global_views = [
+            _view_pipeline(global_crops, augment, blur, solarize, normalize)
+            for blur, solarize in augment.global_probs(global_crops.n)
+        ]
         self.n_local = 0 if local_crops is None else local_crops.n
-        self.local_view = None if self.n_local == 0 else _view_pipeline(
-            local_crops, augment, augment.local_blur_p, augment.local_solarize_p, normalize)
+        self.local_view = (
+            None
+            if self.n_local == 0
+            else _view_pipeline(
+                local_crops, augment, augment.local_blur_p, augment.local_solarize_p, normalize
+            )
+        )
 
     @property
     def n_global(self) -> int:
@@ -169,8 +193,9 @@ class MultiCropTransform:
         return [view(image) for view in self.global_views] + local
 
 
-def eval_transform(size: int, mean: Sequence[float], std: Sequence[float],
-                   resize: int | None = None) -> v2.Compose:
+def eval_transform(
+    size: int, mean: Sequence[float], std: Sequence[float], resize: int | None = None
+) -> v2.Compose:
     """PIL image or uint8 (3, H, W) tensor -> normalised float32 (3, size, size) tensor.
 
     With ``resize`` the short side is resized to ``resize`` then center-cropped to ``size`` (ImageNet-like

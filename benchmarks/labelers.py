@@ -1,0 +1,179 @@
+"""Time the pseudo-labelers against the memory-bound floor of MIRA's loop and the paper's plain form.
+
+For each (B, K) the labelers run interleaved in one process, on cosine-similarity logits between
+random unit embeddings (dim 128) and K random unit prototypes, after a warm-up; the median of
+``--repeats`` runs is reported. Rows:
+
+* ``mira``, ``sinkhorn``, ``dino``: sslib's labelers (eval mode, so including the input checks);
+* ``bare loop``: 2 (30 + 1) mat-vecs ``q @ v`` and ``r @ q`` over a precomputed B x K float32
+  matrix, the reads MIRA's 30 iterations cannot avoid;
+* ``naive MIRA``: Eq. 7 and Eq. 5 as written in the paper, float32, plain out-of-place ops.
+
+Usage: ``python benchmarks/labelers.py [--device cpu|cuda] [--repeats N] [--shapes 256x3000,...]``
+(``--threads 1`` when other processes load the CPU: OpenMP threads that wait for a descheduled
+sibling make every op cost a scheduler time slice, which swamps MIRA's ~200 small ops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+import sslib.labelers as L
+
+TAU, BETA, N_ITERS = 0.225, 2 / 3, 30
+EPSILON, SK_ITERS = 0.05, 3
+EMBED_DIM = 128
+DEFAULT_SHAPES = "256x3000,4096x3000,1024x65536"
+BIG = 2**26  # B*K from which (268 MB per float32 matrix) 3 rounds are run by default
+ROUNDS_BUDGET_S = 2.0  # smaller shapes: by default as many rounds as fit in this time, 5 to 50
+MIRA_MAX_RATIO, MIRA_MIN_SPEEDUP = 1.5, 3.0
+
+
+def cosine_logits(batch: int, n_clusters: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+    """Cosine similarities (B, K) between random unit embeddings and random unit prototypes."""
+    g = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(batch, EMBED_DIM, generator=g), dim=1)
+    c = F.normalize(torch.randn(n_clusters, EMBED_DIM, generator=g), dim=1)
+    return (x @ c.t()).to(device)
+
+
+def bare_loop(q: torch.Tensor, v: torch.Tensor, r: torch.Tensor, n_iters: int = N_ITERS) -> torch.Tensor:
+    """The floor of MIRA's loop: n_iters + 1 pairs of mat-vecs over ``q`` (B, K); returns the last."""
+    for _ in range(n_iters + 1):
+        s = q @ v
+        m = r @ q
+    return s.sum() + m.sum()
+
+
+def naive_mira(
+    logits: torch.Tensor, tau: float = TAU, beta: float = BETA, n_iters: int = N_ITERS
+) -> torch.Tensor:
+    """MIRA exactly as written in the paper (Eq. 7 from u0, then Eq. 5), float32, out-of-place ops."""
+    p = torch.softmax(logits / tau, dim=1)
+    pa = p ** (1 / (1 - beta))
+    u = torch.softmax(logits / (tau * (1 - beta)), dim=1).mean(0) ** (1 - beta)
+    for _ in range(n_iters):
+        u = ((pa / (u ** (-beta / (1 - beta)) * pa).sum(1, keepdim=True)).mean(0)) ** (1 - beta)
+    num = u ** (-beta / (1 - beta)) * pa
+    return num / num.sum(1, keepdim=True)
+
+
+def make_cases(logits: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
+    """The timed callables on ``logits`` (B, K), by row name."""
+    batch, n_clusters = logits.shape
+    q = torch.exp(
+        (logits - logits.amax(1, keepdim=True)) / (TAU * (1 - BETA))
+    )  # MIRA's matrix, normal floats
+    v = torch.ones(n_clusters, device=logits.device)
+    r = torch.full((batch,), 1.0 / batch, device=logits.device)
+    labelers = {
+        "mira": L.build("mira", temperature=TAU, beta=BETA, n_iters=N_ITERS),
+        "sinkhorn": L.build("sinkhorn", epsilon=EPSILON, n_iters=SK_ITERS),
+        "dino": L.build("dino", num_prototypes=n_clusters),
+    }
+    cases: dict[str, Callable[[], torch.Tensor]] = {"bare loop": lambda: bare_loop(q, v, r)}
+    for name, labeler in labelers.items():
+        cases[name] = functools.partial(labeler.to(logits.device).eval(), logits)
+    cases["naive MIRA"] = lambda: naive_mira(logits)
+    return cases
+
+
+def time_cases(
+    cases: dict[str, Callable[[], torch.Tensor]], repeats: int, sync: Callable[[], None]
+) -> dict[str, float]:
+    """Median wall time (ms) per case over ``repeats`` interleaved rounds (warm the cases up first)."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    names = list(cases)
+    for rep in range(repeats):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:  # rotate the order each round
+            sync()
+            t0 = time.perf_counter()
+            cases[name]()
+            sync()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: float(torch.tensor(ts).median()) for name, ts in times.items()}
+
+
+def machine(device: torch.device) -> str:
+    """One line: processor or GPU name, torch version, CPU threads and the 1-minute load average."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{name}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads{load}"
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """``"256x3000,1024x65536"`` -> [(256, 3000), (1024, 65536)]."""
+    try:
+        shapes = [tuple(int(n) for n in item.lower().split("x")) for item in text.split(",")]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise argparse.ArgumentTypeError(f"shapes must look like 256x3000,4096x3000, got {text!r}")
+    return shapes  # type: ignore[return-value]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--repeats", type=int, help="timed rounds per shape (default: 5-50 to fill ~2 s; 3 when B*K >= 2^26)"
+    )
+    parser.add_argument("--shapes", type=parse_shapes, default=parse_shapes(DEFAULT_SHAPES))
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a busy CPU"
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+
+    print(f"Machine: {machine(device)}\n")
+    print("| shape (B x K) | labeler | median ms | x bare loop | mira speed-up over naive | NaN in output |")
+    print("|---|---|---:|---:|---:|---|")
+    verdicts = []
+    for batch, n_clusters in args.shapes:
+        logits = cosine_logits(batch, n_clusters, device)
+        cases = make_cases(logits)
+        t0 = time.perf_counter()
+        has_nan = {name: bool(fn().isnan().any()) for name, fn in cases.items()}  # also the warm-up
+        warm_s = time.perf_counter() - t0
+        repeats = args.repeats or (
+            3 if batch * n_clusters >= BIG else min(50, max(5, int(ROUNDS_BUDGET_S / warm_s)))
+        )
+        ms = time_cases(cases, repeats, sync)
+        floor, speedup = ms["bare loop"], ms["naive MIRA"] / ms["mira"]
+        for name, t in ms.items():
+            gain = f"{speedup:.1f}x" if name == "mira" else ""
+            nan = "" if name == "bare loop" else ("yes" if has_nan[name] else "no")
+            print(f"| {batch}x{n_clusters} | {name} | {t:.2f} | {t / floor:.2f} | {gain} | {nan} |")
+        ratio = ms["mira"] / floor
+        verdicts.append(
+            f"{'PASS' if ratio <= MIRA_MAX_RATIO else 'FAIL'} {batch}x{n_clusters}: mira {ratio:.2f}x bare loop (target <= {MIRA_MAX_RATIO}x)"
+        )
+        verdicts.append(
+            f"{'PASS' if speedup >= MIRA_MIN_SPEEDUP else 'FAIL'} {batch}x{n_clusters}: mira {speedup:.1f}x faster than naive (target >= {MIRA_MIN_SPEEDUP}x)"
+        )
+        del logits, cases
+    print()
+    print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()
