@@ -40,6 +40,17 @@ def _check_group_choices(overrides: Sequence[str]) -> dict[str, str]:
     return chosen
 
 
+def _null_choice(item: str) -> str | None:
+    """``recipe=null`` drops the recipe (Hydra's ``~recipe``); ``labeler=null`` means the method's own."""
+    if item == "recipe=null":
+        return "~recipe"
+    return None if item == "labeler=null" else item
+
+
+def _is_labeler_key(item: str) -> bool:
+    return item.lstrip("+~").startswith("labeler.")
+
+
 def _one_line(err: Exception) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     message = lines[0] if lines else type(err).__name__
@@ -55,19 +66,25 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     Unless ``labeler=...`` is given, the method's own labeler (``method.labeler``) is used. Unknown
     groups, options or keys, and missing mandatory values raise :class:`ConfigError` (one line).
     """
-    overrides = list(overrides)
-    chosen = _check_group_choices(overrides)
+    overrides = [_null_choice(o) for o in overrides]
+    overrides = [o for o in overrides if o is not None]
+    chosen = _check_group_choices([o for o in overrides if not o.startswith("~")])
     try:
         with initialize_config_module(CONF_MODULE, version_base="1.3"):
-            cfg = hydra_compose("config", overrides=overrides)
-            if "labeler" not in chosen:
-                labeler = cfg.method.labeler
+            if "labeler" in chosen:
+                cfg = hydra_compose("config", overrides=overrides)
+            else:  # find the method's labeler first; labeler.* overrides apply once it is chosen
+                first = hydra_compose("config", overrides=[o for o in overrides if not _is_labeler_key(o)])
+                labeler = first.method.labeler
                 if labeler not in options("labeler"):
                     raise ConfigError(
                         f"method.labeler '{labeler}' unknown; available: {', '.join(options('labeler'))}"
                     )
-                cfg = hydra_compose("config", overrides=[*overrides, f"labeler={labeler}"])
+                cfg = hydra_compose("config", overrides=[f"labeler={labeler}", *overrides])
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(err)) from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required: set {missing[0]}=...")
     return cfg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import lightning as L
@@ -29,6 +30,44 @@ def resume_path(resume: str, run_dir: Path) -> str | None:
     return resume
 
 
+# Settings that may differ between a run and its resumption (they do not change what is trained).
+RUNTIME_KEYS = (
+    "resume",
+    "baseline_eval",
+    "logger",
+    "trainer.enable_progress_bar",
+    "data.num_workers",
+    "data.persistent_workers",
+    "data.pin_memory",
+)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        out.update(_flatten(value, f"{path}.") if isinstance(value, dict) else {path: value})
+    return out
+
+
+def config_changes(old: DictConfig, new: DictConfig) -> list[str]:
+    """Keys whose values differ between two run configs, ignoring :data:`RUNTIME_KEYS`."""
+    a, b = (_flatten(OmegaConf.to_container(c, resolve=True)) for c in (old, new))
+    keep = lambda k: not any(k == r or k.startswith(f"{r}.") for r in RUNTIME_KEYS)  # noqa: E731
+    return sorted(k for k in set(a) | set(b) if keep(k) and a.get(k) != b.get(k))
+
+
+def check_same_run(cfg: DictConfig, run_dir: Path) -> None:
+    """``resume=auto`` must not continue a different experiment that happens to share ``run_dir``."""
+    saved = run_dir / "config.yaml"
+    changes = config_changes(OmegaConf.load(saved), cfg) if saved.is_file() else []
+    if changes:
+        raise ValueError(
+            f"run_dir {run_dir} holds a run with a different config ({', '.join(changes[:4])}); "
+            "set another run_dir=..., or resume=never to start over there"
+        )
+
+
 def resume_epoch(ckpt: str) -> int:
     """The epoch a resumed run starts with: the number of training epochs the checkpoint had run.
 
@@ -37,6 +76,11 @@ def resume_epoch(ckpt: str) -> int:
     """
     state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
     return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+
+
+def run_id(run_dir: Path) -> str:
+    """A stable id per run folder (W&B resumes the same run when the folder is resumed)."""
+    return hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
 
 
 def build_logger(cfg: DictConfig, run_dir: Path) -> Logger:
@@ -54,7 +98,7 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger:
         offline=cfg.logger.offline,
         save_dir=str(run_dir),
         name=cfg.name,
-        id=run_dir.name,
+        id=run_id(run_dir),
         resume="allow",
     )
 
@@ -96,6 +140,8 @@ def pretrain(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, flo
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # fail fast on missing or broken data, before any model is built
     if ckpt is not None:
+        if cfg.resume == "auto":
+            check_same_run(cfg, run_dir)
         datamodule.start_epoch = resume_epoch(ckpt)
     model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
     run_dir.mkdir(parents=True, exist_ok=True)
