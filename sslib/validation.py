@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 
 def check_positive(name: str, value: float) -> float:
@@ -26,3 +28,23 @@ def check_int_at_least(name: str, value: int, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+class Checked:
+    """A validated attribute: every assignment goes through ``check(name, value)``.
+
+    Used for hyper-parameters that schedules change during training, e.g.
+    ``beta = Checked(check_unit_interval)`` makes ``labeler.beta = 1.2`` a one-line ``ValueError``.
+    """
+
+    def __init__(self, check: Callable[[str, Any], Any]) -> None:
+        self.check = check
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        return self if obj is None else obj.__dict__[self.name]
+
+    def __set__(self, obj: object, value: Any) -> None:
+        obj.__dict__[self.name] = self.check(self.name, value)

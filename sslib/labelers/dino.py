@@ -7,7 +7,7 @@ import torch
 from sslib.distributed import all_reduce, global_batch_size
 from sslib.labelers.base import Labeler
 from sslib.labelers.registry import register
-from sslib.validation import check_int_at_least, check_positive, check_unit_interval
+from sslib.validation import Checked, check_int_at_least, check_positive, check_unit_interval
 
 
 @register("dino")
@@ -20,6 +20,7 @@ class DINOLabeler(Labeler):
     """
 
     center: torch.Tensor
+    temperature = Checked(check_positive)
 
     def __init__(self, temperature: float = 0.04, center_momentum: float = 0.9, num_prototypes: int = 3000):
         super().__init__()
@@ -28,14 +29,6 @@ class DINOLabeler(Labeler):
         self.register_buffer(
             "center", torch.zeros(1, check_int_at_least("num_prototypes", num_prototypes, 1))
         )
-
-    @property
-    def temperature(self) -> float:
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        self._temperature = check_positive("temperature", value)
 
     def assign(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.shape[1] != self.center.shape[1]:

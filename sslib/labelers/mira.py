@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from sslib.distributed import all_reduce
 from sslib.labelers.base import Labeler
 from sslib.labelers.registry import register
-from sslib.validation import check_int_at_least, check_positive, check_unit_interval
+from sslib.validation import Checked, check_int_at_least, check_positive, check_unit_interval
 
 # Dynamic-range guards. A mat-vec whose products underflow below float32's normal range runs ~10x
 # slower on CPU (measured here), and the plain form p^(1/(1-beta)) underflows to 0 and then gives
@@ -91,27 +91,14 @@ class MIRALabeler(Labeler):
     ``beta`` and ``temperature`` may be changed during training (schedules).
     """
 
+    temperature = Checked(check_positive)
+    beta = Checked(check_unit_interval)
+
     def __init__(self, temperature: float = 0.225, beta: float = 2 / 3, n_iters: int = 30) -> None:
         super().__init__()
         self.temperature = temperature
         self.beta = beta
         self.n_iters = check_int_at_least("n_iters", n_iters, 1)
-
-    @property
-    def temperature(self) -> float:
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        self._temperature = check_positive("temperature", value)
-
-    @property
-    def beta(self) -> float:
-        return self._beta
-
-    @beta.setter
-    def beta(self, value: float) -> None:
-        self._beta = check_unit_interval("beta", value)
 
     def assign(self, logits: torch.Tensor) -> torch.Tensor:
         return mira_targets(logits, self.temperature, self.beta, self.n_iters)
