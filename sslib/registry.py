@@ -60,5 +60,5 @@ def check_kwargs(factory: Callable, kwargs: dict, what: str) -> None:
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ValueError(
-            f"{what} got unexpected argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
+            f"{what} got unexpected argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}"
         )

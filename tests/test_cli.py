@@ -26,7 +26,9 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def test_help_lists_groups_and_options(capsys):
     assert pretrain_main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "method    dino, mira, swav" in out and "labeler   dino, mira, sinkhorn" in out
+    assert (
+        "method    deepclusterv2, dino, mira, swav" in out and "labeler   dino, kmeans, mira, sinkhorn" in out
+    )
 
 
 def test_cfg_prints_the_composed_recipe(capsys):
@@ -40,8 +42,8 @@ def test_cfg_prints_the_composed_recipe(capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["method=byol2"], "error: unknown method 'byol2'; available: dino, mira, swav"),
-        (["labeler=knn"], "error: unknown labeler 'knn'; available: dino, mira, sinkhorn"),
+        (["method=byol2"], "error: unknown method 'byol2'; available: deepclusterv2, dino, mira, swav"),
+        (["labeler=knn"], "error: unknown labeler 'knn'; available: dino, kmeans, mira, sinkhorn"),
         (["backbone=vgg"], "error: unknown backbone 'vgg'; available: resnet18, resnet50, timm"),
         (["data=mnist"], "error: unknown data 'mnist'"),
         (["labeler=mira", "labeler.beta=1.0"], "error: beta must be in [0, 1), got 1.0"),
@@ -63,5 +65,5 @@ def test_script_reports_errors_the_same_way(tmp_path):
     out = run("method=byol2", cwd=tmp_path)
     assert (
         out.returncode == 2
-        and out.stderr.strip() == "error: unknown method 'byol2'; available: dino, mira, swav"
+        and out.stderr.strip() == "error: unknown method 'byol2'; available: deepclusterv2, dino, mira, swav"
     )

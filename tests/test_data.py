@@ -259,11 +259,13 @@ def test_datamodule_digits_batches_have_the_promised_structure():
     dm.setup("fit")
     train = dm.train_dataloader()
     assert len(train) == 1437 // 64
-    crops, labels = next(iter(train))
+    crops, labels, indices = next(iter(train))
     assert isinstance(crops, list) and len(crops) == 5
     assert [tuple(c.shape) for c in crops] == [(64, 3, 32, 32)] * 2 + [(64, 3, 16, 16)] * 3
     assert all(c.dtype == torch.float32 for c in crops)
     assert labels.shape == (64,) and labels.dtype == torch.int64
+    assert indices.shape == (64,) and indices.dtype == torch.int64 and len(set(indices.tolist())) == 64
+    assert labels.tolist() == [dm.train_set.targets[i] for i in indices]  # indices locate the samples
     bank, val = dm.val_dataloader()
     assert len(bank.dataset) == 1437 and len(val.dataset) == 360
     for loader in (bank, val):
@@ -302,8 +304,9 @@ def test_datamodule_on_image_folder(tmp_path):
         local_crops={"n": 2, "size": 8},
     )
     assert dm.num_classes == 2
-    crops, labels = next(iter(dm.train_dataloader()))
+    crops, labels, indices = next(iter(dm.train_dataloader()))
     assert [tuple(c.shape) for c in crops] == [(2, 3, 16, 16)] * 2 + [(2, 3, 8, 8)] * 2
+    assert labels.shape == indices.shape == (2,)
     bank, val = dm.val_dataloader()
     assert next(iter(val))[0].shape == (2, 3, 16, 16) and len(bank.dataset) == 6
 

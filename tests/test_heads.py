@@ -96,3 +96,14 @@ def test_prototype_head_deepcopies_for_ema_teacher():
 def test_prototype_head_rejects_bad_sizes():
     with pytest.raises(ValueError, match="n_prototypes"):
         PrototypeHead(16, n_prototypes=0)
+
+
+def test_set_prototypes_gives_normalised_rows():
+    head = PrototypeHead(16, n_prototypes=10)
+    rows = torch.randn(10, 16) * 3
+    head.set_prototypes(rows)
+    unit = torch.nn.functional.normalize(rows, dim=1)
+    torch.testing.assert_close(head.prototypes(), unit)
+    torch.testing.assert_close(head(rows[:3]), unit[:3] @ unit.t())  # row i scores 1 on prototype i
+    with pytest.raises(ValueError, match=r"prototypes must have shape \(10, 16\), got \(9, 16\)"):
+        head.set_prototypes(rows[:9])

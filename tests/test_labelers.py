@@ -9,6 +9,7 @@ import torch
 from reference import eq4_objective, eq5_rhs, eq6_rhs, mira_eq7, swav_sinkhorn
 
 import sslib.labelers as L
+from sslib.labelers.kmeans import spherical_kmeans
 from sslib.labelers.mira import Q_FLOOR, V_MAX, _cluster_weights, _flushed_exp, mira_targets
 from sslib.labelers.sinkhorn import sinkhorn_targets
 
@@ -31,7 +32,7 @@ def build(name: str, k: int = 3000, **kw) -> L.Labeler:
 
 
 def test_registry_lists_builtins_and_accepts_user_labelers():
-    assert L.available() == ["dino", "mira", "sinkhorn"]
+    assert L.available() == ["dino", "kmeans", "mira", "sinkhorn"]
 
     @L.register("argmax-test")
     class ArgmaxLabeler(L.Labeler):
@@ -50,7 +51,7 @@ def test_registry_lists_builtins_and_accepts_user_labelers():
 @pytest.mark.parametrize(
     ("name", "kwargs", "match"),
     [
-        ("nope", {}, r"unknown labeler 'nope'; available: dino, mira, sinkhorn"),
+        ("nope", {}, r"unknown labeler 'nope'; available: dino, kmeans, mira, sinkhorn"),
         ("mira", {"beta": 1.0}, r"beta must be in \[0, 1\), got 1.0"),
         ("mira", {"beta": -0.1}, r"beta must be in \[0, 1\), got -0.1"),
         ("mira", {"temperature": 0.0}, r"temperature must be a finite number > 0, got 0.0"),
@@ -64,6 +65,7 @@ def test_registry_lists_builtins_and_accepts_user_labelers():
         ("sinkhorn", {"n_iters": 0}, r"n_iters must be an integer >= 1"),
         ("dino", {"temperature": -0.04}, r"temperature must be a finite number > 0"),
         ("dino", {"center_momentum": 1.5}, r"center_momentum must be in \[0, 1\], got 1.5"),
+        ("kmeans", {"n_iters": 10}, r"labeler 'kmeans' got unexpected argument\(s\) n_iters; allowed: none"),
     ],
 )
 def test_bad_arguments_raise_one_line_value_error(name, kwargs, match):
@@ -80,7 +82,7 @@ def test_schedules_are_validated_too():
         lab.beta = 1.2
 
 
-@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino"])
+@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "kmeans"])
 @pytest.mark.parametrize(
     ("bad", "match"),
     [
@@ -211,6 +213,41 @@ def test_dino_eval_mode_freezes_centre_and_views_update_once():
     assert torch.allclose(lab.center, 0.1 * torch.cat([v1, v2]).mean(0, keepdim=True))
 
 
+# --- k-means (DeepCluster-v2) ------------------------------------------------------------------
+
+
+def test_kmeans_labeler_is_the_one_hot_of_the_argmax():
+    z = cosine_logits(64, 30, seed=7)
+    ref = torch.nn.functional.one_hot(z.double().argmax(1), 30).double()
+    assert torch.equal(L.build("kmeans")(z).double(), ref)
+
+
+def well_separated_clusters(k: int = 4, per_cluster: int = 25, dim: int = 16) -> tuple[torch.Tensor, ...]:
+    """Unit rows (k * per_cluster, dim) scattered tightly around k orthogonal directions, and their labels."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(k).repeat_interleave(per_cluster)
+    x = torch.nn.functional.one_hot(labels, dim).float() + 0.1 * torch.randn(len(labels), dim, generator=g)
+    return torch.nn.functional.normalize(x, dim=1), labels
+
+
+def test_spherical_kmeans_recovers_well_separated_clusters():
+    x, labels = well_separated_clusters()
+    start = x[[3, 30, 60, 90]] + 0.3 * torch.eye(16)[4:8]  # one rough start per cluster
+    centroids = spherical_kmeans(x, torch.nn.functional.normalize(start, dim=1), n_iters=5)
+    means = torch.stack([x[labels == j].double().sum(0) for j in range(4)])
+    ref = torch.nn.functional.normalize(means, dim=1)  # float64: the normalised mean of each cluster
+    assert (centroids.double() - ref).abs().max() < 1e-6
+    assert torch.equal((x @ centroids.t()).argmax(1), labels)
+
+
+def test_spherical_kmeans_keeps_the_centroid_of_an_empty_cluster_and_zero_iterations_change_nothing():
+    x, _ = well_separated_clusters()
+    far = torch.nn.functional.one_hot(torch.tensor([15]), 16).float().neg()  # nearest to no row
+    start = torch.cat([x[[0, 25, 50, 75]], far])
+    out = spherical_kmeans(x, start, n_iters=3)
+    assert torch.equal(out[4], far[0]) and torch.equal(spherical_kmeans(x, start, n_iters=0), start)
+
+
 # --- every labeler: contract and robustness ----------------------------------------------------
 
 EXTREME = {
@@ -225,7 +262,7 @@ EXTREME = {
 
 
 @pytest.mark.parametrize("case", sorted(EXTREME))
-@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino"])
+@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "kmeans"])
 def test_outputs_are_finite_row_stochastic_float32(name, case):
     logits = EXTREME[case]()
     out = build(name)(logits)
@@ -234,7 +271,7 @@ def test_outputs_are_finite_row_stochastic_float32(name, case):
     assert torch.allclose(out.sum(1), torch.ones(out.shape[0]), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino"])
+@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "kmeans"])
 def test_no_grad_flows_through_targets(name):
     logits = cosine_logits(8, 3000).requires_grad_()
     assert not build(name)(logits).requires_grad

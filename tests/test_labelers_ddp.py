@@ -16,10 +16,16 @@ K = 40
 SPLIT = (7, 13)  # unequal shards: global statistics must weight rows, not ranks
 
 
-def make_logits() -> torch.Tensor:
+def make_embeddings() -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit embeddings (sum(SPLIT), 8) and unit prototypes (K, 8)."""
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(sum(SPLIT), 8, generator=g), dim=1)
     c = torch.nn.functional.normalize(torch.randn(K, 8, generator=g), dim=1)
+    return x, c
+
+
+def make_logits() -> torch.Tensor:
+    x, c = make_embeddings()
     return x @ c.t()
 
 
@@ -28,12 +34,16 @@ def labelers() -> dict[str, L.Labeler]:
         "mira": L.build("mira", n_iters=30),
         "sinkhorn": L.build("sinkhorn", n_iters=3),
         "dino": L.build("dino", num_prototypes=K),
+        "kmeans": L.build("kmeans"),
     }
 
 
-def run_all(logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Targets of each labeler (DINO twice, to cover its centre update), plus label statistics."""
-    out = {}
+def run_all(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """For embeddings ``x``: targets of each labeler on their prototype logits (DINO twice, to cover its centre
+    update), label statistics, and k-means centroids started from the prototypes."""
+    prototypes = make_embeddings()[1]
+    logits = x @ prototypes.t()
+    out = {"kmeans_centroids": L.spherical_kmeans(x, prototypes, n_iters=5)}
     for name, lab in labelers().items():
         out[name] = lab(logits)
         if name == "dino":
@@ -50,7 +60,7 @@ def worker(rank: int, port: int, result_dir: str) -> None:
     try:
         torch.set_num_threads(1)
         start = sum(SPLIT[:rank])
-        shard = make_logits()[start : start + SPLIT[rank]]
+        shard = make_embeddings()[0][start : start + SPLIT[rank]]
         torch.save(run_all(shard), os.path.join(result_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -69,19 +79,20 @@ def ranks(tmp_path_factory) -> list[dict[str, torch.Tensor]]:
     return [torch.load(result_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
-@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "dino_second_call"])
+@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "dino_second_call", "kmeans"])
 def test_sharded_targets_equal_single_process_targets(ranks, name):
-    single = run_all(make_logits())[name]
+    single = run_all(make_embeddings()[0])[name]
     sharded = torch.cat([r[name] for r in ranks])
     assert sharded.shape == single.shape
     assert (sharded - single).abs().max() < 1e-6
 
 
-def test_dino_centre_and_label_stats_are_global(ranks):
-    single = run_all(make_logits())
+def test_dino_centre_label_stats_and_kmeans_centroids_are_global(ranks):
+    single = run_all(make_embeddings()[0])
     for r in ranks:
         assert torch.allclose(r["dino_center"], single["dino_center"], atol=1e-7)
         assert torch.allclose(r["stats"], single["stats"], atol=1e-5)
+        assert torch.allclose(r["kmeans_centroids"], single["kmeans_centroids"], atol=1e-6)
 
 
 def test_sharding_matters_without_all_reduce():

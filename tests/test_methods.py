@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import lightning as L
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from sslib import methods
 from sslib.config import ConfigError, compose
+from sslib.methods.deepcluster import CHECKPOINT_KEY
 from sslib.train import build_datamodule, pretrain
 
 TINY = [
@@ -48,12 +50,18 @@ def fit(cfg, steps: int, **trainer_kwargs):
     return model, trainer, dm
 
 
-@pytest.mark.parametrize("labeler", ["mira", "sinkhorn", "dino"])
-@pytest.mark.parametrize("method", ["mira", "swav", "dino"])
+@pytest.mark.parametrize(
+    ("method", "labeler"),
+    [
+        *itertools.product(["mira", "swav", "dino"], ["mira", "sinkhorn", "dino"]),
+        ("deepclusterv2", "kmeans"),
+        ("deepclusterv2", "mira"),  # k-means centroids, the memory labelled by MIRA
+    ],
+)
 def test_every_method_trains_with_every_labeler(tmp_path, method, labeler):
     cfg = tiny_cfg(tmp_path, f"method={method}", f"labeler={labeler}")
     assert cfg.labeler.name == labeler and cfg.method.name == method
-    model, trainer, dm = fit(cfg, steps=2)
+    model, trainer, dm = fit(cfg, steps=2, limit_train_batches=3)  # DeepCluster-v2 embeds 3 batches first
     trainer.fit(model, dm)
     loss = trainer.callback_metrics["train/loss"]
     assert torch.isfinite(loss) and loss > 0
@@ -64,6 +72,7 @@ def test_every_method_trains_with_every_labeler(tmp_path, method, labeler):
 def test_method_default_labelers_and_swav_ablation(tmp_path):
     assert compose(["method=swav"]).labeler.name == "sinkhorn"
     assert compose(["method=dino"]).labeler.name == "dino"
+    assert compose(["method=deepclusterv2"]).labeler.name == "kmeans"
     swav_dagger = compose(["method=mira", "labeler=sinkhorn"])  # the paper's SwAV-dagger ablation
     mira = compose(["method=mira"])
     assert swav_dagger.method == mira.method and swav_dagger.optim == mira.optim
@@ -110,6 +119,74 @@ def test_swav_queue_fills_and_enlarges_the_labelled_batch(tmp_path):
     assert "queue.embeddings" in model.state_dict()
 
 
+class BankProbe(L.Callback):
+    """DeepCluster-v2's bank as epoch 0 starts (filled, not yet clustered), then each batch's indices, the
+    sample clusters and the prototypes (callback hooks run before the module's own)."""
+
+    def __init__(self) -> None:
+        self.indices: list[torch.Tensor] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.bank, self.filled = pl_module.memory.embeddings.clone(), pl_module.memory.filled.clone()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.indices.append(batch[2])
+        self.clusters = pl_module.clusters.clone()
+        self.prototypes = pl_module.prototypes.prototypes().detach().clone()
+
+
+@pytest.fixture(scope="module")
+def deepcluster_run(tmp_path_factory):
+    """2 steps of DeepCluster-v2 on epochs of 3 batches of 8 (a 24-row bank for K = 20), k-means converged."""
+    cfg = tiny_cfg(tmp_path_factory.mktemp("dc"), "method=deepclusterv2", "method.kmeans_iters=50")
+    probe = BankProbe()
+    model, trainer, dm = fit(cfg, steps=2, limit_train_batches=3, callbacks=[probe])
+    trainer.fit(model, dm)
+    return model, probe
+
+
+def test_deepclusterv2_memory_fills_before_epoch_0_and_updates_at_batch_indices(deepcluster_run):
+    model, probe = deepcluster_run
+    assert int(probe.filled.sum()) == 24  # the epoch's 3 x 8 samples, before any training step
+    torch.testing.assert_close(probe.bank[probe.filled].norm(dim=1), torch.ones(24))
+    seen = torch.cat(probe.indices)
+    assert len(seen) == 16 and probe.filled[seen].all()  # epoch 0 trains on the batches that filled the bank
+    changed = (model.memory.embeddings != probe.bank).any(dim=1)
+    assert changed[seen].all() and int(changed.sum()) == 16  # each step rewrote exactly its samples' rows
+    assert torch.equal(model.memory.filled, probe.filled)
+
+
+def test_deepclusterv2_prototypes_are_the_centroids_and_every_bank_sample_has_a_cluster(deepcluster_run):
+    model, probe = deepcluster_run
+    assert torch.equal(probe.clusters >= 0, probe.filled)  # -1 only for samples the bank has not seen
+    rows, clusters = probe.bank[probe.filled], probe.clusters[probe.filled]
+    assert len(clusters.unique()) > 1 and clusters.max() < 20
+    for k in clusters.unique():  # converged k-means: each used prototype is the normalised mean of its rows
+        mean = torch.nn.functional.normalize(rows[clusters == k].sum(dim=0), dim=0)
+        torch.testing.assert_close(probe.prototypes[k], mean)
+    assert torch.equal(model.prototypes.prototypes(), probe.prototypes)  # not trained
+    assert not any(p.requires_grad for p in model.prototypes.parameters())
+
+
+def test_deepclusterv2_bank_round_trips_through_a_safe_checkpoint(deepcluster_run, tmp_path):
+    model, _ = deepcluster_run
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "bank.ckpt")
+    restored = methods.build(model.cfg, num_classes=10, n_global=2)
+    restored.on_load_checkpoint(torch.load(tmp_path / "bank.ckpt", weights_only=True))
+    assert torch.equal(restored.memory.embeddings, model.memory.embeddings)
+    assert torch.equal(restored.memory.filled, model.memory.filled)
+
+
+def test_deepclusterv2_needs_indices_and_no_teacher(tmp_path):
+    model = methods.build(tiny_cfg(tmp_path, "method=deepclusterv2"), num_classes=10, n_global=2)
+    with pytest.raises(ValueError, match="needs the samples' dataset indices"):
+        model.ssl_step([torch.randn(2, 3, 16, 16)] * 2)
+    with pytest.raises(ValueError, match="no EMA teacher or queue"):
+        methods.build(tiny_cfg(tmp_path, "method=deepclusterv2", "method.queue.length=8"), 10, 2)
+
+
 class Crash(L.Callback):
     """Simulates a killed run: dies when epoch ``at`` starts (after the previous epoch's checkpoint)."""
 
@@ -129,13 +206,18 @@ class StepRecorder(L.Callback):
         self.steps.append(trainer.global_step)
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize(
+    "method",
+    [["method=dino"], ["method=deepclusterv2", "method.num_prototypes=10"]],
+    ids=["dino", "deepclusterv2"],
+)
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
     """Train 2 epochs straight; crash after epoch 1 and resume: identical weights and state."""
     common = [
         "trainer.max_epochs=2",
         "+trainer.limit_train_batches=2",
         "+trainer.limit_val_batches=1",
-        "method=dino",
+        *method,
         "data.num_workers=1",
         "data.persistent_workers=false",
     ]
@@ -151,14 +233,16 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"] == 4
     for key, value in a["state_dict"].items():  # model, EMA teacher, DINO centre
         assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-6), key
+    for key, value in a.get(CHECKPOINT_KEY, {}).items():  # DeepCluster-v2's memory bank
+        assert torch.allclose(value.float(), b[CHECKPOINT_KEY][key].float(), atol=1e-6), key
     assert straight["train/loss"] == pytest.approx(resumed["train/loss"], abs=1e-6)
 
 
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (["method=nope"], "unknown method 'nope'; available: dino, mira, swav"),
-        (["labeler=nope"], "unknown labeler 'nope'; available: dino, mira, sinkhorn"),
+        (["method=nope"], "unknown method 'nope'; available: deepclusterv2, dino, mira, swav"),
+        (["labeler=nope"], "unknown labeler 'nope'; available: dino, kmeans, mira, sinkhorn"),
         (["backbone=nope"], "unknown backbone 'nope'; available: resnet18, resnet50, timm"),
         (
             ["data=nope"],

@@ -32,8 +32,9 @@ def _crop_group(value: Mapping[str, Any] | CropGroup) -> CropGroup:
 class SSLDataModule(lightning.LightningDataModule):
     """Dataset ``name`` as multi-crop training batches and two evaluation loaders, from plain kwargs.
 
-    ``train_dataloader()`` yields ``(crops, labels)``: ``crops`` is a list of ``n_crops`` float32
-    (B, 3, size, size) batches, global crops first; ``labels`` (B,) are for monitoring only.
+    ``train_dataloader()`` yields ``(crops, labels, indices)``: ``crops`` is a list of ``n_crops`` float32
+    (B, 3, size, size) batches, global crops first; ``labels`` (B,) are for monitoring only; ``indices``
+    (B,) are the samples' positions in the train split (per-sample state, e.g. DeepCluster-v2's memory).
     ``val_dataloader()`` returns ``[bank, val]``: the train split and the val split with the evaluation
     transform, both yielding ``(images (B, 3, S, S), labels (B,))`` with ``S = global_crops.size``.
 

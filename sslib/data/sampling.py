@@ -47,8 +47,10 @@ class EpochSampler(Sampler[tuple[int, int]]):
 class SeededDataset(Dataset):
     """Wraps a dataset so that item ``(epoch, index)`` is transformed under a seed of its own.
 
-    The global torch RNG is forked around each item, so training code in the same process is
-    unaffected (``num_workers=0``).
+    Items of the wrapped dataset are tuples (``(sample, target)``, torchvision's convention); the
+    wrapper appends the index, ``(sample, target, index)``, for methods that keep per-sample state
+    (DeepCluster-v2's memory bank). The global torch RNG is forked around each item, so training code
+    in the same process is unaffected (``num_workers=0``).
     """
 
     def __init__(self, dataset: Dataset, seed: int = 0) -> None:
@@ -61,4 +63,4 @@ class SeededDataset(Dataset):
         epoch, index = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
-            return self.dataset[index]
+            return (*self.dataset[index], index)

@@ -35,6 +35,16 @@ class PrototypeHead(nn.Module):
         """The effective prototypes, (K, in_dim), each row of unit norm."""
         return self.layer.weight
 
+    @torch.no_grad()
+    def set_prototypes(self, prototypes: torch.Tensor) -> None:
+        """Make the prototypes the rows of ``prototypes`` (K, in_dim), normalised (DeepCluster-v2's centroids)."""
+        direction = self.layer.parametrizations.weight.original1
+        if prototypes.shape != direction.shape:
+            raise ValueError(
+                f"prototypes must have shape {tuple(direction.shape)}, got {tuple(prototypes.shape)}"
+            )
+        direction.copy_(prototypes)
+
     def parameters_to_freeze(self) -> list[nn.Parameter]:
         """The direction parameter, whose gradient SwAV-style training cancels for the first iterations."""
         return [self.layer.parametrizations.weight.original1]

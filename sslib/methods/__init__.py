@@ -6,11 +6,13 @@ from omegaconf import DictConfig
 
 from sslib.methods.base import SSLMethod
 from sslib.methods.clustering import ClusteringMethod
+from sslib.methods.deepcluster import DeepClusterV2
 from sslib.registry import Registry
 
 METHODS: Registry[type[SSLMethod]] = Registry("method")
 for _name in ("mira", "swav", "dino"):  # one loop, three recipes (sslib/conf/method/*.yaml)
     METHODS.register(_name)(ClusteringMethod)
+METHODS.register("deepclusterv2")(DeepClusterV2)
 
 
 def available() -> list[str]:
@@ -22,4 +24,4 @@ def build(cfg: DictConfig, num_classes: int, n_global: int) -> SSLMethod:
     return METHODS.get(cfg.method.name)(cfg, num_classes=num_classes, n_global=n_global)
 
 
-__all__ = ["METHODS", "ClusteringMethod", "SSLMethod", "available", "build"]
+__all__ = ["METHODS", "ClusteringMethod", "DeepClusterV2", "SSLMethod", "available", "build"]

@@ -54,8 +54,13 @@ class SSLMethod(L.LightningModule):
         """The trainable modules of the self-supervised objective (backbone included)."""
         raise NotImplementedError
 
-    def ssl_step(self, crops: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """Loss of one batch of crops, the first global crop's backbone features (B, D), and metrics."""
+    def ssl_step(
+        self, crops: list[torch.Tensor], indices: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Loss of one batch of crops, the first global crop's backbone features (B, D), and metrics.
+
+        ``indices`` (B,) are the samples' dataset indices, for methods with per-sample state.
+        """
         raise NotImplementedError
 
     # --- progress ------------------------------------------------------------------------------
@@ -71,8 +76,8 @@ class SSLMethod(L.LightningModule):
     # --- training ------------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        crops, labels = batch
-        loss, feats, metrics = self.ssl_step(crops)
+        crops, labels = batch[0], batch[1]
+        loss, feats, metrics = self.ssl_step(crops, batch[2] if len(batch) > 2 else None)
         probe_logits = self.probe(feats.detach())
         probe_loss = F.cross_entropy(probe_logits, labels)
         acc = (probe_logits.argmax(1) == labels).float().mean()

@@ -77,23 +77,33 @@ class ClusteringMethod(SSLMethod):
 
     # --- one step ------------------------------------------------------------------------------
 
-    def ssl_step(self, crops: list[torch.Tensor]):
+    def ssl_step(self, crops: list[torch.Tensor], indices: torch.Tensor | None = None):
         m = self.cfg.method
+        feats, z, student = self._student_outputs(crops)
+        teacher_logits, teacher_z = self._teacher_outputs(crops[: self.n_global], student, z)
+        targets = self.labeler.label_views(self._with_queue(teacher_logits))
+        targets = [t[: len(crops[v])] for v, t in enumerate(targets)]
+        if self.queue is not None and self.current_epoch >= m.queue.start_epoch:
+            self.queue.push(teacher_z)
+        loss = swapped_prediction_loss(targets, student, m.student_temperature)
+        return loss, feats[: len(crops[0])], self._label_metrics(targets[0])
+
+    def _student_outputs(
+        self, crops: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Backbone features of all crops (sum of B_c, D), then projector embeddings and logits per crop."""
         feats = forward_by_resolution(self.backbone, crops)
         sizes = [c.shape[0] for c in crops]
         z = self.projector(feats)
-        student = self.prototypes(z).split(sizes)
-        teacher_logits, teacher_z = self._teacher_outputs(crops[: self.n_global], student, z.split(sizes))
-        targets = self.labeler.label_views(self._with_queue(teacher_logits))
-        targets = [t[: sizes[v]] for v, t in enumerate(targets)]
-        if self.queue is not None and self.current_epoch >= m.queue.start_epoch:
-            self.queue.push(teacher_z)
-        loss = swapped_prediction_loss(targets, list(student), m.student_temperature)
-        stats = label_stats(targets[0])
+        return feats, list(z.split(sizes)), list(self.prototypes(z).split(sizes))
+
+    def _label_metrics(self, targets: torch.Tensor) -> dict[str, float]:
+        """``labels/*`` statistics of ``targets`` (B, K) (kept for the collapse check) and ``schedule/*``."""
+        stats = label_stats(targets)
         self._last_stats = stats
         metrics = stats.as_dict("labels/")
         metrics.update({f"schedule/{k}": float(getattr(self.labeler, k)) for k in self.labeler_schedule})
-        return loss, feats[: sizes[0]], metrics
+        return metrics
 
     @torch.no_grad()
     def _teacher_outputs(self, global_crops: list[torch.Tensor], student_logits, student_z):

@@ -1,4 +1,4 @@
-"""Losses shared by the clustering methods."""
+"""Losses of the clustering methods: swapped prediction and DeepCluster-v2's cluster prediction."""
 
 from __future__ import annotations
 
@@ -25,3 +25,20 @@ def swapped_prediction_loss(
         if c != v
     ]
     return torch.stack(terms).mean()
+
+
+def cluster_prediction_loss(
+    student_logits: list[torch.Tensor], clusters: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """DeepCluster-v2's loss: every crop predicts its sample's cluster (SwAV's ``main_deepclusterv2.py``).
+
+    ``student_logits[c]`` (B, K) are the logits of crop c, ``clusters`` (B,) the samples' cluster indices;
+    the loss is the mean over crops c and samples i of -log softmax(s^c_i / T)_{y_i}. Samples without a
+    cluster (y_i = -1) are left out (a batch of only such samples gives 0). Computed in float32.
+    """
+    terms = [
+        F.cross_entropy(s.float() / temperature, clusters, ignore_index=-1, reduction="sum")
+        for s in student_logits
+    ]
+    n = (clusters >= 0).sum().clamp_min(1) * len(terms)
+    return torch.stack(terms).sum() / n

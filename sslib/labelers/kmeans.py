@@ -1,0 +1,52 @@
+"""Spherical k-means and its hard assignment, the pseudo-labels of DeepCluster-v2 (Caron et al., NeurIPS 2020)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sslib.distributed import all_reduce
+from sslib.labelers.base import Labeler
+from sslib.labelers.registry import register
+
+E_STEP_ROWS = 16384  # rows scored at once in the assignment step, which bounds its (rows, K) buffer
+
+
+def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """argmax_k <x_i, c_k> (M,) for rows ``x`` (M, d) and ``centroids`` (K, d), in chunks of rows."""
+    return torch.cat([(chunk @ centroids.t()).argmax(dim=1) for chunk in x.split(E_STEP_ROWS)])
+
+
+@torch.no_grad()
+def spherical_kmeans(x: torch.Tensor, centroids: torch.Tensor, n_iters: int) -> torch.Tensor:
+    """Lloyd's k-means under cosine similarity: ``n_iters`` (assign, update) rounds; the centroids (K, d).
+
+    ``x`` (M, d) are unit rows and ``centroids`` (K, d) the unit initial centroids. Each round assigns
+    every row to its most similar centroid, then sets c_k = normalise(sum of its rows) (SwAV's
+    ``cluster_memory``: the normalised mean); a cluster without rows keeps its centroid. The sums and
+    counts are all-reduced, so ranks holding disjoint shards of the rows get the centroids of their union.
+    """
+    c = centroids.float().clone()
+    for _ in range(n_iters):
+        labels = nearest_centroid(x, c)
+        sums = all_reduce(torch.zeros_like(c).index_add_(0, labels, x.float()))
+        counts = all_reduce(torch.bincount(labels, minlength=c.shape[0]))
+        used = counts > 0
+        c[used] = F.normalize(sums[used], dim=1)
+    return c
+
+
+@register("kmeans")
+class KMeansLabeler(Labeler):
+    """Hard targets: the one-hot of argmax_j logits_ij, i.e. the nearest prototype under cosine similarity.
+
+    With k-means centroids as the prototypes (``method=deepclusterv2``) this is the nearest centroid;
+    on another method's teacher logits (``method=mira labeler=kmeans``) it is a hard-assignment ablation.
+    Stateless and row-wise, so it needs no all-reduce.
+    """
+
+    def __init__(self) -> None:  # explicit, so that build() rejects any argument with a one-line error
+        super().__init__()
+
+    def assign(self, logits: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(logits.argmax(dim=1), logits.shape[1]).float()

@@ -1,0 +1,45 @@
+"""DeepCluster-v2's memory bank: the latest embedding of every training sample."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sslib.distributed import all_gather
+
+
+class MemoryBank:
+    """L2-normalised embeddings (N, d) of the N training samples, each from the last step that saw it.
+
+    ``filled`` (N,) marks the rows written so far. :meth:`write` all-gathers the batch of every rank,
+    so all ranks hold the same bank: rank 0's checkpoint is complete and k-means can split the rows
+    over ranks. The bank is plain tensors saved through :meth:`state_dict` rather than module buffers:
+    N is only known once the data is, and DDP would broadcast buffers at every step.
+    """
+
+    def __init__(self, size: int, dim: int, device: torch.device | str | None = None) -> None:
+        self.embeddings = torch.zeros(size, dim, device=device)
+        self.filled = torch.zeros(size, dtype=torch.bool, device=device)
+
+    @torch.no_grad()
+    def write(self, indices: torch.Tensor, z: torch.Tensor) -> None:
+        """Store the rows ``z`` (B, d), normalised, at ``indices`` (B,), those of every rank."""
+        rows = all_gather(indices.to(self.filled.device))
+        self.embeddings[rows] = F.normalize(all_gather(z.detach().float()), dim=1).to(self.embeddings.device)
+        self.filled[rows] = True
+
+    def to(self, device: torch.device | str) -> MemoryBank:
+        """This bank with its tensors on ``device`` (in place; returns self)."""
+        self.embeddings, self.filled = self.embeddings.to(device), self.filled.to(device)
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``{embeddings: (N, d), filled: (N,)}``, for a checkpoint."""
+        return {"embeddings": self.embeddings, "filled": self.filled}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> MemoryBank:
+        """The bank saved by :meth:`state_dict`."""
+        bank = cls(0, 0)
+        bank.embeddings, bank.filled = state["embeddings"], state["filled"]
+        return bank
