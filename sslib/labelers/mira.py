@@ -42,15 +42,19 @@ def mira_targets(
 
     and Eq. 5 is w_ij = q_ij v_j / s_i. W depends on v only up to scale, so v is scaled to 1 on
     the largest cluster (and 1/B drops out). The start is u0_j = (mean_i q_ij)^(1-beta). Every B x K pass but the first
-    is in place, so the cost is one allocation plus 2 (n_iters + 1) mat-vecs. Sums over the batch are
+    is in place and the loop allocates nothing, so the cost is one B x K allocation, a few passes and
+    2 (n_iters + 1) mat-vecs. Sums over the batch are
     all-reduced, so the result is the same for any split of the batch over ranks.
     ``callback(n, W_n)`` is called after each iteration (for convergence studies).
     """
     q = _flushed_exp(logits, 1.0 / (temperature * (1.0 - beta)))
-    v = _cluster_weights(all_reduce(q.sum(dim=1).reciprocal() @ q), beta)
-    for it in range(n_iters):
-        s = q @ v
-        v = _cluster_weights(all_reduce(s.reciprocal() @ q), beta)
+    qt = q.t()
+    s = q.sum(dim=1).reciprocal_()  # start: the row sums of q, so mass = B mean_i q_ij / sum_k q_ik
+    mass = all_reduce(torch.mv(qt, s))
+    v = _cluster_weights(mass, beta)
+    for it in range(n_iters):  # no allocation in the loop: s and mass are reused, v aliases mass
+        torch.mv(q, v, out=s).reciprocal_()
+        v = _cluster_weights(all_reduce(torch.mv(qt, s, out=mass)), beta)
         if callback is not None:
             callback(it + 1, _assignments(q, v))
     return _assignments(q, v, out=q)
@@ -67,13 +71,13 @@ def _flushed_exp(logits: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def _cluster_weights(mass: torch.Tensor, beta: float) -> torch.Tensor:
-    """v_j proportional to m_j^(-beta) (K,) from the column mass (K,) = B m_j, in [1, V_MAX].
+    """v_j proportional to m_j^(-beta) (K,) from the column mass (K,) = B m_j, in [1, V_MAX], in place.
 
     Scaled so the largest cluster has v = 1; the scale of ``mass`` (1/B) cancels, and clusters
     with no mass get V_MAX, which multiplies only zeros.
     """
     floor = max(V_MAX ** (-1.0 / beta), torch.finfo(mass.dtype).tiny) if beta > 0 else 1.0
-    return (mass / mass.max()).clamp_min_(floor).pow_(-beta)
+    return mass.div_(mass.max()).clamp_min_(floor).pow_(-beta)
 
 
 def _assignments(q: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
