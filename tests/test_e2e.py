@@ -23,6 +23,7 @@ SMALL = [
     "method.num_prototypes=50",
     "method.projector_dims=[256,256,64]",
     "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
 ]
 
 

@@ -94,8 +94,16 @@ def knn_accuracy(
     if test_labels.numel() == 0:
         raise ValueError("the test set is empty")
     scores = knn_predict(train_features, train_labels, test_features, num_classes, k, temperature, chunk_size)
-    guesses = scores.topk(min(5, num_classes), dim=1).indices
-    hits = guesses == test_labels.to(guesses.device).unsqueeze(1)
+    return topk_accuracy(scores, test_labels)
+
+
+def topk_accuracy(scores: Tensor, labels: Tensor) -> dict[str, float]:
+    """Top-1 and top-5 accuracy in percent of class ``scores`` ``(N, C)`` against ``labels`` ``(N,)``.
+
+    Top-5 uses ``min(5, C)`` guesses.
+    """
+    guesses = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    hits = guesses == labels.to(guesses.device).unsqueeze(1)
     return {
         "top1": 100.0 * hits[:, 0].float().mean().item(),
         "top5": 100.0 * hits.any(dim=1).float().mean().item(),

@@ -1,0 +1,168 @@
+"""Command lines of ``scripts/knn.py``, ``scripts/linear.py`` and ``scripts/umap.py``.
+
+Each evaluates a checkpoint's frozen backbone on a dataset through a :class:`FeatureCache` and prints a
+Markdown table (``umap.py``: the PNG's path); errors are one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sslib.data import DATASET_STATS
+from sslib.eval.embedding import import_umap, plot_embedding, umap_embedding
+from sslib.eval.offline import (
+    FeatureCache,
+    ProbeSettings,
+    check_fraction,
+    knn_eval,
+    linear_eval,
+    linear_eval_augmented,
+)
+
+ERRORS = (ValueError, OSError, ImportError)  # reported as one line, exit status 2
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The arguments every tool shares: checkpoint, dataset and how to extract its features."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--ckpt", required=True, help="an sslib training checkpoint (.ckpt)")
+    parser.add_argument(
+        "--data", default="digits", help=f"dataset: {', '.join(DATASET_STATS)} (default: digits)"
+    )
+    parser.add_argument("--root", default="data", help="dataset folder (default: data)")
+    parser.add_argument(
+        "--image-size", type=int, help="evaluation image side (default: the dataset's native size, else 224)"
+    )
+    parser.add_argument("--batch-size", type=int, default=256, help="feature-extraction batch size")
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
+    parser.add_argument("--device", help="e.g. cpu or cuda:0 (default: cuda when available)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of label subsets / probe / UMAP")
+    return parser
+
+
+def _cache(args: argparse.Namespace) -> FeatureCache:
+    return FeatureCache(
+        args.ckpt, args.data, args.root, args.image_size, args.batch_size, args.num_workers, args.device
+    )
+
+
+def _run(task: Callable[[], str]) -> int:
+    """Print ``task()``; an expected error is one line on stderr and exit status 2."""
+    try:
+        print(task())
+    except ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """``rows`` under ``header`` as a Markdown table."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(row) + " |" for row in lines)
+
+
+def parse_fractions(text: str) -> list[float]:
+    """``"1,0.1,0.01"`` -> ``[1.0, 0.1, 0.01]``; anything else is a one-line ``ValueError``."""
+    try:
+        fractions = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--fractions must be comma-separated numbers in (0, 1], got {text!r}") from None
+    return [check_fraction(f) for f in fractions]
+
+
+def knn_main(argv: Sequence[str] | None = None) -> int:
+    """Weighted kNN top-1/top-5 of the val split with 100%, 10%, 1% (``--fractions``) of the train labels."""
+    parser = _parser("scripts/knn.py", "weighted kNN on frozen features, per fraction of train labels")
+    parser.add_argument("--k", type=int, default=20, help="neighbours (default: 20)")
+    parser.add_argument("--temperature", type=float, default=0.07, help="vote temperature (default: 0.07)")
+    parser.add_argument("--fractions", default="1,0.1,0.01", help="labelled fractions (default: 1,0.1,0.01)")
+    args = parser.parse_args(argv)
+
+    def task() -> str:
+        fractions = parse_fractions(args.fractions)
+        cache = _cache(args)
+        results = knn_eval(
+            *cache.features("train"),
+            *cache.features("val"),
+            k=args.k,
+            temperature=args.temperature,
+            fractions=fractions,
+            seed=args.seed,
+            num_classes=cache.stats.num_classes,
+        )
+        rows = [
+            [
+                f"{100 * f:g}%",
+                str(args.k),
+                f"{args.temperature:g}",
+                f"{acc['top1']:.2f}",
+                f"{acc['top5']:.2f}",
+            ]
+            for f, acc in results.items()
+        ]
+        return markdown_table(["labels", "k", "T", "top-1", "top-5"], rows)
+
+    return _run(task)
+
+
+def linear_main(argv: Sequence[str] | None = None) -> int:
+    """Linear-probe top-1/top-5 of the val split: on precomputed features, or ``--augment``-ed images."""
+    parser = _parser("scripts/linear.py", "linear probe on a frozen backbone")
+    defaults = ProbeSettings()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--probe-batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="train on random resized crops + flips through the backbone (paper protocol; slow) "
+        "instead of precomputed center-crop features",
+    )
+    args = parser.parse_args(argv)
+
+    def task() -> str:
+        settings = ProbeSettings(
+            args.epochs, args.lr, args.probe_batch_size, args.weight_decay, seed=args.seed
+        )
+        cache = _cache(args)
+        if args.augment:
+            acc = linear_eval_augmented(cache, settings)
+        else:
+            acc = linear_eval(
+                *cache.features("train"),
+                *cache.features("val"),
+                settings,
+                cache.stats.num_classes,
+                args.device,
+            )
+        protocol = "augmented images" if args.augment else "frozen features"
+        row = [protocol, str(settings.epochs), f"{acc['top1']:.2f}", f"{acc['top5']:.2f}"]
+        return markdown_table(["linear probe", "epochs", "top-1", "top-5"], [row])
+
+    return _run(task)
+
+
+def umap_main(argv: Sequence[str] | None = None) -> int:
+    """Save a UMAP plot of a split's features coloured by class and print its path."""
+    parser = _parser("scripts/umap.py", "UMAP of frozen features, coloured by class (needs sslib[umap])")
+    parser.add_argument("--split", default="val", help="train or val (default: val)")
+    parser.add_argument("--out", help="PNG path (default: <checkpoint>-umap-<data>-<split>.png next to it)")
+    parser.add_argument("--n-neighbors", type=int, default=15)
+    parser.add_argument("--min-dist", type=float, default=0.1)
+    args = parser.parse_args(argv)
+
+    def task() -> str:
+        import_umap()  # fail before extracting anything
+        cache = _cache(args)
+        features, labels = cache.features(args.split)
+        points = umap_embedding(features, args.n_neighbors, args.min_dist, args.seed)
+        ckpt = Path(args.ckpt)
+        out = args.out or ckpt.with_name(f"{ckpt.stem}-umap-{args.data}-{args.split}.png")
+        return str(plot_embedding(points, labels, out, title=f"{ckpt.name}: {args.data} {args.split}"))
+
+    return _run(task)
