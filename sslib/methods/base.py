@@ -18,12 +18,19 @@ from sslib.optim import build_optimizer, build_scheduler, param_groups, scaled_l
 SMALL_IMAGE_SIZE = 64  # crops up to this size use the CIFAR stem when backbone.cifar is "auto"
 
 
-def build_backbone(cfg: DictConfig) -> tuple[nn.Module, int]:
-    """Backbone from ``cfg.backbone`` ({name, **kwargs}); ``cifar: auto`` follows the crop size."""
+def backbone_spec(cfg: DictConfig | dict) -> tuple[str, dict]:
+    """``(name, kwargs)`` of ``cfg.backbone`` ({name, **kwargs}); ``cifar: auto`` follows the crop size."""
+    cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
     kwargs = OmegaConf.to_container(cfg.backbone, resolve=True)
     name = kwargs.pop("name")
     if kwargs.get("cifar") == "auto":
         kwargs["cifar"] = cfg.data.global_crops.size <= SMALL_IMAGE_SIZE
+    return name, kwargs
+
+
+def build_backbone(cfg: DictConfig | dict) -> tuple[nn.Module, int]:
+    """Backbone of a run config -> ``(module, feat_dim)``, see :func:`backbone_spec`."""
+    name, kwargs = backbone_spec(cfg)
     return backbones.build(name, **kwargs)
 
 

@@ -10,7 +10,7 @@ from safetensors.torch import save as safetensors_bytes
 from sslib import backbones
 from sslib.checkpoint import backbone_state_dict, load_checkpoint
 from sslib.io import atomic_write_bytes
-from sslib.methods.base import SMALL_IMAGE_SIZE
+from sslib.methods.base import backbone_spec
 from sslib.zoo.manifest import Entry
 from sslib.zoo.weights import load_into
 
@@ -29,7 +29,7 @@ def export_checkpoint(
     """
     ckpt = load_checkpoint(ckpt_path)
     cfg = ckpt["hyper_parameters"]["cfg"]
-    arch, kwargs = _backbone_spec(cfg)
+    arch, kwargs = backbone_spec(cfg)
     state_dict = {k: v.contiguous() for k, v in backbone_state_dict(ckpt).items()}
     load_into(backbones.build(arch, **kwargs)[0], state_dict, f"checkpoint '{ckpt_path}'")
     method, dataset, epochs = cfg["method"]["name"], cfg["data"]["name"], int(ckpt["epoch"])
@@ -53,15 +53,6 @@ def export_checkpoint(
         format="sslib",
         notes=f"exported from {Path(ckpt_path).name} with scripts/export.py",
     )
-
-
-def _backbone_spec(cfg: dict) -> tuple[str, dict]:
-    """``(name, kwargs)`` of the backbone in ``cfg``, with ``cifar: auto`` resolved as in training."""
-    kwargs = dict(cfg["backbone"])
-    arch = kwargs.pop("name")
-    if kwargs.get("cifar") == "auto":
-        kwargs["cifar"] = cfg["data"]["global_crops"]["size"] <= SMALL_IMAGE_SIZE
-    return arch, kwargs
 
 
 def _online_knn(ckpt: dict) -> float | None:
