@@ -22,7 +22,16 @@ from sslib.config import compose
 from sslib.methods.ema import ema_update
 from sslib.optim import build_optimizer, param_groups
 
-RUNS = [("mira", None), ("swav", None), ("dino", None), ("mira", "sinkhorn"), ("mira", "dino")]
+RUNS = [
+    ("mira", None),
+    ("swav", None),
+    ("dino", None),
+    ("mira", "sinkhorn"),
+    ("mira", "dino"),
+    ("byol", None),
+    ("barlow", None),
+    ("simclr", None),
+]
 
 
 def sync(device: torch.device) -> None:
@@ -52,12 +61,13 @@ def bench(method: str, labeler: str | None, args, device: torch.device) -> dict:
     cfg = compose(overrides + ([f"labeler={labeler}"] if labeler else []))
     model = methods.build(cfg, num_classes=10, n_global=2).to(device).train()
     opt = build_optimizer("lars", param_groups(model.ssl_modules(), 1e-6), lr=0.3, weight_decay=1e-6)
-    timer = TimedLabeler(model.labeler, device)
+    labeler = getattr(model, "labeler", None)
+    timer = TimedLabeler(labeler, device) if labeler is not None else None
     crops = [torch.randn(args.batch_size, 3, 32, 32, device=device) for _ in range(2)]
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
     step_times = []
     for i in range(args.warmup + args.steps):
-        if i == args.warmup:
+        if i == args.warmup and timer is not None:
             timer.seconds = 0.0
         sync(device)
         start = time.perf_counter()
@@ -67,21 +77,20 @@ def bench(method: str, labeler: str | None, args, device: torch.device) -> dict:
         loss.backward()
         opt.step()
         if model.teacher is not None:
-            ema_update(
-                model.teacher, torch.nn.ModuleDict({k: getattr(model, k) for k in model.teacher}), 0.99
-            )
+            student = model.ssl_modules()
+            ema_update(model.teacher, torch.nn.ModuleDict({k: student[k] for k in model.teacher}), 0.99)
         sync(device)
         if i >= args.warmup:
             step_times.append(time.perf_counter() - start)
     step = statistics.median(step_times)
     return {
         "method": method,
-        "labeler": cfg.labeler.name,
+        "labeler": cfg.labeler.name if timer is not None else "-",
         "step_ms": step * 1e3,
         "images_s": args.batch_size / step,
         "views_s": 2 * args.batch_size / step,
-        "labeler_ms": timer.seconds / args.steps * 1e3,
-        "labeler_share": timer.seconds / sum(step_times),
+        "labeler_ms": timer.seconds / args.steps * 1e3 if timer else 0.0,
+        "labeler_share": timer.seconds / sum(step_times) if timer else 0.0,
     }
 
 

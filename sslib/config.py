@@ -9,11 +9,19 @@ from importlib import resources
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 CONF_MODULE = "sslib.conf"
 GROUPS = ("method", "labeler", "backbone", "data", "optim", "trainer", "logger", "recipe")
+
+
+def run_name(*parts: object) -> str:
+    """The default run ``name``: the parts that are not None, joined by '-' (a method may have no labeler)."""
+    return "-".join(str(p) for p in parts if p is not None)
+
+
+OmegaConf.register_new_resolver("sslib.run_name", run_name, replace=True)
 
 
 class ConfigError(ValueError):
@@ -40,6 +48,18 @@ def _check_group_choices(overrides: Sequence[str]) -> dict[str, str]:
     return chosen
 
 
+def methods_with_labeler() -> list[str]:
+    """The methods whose config names a pseudo-labeler (``method.labeler`` not null)."""
+    folder = resources.files(CONF_MODULE) / "method"
+    return [m for m in options("method") if OmegaConf.load(folder / f"{m}.yaml").get("labeler") is not None]
+
+
+def _no_labeler_error(method: str) -> ConfigError:
+    return ConfigError(
+        f"method {method} has no pseudo-labeler; labeler= applies to {', '.join(methods_with_labeler())}"
+    )
+
+
 def _null_choice(item: str) -> str | None:
     """``recipe=null`` drops the recipe (Hydra's ``~recipe``); ``labeler=null`` means the method's own."""
     if item == "recipe=null":
@@ -63,8 +83,10 @@ def _one_line(err: Exception) -> str:
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The resolved run config for ``overrides`` (e.g. ``["method=mira", "data=cifar100"]``).
 
-    Unless ``labeler=...`` is given, the method's own labeler (``method.labeler``) is used. Unknown
-    groups, options or keys, and missing mandatory values raise :class:`ConfigError` (one line).
+    Unless ``labeler=...`` is given, the method's own labeler (``method.labeler``) is used. Methods
+    without one (``method.labeler: null``: byol, barlow, simclr) get ``labeler: null`` and refuse
+    ``labeler=``/``labeler.*`` overrides. Unknown groups, options or keys, and missing mandatory values
+    raise :class:`ConfigError` (one line).
     """
     overrides = [_null_choice(o) for o in overrides]
     overrides = [o for o in overrides if o is not None]
@@ -73,14 +95,23 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         with initialize_config_module(CONF_MODULE, version_base="1.3"):
             if "labeler" in chosen:
                 cfg = hydra_compose("config", overrides=overrides)
+                if cfg.method.get("labeler") is None:
+                    raise _no_labeler_error(cfg.method.name)
             else:  # find the method's labeler first; labeler.* overrides apply once it is chosen
                 first = hydra_compose("config", overrides=[o for o in overrides if not _is_labeler_key(o)])
-                labeler = first.method.labeler
-                if labeler not in options("labeler"):
+                labeler = first.method.get("labeler")
+                if labeler is None:  # byol, barlow, simclr
+                    if any(_is_labeler_key(o) for o in overrides):
+                        raise _no_labeler_error(first.method.name)
+                    cfg = first
+                    with open_dict(cfg):
+                        cfg.labeler = None
+                elif labeler not in options("labeler"):
                     raise ConfigError(
                         f"method.labeler '{labeler}' unknown; available: {', '.join(options('labeler'))}"
                     )
-                cfg = hydra_compose("config", overrides=[f"labeler={labeler}", *overrides])
+                else:
+                    cfg = hydra_compose("config", overrides=[f"labeler={labeler}", *overrides])
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(err)) from None

@@ -37,6 +37,7 @@ RUNTIME_KEYS = (
     "logger",
     "trainer.enable_progress_bar",
     "data.num_workers",
+    "data.loader",
     "data.persistent_workers",
     "data.pin_memory",
 )

@@ -27,7 +27,8 @@ def test_help_lists_groups_and_options(capsys):
     assert pretrain_main(["--help"]) == 0
     out = capsys.readouterr().out
     assert (
-        "method    deepclusterv2, dino, mira, swav" in out and "labeler   dino, kmeans, mira, sinkhorn" in out
+        "method    barlow, byol, deepclusterv2, dino, mira, simclr, swav" in out
+        and "labeler   dino, kmeans, mira, sinkhorn" in out
     )
 
 
@@ -42,7 +43,10 @@ def test_cfg_prints_the_composed_recipe(capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["method=byol2"], "error: unknown method 'byol2'; available: deepclusterv2, dino, mira, swav"),
+        (
+            ["method=byol2"],
+            "error: unknown method 'byol2'; available: barlow, byol, deepclusterv2, dino, mira, simclr, swav",
+        ),
         (["labeler=knn"], "error: unknown labeler 'knn'; available: dino, kmeans, mira, sinkhorn"),
         (["backbone=vgg"], "error: unknown backbone 'vgg'; available: resnet18, resnet50, timm"),
         (["data=mnist"], "error: unknown data 'mnist'"),
@@ -65,5 +69,6 @@ def test_script_reports_errors_the_same_way(tmp_path):
     out = run("method=byol2", cwd=tmp_path)
     assert (
         out.returncode == 2
-        and out.stderr.strip() == "error: unknown method 'byol2'; available: deepclusterv2, dino, mira, swav"
+        and out.stderr.strip()
+        == "error: unknown method 'byol2'; available: barlow, byol, deepclusterv2, dino, mira, simclr, swav"
     )

@@ -241,7 +241,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (["method=nope"], "unknown method 'nope'; available: deepclusterv2, dino, mira, swav"),
+        (
+            ["method=nope"],
+            "unknown method 'nope'; available: barlow, byol, deepclusterv2, dino, mira, simclr, swav",
+        ),
         (["labeler=nope"], "unknown labeler 'nope'; available: dino, kmeans, mira, sinkhorn"),
         (["backbone=nope"], "unknown backbone 'nope'; available: resnet18, resnet50, timm"),
         (

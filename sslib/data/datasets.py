@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
-from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
+from torchvision.datasets import CIFAR10, CIFAR100
 
 from sslib.data.digits import IMAGE_SIZE, DigitsDataset, check_split
+from sslib.data.folder import CheckedImageFolder, class_folders, image_folder, read_class_list
 
 RGB = tuple[float, float, float]
 IMAGENET_MEAN: RGB = (0.485, 0.456, 0.406)
@@ -46,6 +48,10 @@ _CIFAR: dict[str, tuple[type[CIFAR10], str]] = {
     "cifar100": (CIFAR100, "cifar-100-python"),
 }
 
+# The standard ImageNet-100 classes (CMC's imagenet100.txt, also solo-learn's): imagenet100's default
+# selection from a full ImageNet tree.
+IMAGENET100_CLASSES = Path(__file__).with_name("imagenet100.txt")
+
 
 def dataset_stats(name: str) -> DatasetStats:
     """The constants of dataset ``name``; an unknown name is a one-line ``ValueError`` listing the known."""
@@ -62,16 +68,23 @@ def build_dataset(
     download: bool = False,
     val_fraction: float = 0.2,
     seed: int = 0,
+    class_list: str | Path | None = None,
+    skip_corrupt: bool = False,
 ) -> Dataset:
     """Split ``"train"`` or ``"val"`` of dataset ``name``; items are ``(transform(image), label)``.
 
     ``digits`` is built in memory (``root``/``download`` unused; ``val_fraction``/``seed`` pick its split).
     ``cifar10``/``cifar100`` read (or with ``download`` fetch) torchvision's archive folder under ``root``;
     their ``val`` split is the official test set. ``imagenet``, ``imagenet100`` and ``folder`` read
-    ImageFolder trees ``root/train`` and ``root/val`` (one sub-folder per class).
+    ImageFolder trees ``root/train`` and ``root/val`` (one sub-folder per class), limited to the classes
+    named in the file ``class_list``; ``imagenet100`` defaults to the standard 100 classes when ``root``
+    holds more. Bad trees and images are one-line errors (:mod:`sslib.data.folder`); ``skip_corrupt``
+    drops the images PIL cannot verify instead.
     """
     dataset_stats(name)
     check_split(split)
+    if name in ("digits", *_CIFAR) and (class_list is not None or skip_corrupt):
+        raise ValueError(f"class_list and skip_corrupt apply to ImageFolder datasets, not {name}")
     if name == "digits":
         return DigitsDataset(split, val_fraction=val_fraction, seed=seed, transform=transform)
     if name in _CIFAR:
@@ -81,7 +94,10 @@ def build_dataset(
             f"{name} cannot be downloaded; place ImageFolder trees at {Path(root) / 'train'} "
             f"and {Path(root) / 'val'} and set download=False"
         )
-    return _image_folder(Path(root) / split, transform)
+    classes = _class_selection(name, Path(root), split, class_list)
+    dataset = image_folder(Path(root), split, transform, classes, skip_corrupt)
+    _check_class_count(name, dataset)
+    return dataset
 
 
 def _cifar(name: str, root: Path, train: bool, transform: Callable | None, download: bool) -> Dataset:
@@ -96,8 +112,23 @@ def _cifar(name: str, root: Path, train: bool, transform: Callable | None, downl
         ) from None
 
 
-def _image_folder(path: Path, transform: Callable | None) -> ImageFolder:
-    """ImageFolder over ``path``; a missing folder is a one-line ``FileNotFoundError`` naming it."""
-    if not path.is_dir():
-        raise FileNotFoundError(f"image folder {path} does not exist; expected {path}/<class>/<image files>")
-    return ImageFolder(str(path), transform=transform)
+def _class_selection(name: str, root: Path, split: str, class_list: str | Path | None) -> list[str] | None:
+    """The classes named in ``class_list``; for ``imagenet100`` without one, the standard 100 when
+    ``root/split`` holds more class folders; otherwise ``None`` (every class folder)."""
+    if class_list is not None:
+        return read_class_list(class_list)
+    if name == "imagenet100" and root.is_dir() and len(class_folders(root / split)) > 100:
+        return read_class_list(IMAGENET100_CLASSES)
+    return None
+
+
+def _check_class_count(name: str, dataset: CheckedImageFolder) -> None:
+    """More classes than ``name`` has is a one-line ``ValueError`` (labels would overflow the heads);
+    fewer is a warning."""
+    expected, found = dataset_stats(name).num_classes, len(dataset.classes)
+    if expected is None or found == expected:
+        return
+    message = f"{name} has {expected} classes but {found} are selected in {dataset.root}"
+    if found > expected:
+        raise ValueError(f"{message}; pick {expected} with data.class_list=/path/to/classes.txt")
+    warnings.warn(message, stacklevel=3)

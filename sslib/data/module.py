@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +10,10 @@ import lightning
 from torch.utils.data import DataLoader, Dataset
 
 from sslib.data.datasets import build_dataset, dataset_stats
+from sslib.data.loaders import choose_loader
 from sslib.data.sampling import EpochSampler, SeededDataset
 from sslib.data.transforms import Augment, CropGroup, MultiCropTransform, eval_transform
+from sslib.distributed import rank, world_size
 from sslib.validation import check_int_at_least
 
 DEFAULT_GLOBAL_CROPS = CropGroup(n=2, size=32)  # two 32x32 views, scale (0.08, 1)
@@ -40,6 +42,9 @@ class SSLDataModule(lightning.LightningDataModule):
 
     ``augment`` may be an ``Augment`` (used as is) or a mapping of fields that override the dataset's
     recipe: solo-learn's CIFAR recipe for 32x32 datasets (digits, CIFAR), BYOL/DINO's ImageNet one otherwise.
+
+    ``loader`` builds the training batches: ``"torchvision"``, ``"dali"`` (image folders, NVIDIA DALI) or
+    ``"auto"`` (DALI when installed, with CUDA, on an image folder); see :mod:`sslib.data.loaders`.
     """
 
     def __init__(
@@ -57,6 +62,9 @@ class SSLDataModule(lightning.LightningDataModule):
         persistent_workers: bool = False,
         drop_last: bool = True,
         seed: int = 0,
+        class_list: str | None = None,
+        skip_corrupt: bool = False,
+        loader: str = "auto",
     ) -> None:
         super().__init__()
         self.stats = dataset_stats(name)
@@ -64,13 +72,16 @@ class SSLDataModule(lightning.LightningDataModule):
         self.batch_size = check_int_at_least("batch_size", batch_size, 1)
         self.num_workers = check_int_at_least("num_workers", num_workers, 0)
         self.val_fraction, self.seed = val_fraction, seed
+        self.class_list, self.skip_corrupt = class_list, skip_corrupt
         self.pin_memory, self.drop_last = pin_memory, drop_last
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.loader = choose_loader(loader, name)
         if augment is None or isinstance(augment, Mapping):
             preset = "cifar" if self.stats.native_size == 32 else "imagenet"
             augment = Augment.preset(preset, **(augment or {}))
         global_group = _crop_group(global_crops)
         local_group = None if local_crops is None else _crop_group(local_crops)
+        self.crops = (global_group, local_group, augment)
         self.train_transform = MultiCropTransform(
             global_group, local_group, augment, self.stats.mean, self.stats.std
         )
@@ -110,6 +121,8 @@ class SSLDataModule(lightning.LightningDataModule):
             download=self.download,
             val_fraction=self.val_fraction,
             seed=self.seed,
+            class_list=self.class_list,
+            skip_corrupt=self.skip_corrupt,
         )
 
     def prepare_data(self) -> None:
@@ -142,13 +155,35 @@ class SSLDataModule(lightning.LightningDataModule):
             **kwargs,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled multi-crop batches; order and crops depend only on (seed, epoch, index), so a
-        resumed run continues exactly (set ``start_epoch`` to the epoch it resumes at)."""
+    def train_dataloader(self) -> DataLoader | Iterable:
+        """Shuffled multi-crop batches. With torchvision, order and crops depend only on (seed, epoch,
+        index), so a resumed run continues exactly (set ``start_epoch`` to the epoch it resumes at);
+        with DALI (:class:`sslib.data.dali.DaliTrainLoader`) ``start_epoch`` only reseeds."""
         self.setup()
+        if self.loader == "dali":
+            return self._dali_loader()
         sampler = EpochSampler(len(self.train_set), seed=self.seed, epoch=self.start_epoch)
         dataset = SeededDataset(self.train_set, self.seed)
         return self._loader(dataset, sampler=sampler, drop_last=self.drop_last)
+
+    def _dali_loader(self) -> Iterable:
+        from sslib.data.dali import DaliTrainLoader  # imports DALI, which is optional
+
+        global_group, local_group, augment = self.crops
+        return DaliTrainLoader(
+            self.train_set.samples,
+            global_group,
+            local_group,
+            augment,
+            self.stats.mean,
+            self.stats.std,
+            self.batch_size,
+            num_threads=self.num_workers,
+            seed=self.seed,
+            epoch=self.start_epoch,
+            rank=rank(),
+            world=world_size(),
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         """``[bank, val]``, in order and whole on every rank (online kNN needs the full bank)."""

@@ -62,5 +62,6 @@ class SeededDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+            # Only the CPU generator: torch.manual_seed would also seed every accelerator (~0.4 ms an item).
+            torch.default_generator.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
             return (*self.dataset[index], index)

@@ -10,14 +10,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
-from torchvision.transforms import v2
+from torchvision.transforms import RandomResizedCrop, v2
+from torchvision.transforms.v2 import functional as F
 
+from sslib.data.kernels import adjust_hue, gaussian_blur
 from sslib.registry import check_kwargs
 from sslib.validation import check_int_at_least, check_unit_interval
 
 BLUR_SIGMA = (0.1, 2.0)
 SOLARIZE_THRESHOLD = 0.5  # on float images in [0, 1]
+ASPECT_RATIO = [3 / 4, 4 / 3]  # of random resized crops (torchvision's default)
 
 
 @dataclass(frozen=True)
@@ -114,38 +118,99 @@ def _per_view(name: str, probs: tuple[float, ...], n_global: int) -> tuple[float
     return probs[:n_global]
 
 
-def _normalize(mean: Sequence[float], std: Sequence[float]) -> v2.Normalize:
-    """``Normalize`` after checking ``mean``/``std`` are 3 numbers (RGB) with ``std > 0``."""
+def _mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[list[float], list[float]]:
+    """``mean``/``std`` as lists after checking they are 3 numbers each (RGB) with ``std > 0``."""
     mean, std = [float(m) for m in mean], [float(s) for s in std]
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"mean and std must be 3 numbers each with std > 0, got mean={mean}, std={std}")
-    return v2.Normalize(mean, std)
+    return mean, std
 
 
-def _blur_kernel(size: int) -> int:
+def blur_kernel_size(size: int) -> int:
     """Odd Gaussian-blur kernel side of about 10% of the crop (23 for 224, as in BYOL), at least 3."""
     return max(3, size // 10 // 2 * 2 + 1)
 
 
-def _view_pipeline(
-    crop: CropGroup, aug: Augment, blur_p: float, solarize_p: float, normalize: v2.Normalize
-) -> v2.Compose:
-    """PIL image or uint8 (3, H, W) tensor -> normalised float32 (3, crop.size, crop.size) tensor."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.RandomResizedCrop(crop.size, scale=crop.scale, antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.RandomHorizontalFlip(aug.hflip_p),
-            v2.RandomApply(
-                [v2.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)], p=aug.color_jitter_p
-            ),
-            v2.RandomGrayscale(aug.grayscale_p),
-            v2.RandomApply([v2.GaussianBlur(_blur_kernel(crop.size), sigma=BLUR_SIGMA)], p=blur_p),
-            v2.RandomSolarize(SOLARIZE_THRESHOLD, p=solarize_p),
-            normalize,
-        ]
-    )
+def _happens(p: float) -> bool:
+    """True with probability ``p`` (torch RNG, as ``v2.RandomApply``; no draw when p is 0 or 1)."""
+    return p > 0 and (p >= 1 or torch.rand(1).item() < p)
+
+
+def _uniform(low: float, high: float) -> float:
+    return torch.empty(1).uniform_(low, high).item()
+
+
+def _as_uint8_tensor(image: Any) -> Tensor:
+    """A PIL image or uint8 (3, H, W) tensor (or ``tv_tensors.Image``) as a plain uint8 tensor."""
+    if isinstance(image, Image.Image):
+        return F.pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
+    return image.as_subclass(Tensor)
+
+
+class ViewTransform:
+    """uint8 (3, H, W) tensor -> one normalised float32 (3, crop.size, crop.size) view.
+
+    The ops of torchvision v2's ``RandomResizedCrop``, ``RandomHorizontalFlip``, ``ColorJitter``
+    (factors in 1 +- brightness/contrast/saturation and +-hue, random order), ``RandomGrayscale``,
+    ``GaussianBlur`` and ``RandomSolarize`` then ``Normalize``, called as kernels: crop and flip on
+    uint8, the rest on float in [0, 1], hue and blur by the faster :mod:`sslib.data.kernels`. Calling
+    the kernels directly skips the v2 wrappers' per-call overhead, which dominates on 32x32 images.
+    """
+
+    def __init__(
+        self,
+        crop: CropGroup,
+        aug: Augment,
+        blur_p: float,
+        solarize_p: float,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        self.crop, self.aug, self.blur_p, self.solarize_p = crop, aug, blur_p, solarize_p
+        self.mean, self.std = _mean_std(mean, std)
+        self.blur_kernel = blur_kernel_size(crop.size)
+        spreads = (aug.brightness, aug.contrast, aug.saturation)
+        ranges = [(max(0.0, 1.0 - v), 1.0 + v) for v in spreads] + [(-aug.hue, aug.hue)]
+        kernels = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, adjust_hue)
+        # (kernel, factor range) by v2.ColorJitter's index; a zero spread leaves its op out.
+        self.jitter_ops = [(k, r) if r[0] != r[1] else None for k, r in zip(kernels, ranges, strict=True)]
+
+    @property
+    def probs(self) -> dict[str, float]:
+        """The probability of each random op."""
+        aug = self.aug
+        return {
+            "hflip": aug.hflip_p,
+            "color_jitter": aug.color_jitter_p,
+            "grayscale": aug.grayscale_p,
+            "blur": self.blur_p,
+            "solarize": self.solarize_p,
+        }
+
+    def _jitter(self, image: Tensor) -> Tensor:
+        order = torch.randperm(4).tolist()
+        factors = [None if op is None else _uniform(*op[1]) for op in self.jitter_ops]
+        for i in order:
+            if self.jitter_ops[i] is not None:
+                image = self.jitter_ops[i][0](image, factors[i])
+        return image
+
+    def __call__(self, image: Tensor) -> Tensor:
+        size = self.crop.size
+        top, left, height, width = RandomResizedCrop.get_params(image, list(self.crop.scale), ASPECT_RATIO)
+        view = F.resized_crop(image, top, left, height, width, [size, size], antialias=True)
+        if _happens(self.aug.hflip_p):
+            view = F.horizontal_flip(view)
+        view = F.to_dtype(view, torch.float32, scale=True)
+        if _happens(self.aug.color_jitter_p):
+            view = self._jitter(view)
+        if _happens(self.aug.grayscale_p):
+            view = F.rgb_to_grayscale(view, num_output_channels=3)
+        if _happens(self.blur_p):
+            view = gaussian_blur(view, self.blur_kernel, _uniform(*BLUR_SIGMA))
+        if _happens(self.solarize_p):
+            view = F.solarize(view, SOLARIZE_THRESHOLD)
+        return F.normalize(view, self.mean, self.std)
 
 
 class MultiCropTransform:
@@ -165,17 +230,16 @@ class MultiCropTransform:
     ) -> None:
         if global_crops.n < 1:
             raise ValueError(f"need at least one global crop, got n={global_crops.n}")
-        normalize = _normalize(mean, std)
         self.global_views = [
-            _view_pipeline(global_crops, augment, blur, solarize, normalize)
+            ViewTransform(global_crops, augment, blur, solarize, mean, std)
             for blur, solarize in augment.global_probs(global_crops.n)
         ]
         self.n_local = 0 if local_crops is None else local_crops.n
         self.local_view = (
             None
             if self.n_local == 0
-            else _view_pipeline(
-                local_crops, augment, augment.local_blur_p, augment.local_solarize_p, normalize
+            else ViewTransform(
+                local_crops, augment, augment.local_blur_p, augment.local_solarize_p, mean, std
             )
         )
 
@@ -189,6 +253,8 @@ class MultiCropTransform:
         return self.n_global + self.n_local
 
     def __call__(self, image: Any) -> list[Tensor]:
+        """PIL image or uint8 (3, H, W) tensor -> ``n_crops`` float32 (3, size, size) views."""
+        image = _as_uint8_tensor(image)
         local = [self.local_view(image) for _ in range(self.n_local)]
         return [view(image) for view in self.global_views] + local
 
@@ -203,4 +269,5 @@ def eval_transform(
     """
     check_int_at_least("eval size", size, 1)
     geometry = [] if resize is None else [v2.Resize(resize, antialias=True), v2.CenterCrop(size)]
-    return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), _normalize(mean, std)])
+    normalize = v2.Normalize(*_mean_std(mean, std))
+    return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), normalize])

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from sslib.methods.barlow import BarlowTwins
 from sslib.methods.base import SSLMethod
+from sslib.methods.byol import BYOL
 from sslib.methods.clustering import ClusteringMethod
 from sslib.methods.deepcluster import DeepClusterV2
+from sslib.methods.simclr import SimCLR
 from sslib.registry import Registry
 
 METHODS: Registry[type[SSLMethod]] = Registry("method")
 for _name in ("mira", "swav", "dino"):  # one loop, three recipes (sslib/conf/method/*.yaml)
     METHODS.register(_name)(ClusteringMethod)
 METHODS.register("deepclusterv2")(DeepClusterV2)
+METHODS.register("byol")(BYOL)  # the non-clustering baselines (no labeler)
+METHODS.register("barlow")(BarlowTwins)
+METHODS.register("simclr")(SimCLR)
 
 
 def available() -> list[str]:
@@ -24,4 +30,14 @@ def build(cfg: DictConfig, num_classes: int, n_global: int) -> SSLMethod:
     return METHODS.get(cfg.method.name)(cfg, num_classes=num_classes, n_global=n_global)
 
 
-__all__ = ["METHODS", "ClusteringMethod", "DeepClusterV2", "SSLMethod", "available", "build"]
+__all__ = [
+    "BYOL",
+    "METHODS",
+    "BarlowTwins",
+    "ClusteringMethod",
+    "DeepClusterV2",
+    "SSLMethod",
+    "SimCLR",
+    "available",
+    "build",
+]

@@ -13,7 +13,8 @@ from torch import nn
 
 from sslib import backbones
 from sslib.eval import knn_accuracy
-from sslib.optim import build_optimizer, build_scheduler, param_groups, scaled_lr
+from sslib.methods.ema import ema_update
+from sslib.optim import build_optimizer, build_scheduler, cosine_ramp, param_groups, scaled_lr
 
 SMALL_IMAGE_SIZE = 64  # crops up to this size use the CIFAR stem when backbone.cifar is "auto"
 
@@ -40,7 +41,9 @@ class SSLMethod(L.LightningModule):
     Owns the backbone, the optimiser and per-step lr schedule (linear warm-up + cosine, lr scaled by
     global batch / 256), a detached linear probe trained on the first global crop's features, and the
     per-epoch online weighted kNN (k, T from ``cfg.online_eval``) of val features against the train split.
-    Subclasses implement :meth:`ssl_step` and :meth:`ssl_modules`.
+    Subclasses implement :meth:`ssl_step` and :meth:`ssl_modules`. A subclass with an EMA teacher sets
+    ``self.teacher`` to a copy of some of ``ssl_modules()`` (same keys); it is updated after every step
+    with the momentum of ``cfg.method.ema`` ({base_momentum, final_momentum}, cosine ramp per iteration).
     """
 
     def __init__(self, cfg: DictConfig, num_classes: int) -> None:
@@ -52,6 +55,7 @@ class SSLMethod(L.LightningModule):
         self.backbone, self.feat_dim = build_backbone(cfg)
         self.num_classes = num_classes
         self.probe = nn.Linear(self.feat_dim, num_classes)
+        self.teacher: nn.ModuleDict | None = None
         self._val_outputs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {0: [], 1: []}
         self._val_probe: list[torch.Tensor] = []
 
@@ -95,6 +99,15 @@ class SSLMethod(L.LightningModule):
         )
         self.log_dict(metrics, sync_dist=False)
         return loss + probe_loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.teacher is None:
+            return
+        ema = self.cfg.method.ema
+        momentum = cosine_ramp(self.global_step, self.total_steps, ema.base_momentum, ema.final_momentum)
+        student = self.ssl_modules()
+        ema_update(self.teacher, nn.ModuleDict({k: student[k] for k in self.teacher}), momentum)
+        self.log("schedule/ema_momentum", momentum)
 
     def configure_optimizers(self):
         cfg = self.cfg.optim

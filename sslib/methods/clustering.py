@@ -11,11 +11,10 @@ from sslib import labelers
 from sslib.heads import MLP, PrototypeHead
 from sslib.labelers import label_stats
 from sslib.methods.base import SSLMethod
-from sslib.methods.ema import ema_update, make_teacher
+from sslib.methods.ema import make_teacher
 from sslib.methods.losses import swapped_prediction_loss
 from sslib.methods.queue import EmbeddingQueue
 from sslib.methods.schedule import Ramp, ramps
-from sslib.optim import cosine_ramp
 
 
 def build_labeler(cfg: DictConfig) -> tuple[labelers.Labeler, dict[str, Ramp]]:
@@ -59,7 +58,6 @@ class ClusteringMethod(SSLMethod):
         self.projector = MLP([self.feat_dim, *m.projector_dims])
         self.prototypes = PrototypeHead(m.projector_dims[-1], m.num_prototypes)
         self.labeler, self.labeler_schedule = build_labeler(cfg)
-        self.teacher: nn.ModuleDict | None = None
         if m.ema.enabled:
             parts = {"backbone": self.backbone, "projector": self.projector}
             if not m.ema.share_prototypes:
@@ -145,15 +143,6 @@ class ClusteringMethod(SSLMethod):
         if self.global_step < self.cfg.method.freeze_prototypes_epochs * self.steps_per_epoch:
             for p in self.prototypes.parameters_to_freeze():
                 p.grad = None
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.teacher is None:
-            return
-        ema = self.cfg.method.ema
-        momentum = cosine_ramp(self.global_step, self.total_steps, ema.base_momentum, ema.final_momentum)
-        student = {"backbone": self.backbone, "projector": self.projector, "prototypes": self.prototypes}
-        ema_update(self.teacher, nn.ModuleDict({k: student[k] for k in self.teacher}), momentum)
-        self.log("schedule/ema_momentum", momentum)
 
     def on_train_epoch_end(self) -> None:
         stats = self._last_stats

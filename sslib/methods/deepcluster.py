@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
 from sslib.distributed import all_reduce, rank, world_size
 from sslib.labelers.kmeans import spherical_kmeans
@@ -56,24 +56,20 @@ class DeepClusterV2(ClusteringMethod):
 
     def on_train_start(self) -> None:
         if self.memory is None:  # a resumed run has the bank of its checkpoint
-            loader = self.trainer.train_dataloader
-            self.memory = MemoryBank(len(loader.dataset), self.cfg.method.projector_dims[-1], self.device)
-            self._fill_memory(loader)
+            datamodule = self.trainer.datamodule
+            size = len(datamodule.train_set)
+            self.memory = MemoryBank(size, self.cfg.method.projector_dims[-1], self.device)
+            self._fill_memory(datamodule.train_dataloader())
         self.memory.to(self.device)
 
     @torch.no_grad()
-    def _fill_memory(self, loader: DataLoader) -> None:
+    def _fill_memory(self, loader: Iterable) -> None:
         """SwAV's ``init_memory``: embed the first global crop of one epoch of training batches.
 
-        It iterates a copy of ``loader`` (same dataset and batches), leaving the trainer's iterator alone.
+        ``loader`` is a fresh training loader of the data module (torchvision or DALI: the same first
+        epoch of batches), so the trainer's own iterator is left alone.
         """
-        batches = DataLoader(
-            loader.dataset,
-            batch_sampler=loader.batch_sampler,
-            num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn,
-        )
-        for crops, _, indices in itertools.islice(batches, self.trainer.num_training_batches):
+        for crops, _, indices in itertools.islice(loader, self.trainer.num_training_batches):
             with self.trainer.precision_plugin.forward_context():
                 z = self.projector(self.backbone(crops[0].to(self.device)))
             self.memory.write(indices.to(self.device), z)

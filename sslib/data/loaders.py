@@ -1,0 +1,43 @@
+"""Which implementation builds the training batches: torchvision (any dataset) or NVIDIA DALI (image folders).
+
+``data.loader``: ``torchvision``, ``dali``, or ``auto`` = DALI when it is installed, CUDA is available
+and the dataset is an image folder, torchvision otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+
+LOADERS = ("auto", "torchvision", "dali")
+IMAGE_FOLDERS = ("imagenet", "imagenet100", "folder")
+INSTALL_DALI = "pip install 'sslib[dali]'"
+
+
+def dali_installed() -> bool:
+    """Whether ``nvidia.dali`` imports."""
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_loader(loader: str, dataset: str) -> str:
+    """``"torchvision"`` or ``"dali"`` for ``loader`` (one of :data:`LOADERS`) on dataset ``dataset``.
+
+    ``dali`` on a dataset that is not an image folder, or without DALI installed, is a one-line
+    ``ValueError`` saying what to do.
+    """
+    if loader not in LOADERS:
+        raise ValueError(f"unknown data.loader {loader!r}; available: {', '.join(LOADERS)}")
+    if loader == "auto":
+        use_dali = dataset in IMAGE_FOLDERS and torch.cuda.is_available() and dali_installed()
+        return "dali" if use_dali else "torchvision"
+    if loader == "dali" and dataset not in IMAGE_FOLDERS:
+        raise ValueError(
+            f"data.loader=dali reads image folders ({', '.join(IMAGE_FOLDERS)}), not {dataset}; "
+            "use data.loader=torchvision"
+        )
+    if loader == "dali" and not dali_installed():
+        raise ValueError(f"data.loader=dali needs NVIDIA DALI, which is not installed: {INSTALL_DALI}")
+    return loader

@@ -1,0 +1,274 @@
+"""The DALI training loader against the torchvision one, its sharding and epoch length, and loader choice.
+
+Without CUDA, DALI runs its CPU backend (the same pipeline, decoding on the CPU); only the checks
+marked ``gpu`` need a GPU.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.datasets import ImageFolder
+
+from sslib.data import Augment, CropGroup, SSLDataModule, dataset_stats
+from sslib.data.loaders import choose_loader, dali_installed
+
+needs_dali = pytest.mark.skipif(not dali_installed(), reason="NVIDIA DALI is not installed")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+STATS = dataset_stats("folder")
+CLASSES, PER_CLASS = ("a", "b", "c"), 8
+CROPS = dict(global_crops={"n": 2, "size": 32}, local_crops={"n": 2, "size": 16, "scale": [0.05, 0.3]})
+NO_COLOUR = dict(
+    color_jitter_p=0.0,
+    grayscale_p=0.0,
+    blur_p=[0.0],
+    solarize_p=[0.0],
+    local_blur_p=0.0,
+    local_solarize_p=0.0,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """root/{train,val}/{a,b,c}/*.jpg: 8 train and 1 val JPEG per class, each one solid random colour,
+    of varied sizes (a crop of any size or place has the image's colour)."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", PER_CLASS), ("val", 1)):
+        for cls in CLASSES:
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                colour = rng.integers(20, 236, size=3, dtype=np.uint8)
+                pixels = np.broadcast_to(colour, (40 + 8 * (i % 3), 56 + 4 * i, 3))
+                Image.fromarray(np.ascontiguousarray(pixels)).save(
+                    root / split / cls / f"{i}.jpg", quality=95
+                )
+    return root
+
+
+def datamodule(root, loader: str, **kwargs) -> SSLDataModule:
+    return SSLDataModule(name="folder", root=str(root), batch_size=8, loader=loader, **{**CROPS, **kwargs})
+
+
+def epochs(loader, n: int) -> list[list[tuple]]:
+    """``n`` epochs of ``loader``, each the list of its batches (setting the epoch as Lightning does)."""
+    batches = []
+    for epoch in range(n):
+        if hasattr(loader, "sampler"):  # torchvision: order and crops are functions of the epoch
+            loader.sampler.set_epoch(epoch)
+        batches.append(list(loader))
+    return batches
+
+
+def colours(root) -> torch.Tensor:
+    """(N, 3) normalised colour of every train image, in ImageFolder order (decoded by PIL)."""
+    samples = ImageFolder(str(root / "train")).samples
+    rgb = torch.tensor(np.stack([np.asarray(Image.open(p).convert("RGB"))[0, 0] for p, _ in samples]))
+    return (rgb.float() / 255 - torch.tensor(STATS.mean)) / torch.tensor(STATS.std)
+
+
+# --- equivalence with the torchvision loader ----------------------------------------------------------
+
+
+@needs_dali
+def test_dali_batches_have_the_structure_of_the_torchvision_batches(root):
+    dali, torchvision = datamodule(root, "dali"), datamodule(root, "torchvision")
+    assert dali.loader == "dali" and torchvision.loader == "torchvision"
+    batches = {name: next(iter(dm.train_dataloader())) for name, dm in (("dali", dali), ("tv", torchvision))}
+    low = (0 - max(STATS.mean)) / min(STATS.std)
+    high = (1 - min(STATS.mean)) / min(STATS.std)
+    for crops, labels, indices in batches.values():
+        assert [tuple(c.shape) for c in crops] == [(8, 3, 32, 32)] * 2 + [(8, 3, 16, 16)] * 2
+        assert all(c.dtype == torch.float32 and low <= c.min() and c.max() <= high for c in crops)
+        assert labels.dtype == indices.dtype == torch.int64 and labels.shape == indices.shape == (8,)
+        assert len(set(indices.tolist())) == 8
+        assert labels.tolist() == [dali.train_set.targets[i] for i in indices]
+
+
+@needs_dali
+def test_without_colour_ops_each_view_is_its_images_normalised_colour(root):
+    """Solid images: every pixel of a view is the image's colour (RGB order, normalised, CHW)."""
+    expected = colours(root)
+    for loader in ("dali", "torchvision"):
+        (batches,) = epochs(datamodule(root, loader, augment=NO_COLOUR).train_dataloader(), 1)
+        for crops, _, indices in batches:
+            for view in crops:
+                pixels = view.flatten(2)  # (B, 3, S*S)
+                assert torch.allclose(pixels.mean(2), expected[indices], atol=0.05), loader
+                assert pixels.std(2).max() < 0.02, loader
+
+
+@needs_dali
+def test_augmented_views_have_the_channel_statistics_of_the_torchvision_views(root):
+    """Colour jitter, grayscale and solarize at the recipe's probabilities move the per-channel mean and
+    std of the views alike (they differ in detail: see sslib.data.dali)."""
+    augment = {"solarize_p": [0.5, 0.5], "local_solarize_p": 0.5}  # a solarize on every view type
+    stats = {}
+    for loader in ("dali", "torchvision"):
+        views = [
+            c
+            for epoch in epochs(datamodule(root, loader, augment=augment).train_dataloader(), 4)
+            for crops, _, _ in epoch
+            for c in crops
+        ]
+        pixels = torch.cat([v.transpose(0, 1).flatten(1) for v in views], dim=1)  # (3, all pixels)
+        stats[loader] = pixels.mean(1), pixels.std(1)
+    (dali_mean, dali_std), (tv_mean, tv_std) = stats["dali"], stats["torchvision"]
+    assert torch.allclose(dali_mean, tv_mean, atol=0.15), (dali_mean, tv_mean)
+    assert torch.allclose(dali_std, tv_std, atol=0.15), (dali_std, tv_std)
+
+
+# --- epochs and sharding ------------------------------------------------------------------------------
+
+
+def dali_loader(root, batch_size: int, rank: int = 0, world: int = 1):
+    from sslib.data.dali import DaliTrainLoader
+
+    samples = ImageFolder(str(root / "train")).samples
+    global_crops, local_crops = CropGroup(1, 16), CropGroup(1, 8, (0.05, 0.3))
+    return DaliTrainLoader(
+        samples,
+        global_crops,
+        local_crops,
+        Augment(),
+        STATS.mean,
+        STATS.std,
+        batch_size,
+        rank=rank,
+        world=world,
+    )
+
+
+@needs_dali
+@pytest.mark.parametrize("batch_size", [4, 5])
+def test_epoch_length_drops_the_tail_and_epochs_stay_aligned(root, batch_size):
+    n = len(CLASSES) * PER_CLASS
+    loader = dali_loader(root, batch_size)
+    assert len(loader) == n // batch_size
+    seen = []
+    for epoch in epochs(loader, 3):
+        assert len(epoch) == len(loader)
+        indices = torch.cat([indices for _, _, indices in epoch]).tolist()
+        assert len(set(indices)) == len(indices) == len(loader) * batch_size  # no sample twice in an epoch
+        seen.append(indices)
+    assert seen[0] != seen[1] != seen[2]  # reshuffled every epoch
+
+
+@needs_dali
+def test_an_interrupted_epoch_does_not_break_the_next(root):
+    loader = dali_loader(root, 4)
+    first = iter(loader)
+    next(first)
+    assert len(list(loader)) == len(loader)
+
+
+@needs_dali
+def test_two_ranks_read_disjoint_shards_of_the_same_length(root):
+    n, batch_size = len(CLASSES) * PER_CLASS, 4
+    ranks = [dali_loader(root, batch_size, rank=r, world=2) for r in range(2)]
+    assert [len(loader) for loader in ranks] == [n // (batch_size * 2)] * 2
+    covered = set()
+    for epoch_0, epoch_1 in zip(*(epochs(loader, 2) for loader in ranks), strict=True):
+        mine, theirs = ({int(i) for _, _, ids in epoch for i in ids} for epoch in (epoch_0, epoch_1))
+        assert len(mine) == len(theirs) == len(ranks[0]) * batch_size and not mine & theirs
+        covered |= mine | theirs
+    assert len(covered) > n // 2 + 4  # the shards change with the epoch's permutation
+
+
+class Recorder(L.LightningModule):
+    """Trains a single weight on the mean of the first crop; records the batches' indices per epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.indices: list[list[int]] = []
+
+    def on_train_epoch_start(self) -> None:
+        self.indices.append([])
+
+    def training_step(self, batch, batch_idx):
+        crops, _, indices = batch
+        self.indices[-1] += indices.tolist()
+        return (self.weight * crops[0].mean()) ** 2
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@needs_dali
+def test_lightning_trains_on_the_dali_loader(root):
+    model, dm = Recorder(), datamodule(root, "dali")
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, datamodule=dm)
+    batches = len(CLASSES) * PER_CLASS // 8
+    assert trainer.num_training_batches == batches
+    assert [len(set(epoch)) for epoch in model.indices] == [batches * 8] * 2
+
+
+@needs_dali
+@needs_cuda
+@pytest.mark.gpu
+def test_dali_decodes_on_the_gpu_when_cuda_is_present(root):
+    dm = datamodule(root, "auto")
+    assert dm.loader == "dali"
+    crops, labels, indices = next(iter(dm.train_dataloader()))
+    assert all(c.is_cuda for c in crops) and not labels.is_cuda and not indices.is_cuda
+
+
+# --- loader choice ------------------------------------------------------------------------------------
+
+
+def message(excinfo: pytest.ExceptionInfo) -> str:
+    text = str(excinfo.value)
+    assert "\n" not in text, text
+    return text
+
+
+def test_auto_picks_dali_only_for_image_folders_with_cuda_and_dali(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_loader("auto", "imagenet") == "torchvision"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_loader("auto", "cifar10") == "torchvision"
+    assert choose_loader("auto", "folder") == ("dali" if dali_installed() else "torchvision")
+    assert choose_loader("torchvision", "imagenet") == "torchvision"
+
+
+def test_dali_missing_is_one_line_saying_what_to_install(root, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # "import nvidia.dali" now raises ImportError
+    assert not dali_installed()
+    with pytest.raises(ValueError) as excinfo:
+        datamodule(root, "dali")
+    assert "pip install 'sslib[dali]'" in message(excinfo)
+    assert datamodule(root, "auto").loader == "torchvision"
+
+
+@pytest.mark.parametrize(
+    ("loader", "name", "match"),
+    [("dali", "cifar10", "reads image folders"), ("nvidia", "folder", "available: auto, torchvision, dali")],
+)
+def test_bad_loader_choices_are_one_line_errors(loader, name, match):
+    with pytest.raises(ValueError, match=match) as excinfo:
+        choose_loader(loader, name)
+    message(excinfo)
