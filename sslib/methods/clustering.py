@@ -44,6 +44,7 @@ class ClusteringMethod(SSLMethod):
     """Backbone -> projector MLP -> prototypes; targets from a pluggable labeler; swapped prediction.
 
     Recipe knobs (``cfg.method``): ``num_prototypes`` K, ``projector_dims`` (hidden..., out),
+    ``projector_last_norm`` (batch-normalise the embeddings before the prototypes),
     ``student_temperature``, ``ema`` ({enabled, base_momentum, final_momentum, share_prototypes}),
     ``freeze_prototypes_epochs``, ``queue`` ({length, start_epoch}); the labeler comes from ``cfg.labeler``.
     Teacher logits are those of the global crops, from the EMA teacher when enabled, else from the
@@ -55,7 +56,7 @@ class ClusteringMethod(SSLMethod):
         super().__init__(cfg, num_classes)
         m = cfg.method
         self.n_global = n_global
-        self.projector = MLP([self.feat_dim, *m.projector_dims])
+        self.projector = MLP([self.feat_dim, *m.projector_dims], last_norm=m.projector_last_norm)
         self.prototypes = PrototypeHead(m.projector_dims[-1], m.num_prototypes)
         self.labeler, self.labeler_schedule = build_labeler(cfg)
         if m.ema.enabled:

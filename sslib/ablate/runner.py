@@ -1,0 +1,152 @@
+"""Train, evaluate and record each run of a :class:`~sslib.ablate.plan.Plan`, then write its report.
+
+Each run lives in ``<out>/<method>-<labeler>/`` (a normal sslib run folder). A run with a ``result.json``
+for the same config and evaluation settings is skipped; one whose ``last.ckpt`` has all its epochs is only
+evaluated; any other is trained, resuming its ``last.ckpt`` when there is one (``resume=auto``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+from omegaconf import OmegaConf
+
+from sslib.ablate.metrics import knn_curve, last_clusters_used
+from sslib.ablate.plan import EvalSettings, Plan, Run
+from sslib.ablate.plot import plot_knn_curves
+from sslib.ablate.table import Result, markdown, write_csv
+from sslib.eval.offline import FeatureCache, knn_eval, linear_eval
+from sslib.io import atomic_write_text
+from sslib.train import LAST_CHECKPOINT, config_changes, pretrain, resume_epoch
+
+RESULT_FILE = "result.json"
+TIME_FILE = "train_time.json"
+TABLE_FILE, CSV_FILE, PLOT_FILE = "ablation.md", "ablation.csv", "knn_top1.png"
+PRINT = partial(print, flush=True)  # progress lines stay in order with the trainer's output in a log file
+
+
+class TrainTimer(L.Callback):
+    """Writes the training wall time (online evaluation included) to ``run_dir/train_time.json`` at every
+    epoch end, adding a resumed launch's time to the recorded one: the time it took to train the epochs of
+    the last checkpoint."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.before = 0.0
+        self.start = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        resumed = trainer.current_epoch > 0
+        self.before = (train_seconds(self.run_dir) or 0.0) if resumed else 0.0
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            record = {
+                "epochs": trainer.current_epoch + 1,
+                "seconds": self.before + time.perf_counter() - self.start,
+            }
+            atomic_write_text(self.run_dir / TIME_FILE, json.dumps(record))
+
+
+def train_seconds(run_dir: Path) -> float | None:
+    """The training wall time :class:`TrainTimer` recorded in ``run_dir``, if any."""
+    path = run_dir / TIME_FILE
+    return json.loads(path.read_text())["seconds"] if path.is_file() else None
+
+
+def trained_epochs(run_dir: Path) -> int:
+    """Epochs in the run's ``last.ckpt`` (0 without one)."""
+    ckpt = run_dir / LAST_CHECKPOINT
+    return resume_epoch(str(ckpt)) if ckpt.is_file() else 0
+
+
+def check_same_config(run: Run) -> None:
+    """The run folder, if it exists, must hold this very run (else its checkpoint and result are another's)."""
+    saved = Path(run.cfg.run_dir) / "config.yaml"
+    changes = config_changes(OmegaConf.load(saved), run.cfg) if saved.is_file() else []
+    if changes:
+        raise ValueError(
+            f"{saved.parent} holds a run with a different config ({', '.join(changes[:4])}); "
+            "choose another out=... for this ablation"
+        )
+
+
+def evaluate(run: Run, settings: EvalSettings) -> dict[str, float]:
+    """kNN and linear-probe top-1 (percent) of the val split on the final checkpoint's frozen features,
+    at the training crop size (as the online kNN)."""
+    data = run.cfg.data
+    cache = FeatureCache(
+        Path(run.cfg.run_dir) / LAST_CHECKPOINT,
+        data.name,
+        data.root,
+        image_size=data.global_crops.size,
+        num_workers=data.num_workers,
+    )
+    train, val = cache.features("train"), cache.features("val")
+    classes = cache.stats.num_classes
+    knn = knn_eval(*train, *val, settings.knn_k, settings.knn_temperature, (1.0,), run.cfg.seed, classes)
+    probe = linear_eval(*train, *val, settings.probe(run.cfg.seed), classes)
+    return {"knn_top1": knn[1.0]["top1"], "linear_top1": probe["top1"]}
+
+
+def load_result(run: Run, settings: EvalSettings) -> Result | None:
+    """The recorded result of ``run`` if it was evaluated with ``settings``."""
+    path = Path(run.cfg.run_dir) / RESULT_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return Result(**saved["result"]) if saved["eval"] == asdict(settings) else None
+
+
+def run_one(run: Run, settings: EvalSettings, log: Callable[[str], None]) -> Result:
+    """Train (or resume) ``run`` unless done, evaluate it, and record ``result.json`` in its folder."""
+    run_dir = Path(run.cfg.run_dir)
+    check_same_config(run)
+    result = load_result(run, settings)
+    if result is not None:
+        log(f"{run.name}: finished, skipped ({run_dir / RESULT_FILE})")
+        return result
+    done, epochs = trained_epochs(run_dir), run.cfg.trainer.max_epochs
+    if done < epochs:
+        log(
+            f"{run.name}: {f'resuming after epoch {done}' if done else 'training'}, {epochs} epochs in {run_dir}"
+        )
+        pretrain(run.cfg, callbacks=[TrainTimer(run_dir)])
+    log(f"{run.name}: evaluating {run_dir / LAST_CHECKPOINT}")
+    clusters = last_clusters_used(run_dir) if run.labeler else None
+    result = Result(
+        run.method,
+        run.labeler,
+        trained_epochs(run_dir),
+        train_seconds(run_dir),
+        **evaluate(run, settings),
+        clusters_used=clusters[0] if clusters else None,
+        n_clusters=clusters[1] if clusters else None,
+    )
+    record = {"result": asdict(result), "eval": asdict(settings)}
+    atomic_write_text(run_dir / RESULT_FILE, json.dumps(record, indent=2))
+    return result
+
+
+def run_ablation(plan: Plan, log: Callable[[str], None] = PRINT) -> str:
+    """Run every run of ``plan``; write the table (Markdown, CSV) and the kNN plot into ``plan.out``.
+
+    Returns the Markdown table.
+    """
+    results = []
+    for i, run in enumerate(plan.runs, 1):
+        log(f"[{i}/{len(plan.runs)}] {run.name}")
+        results.append(run_one(run, plan.eval, log))
+    table = markdown(results, plan.eval)
+    atomic_write_text(plan.out / TABLE_FILE, table + "\n")
+    write_csv(results, plan.out / CSV_FILE)
+    curves = {run.name: knn_curve(Path(run.cfg.run_dir)) for run in plan.runs}
+    plot_knn_curves(curves, plan.out / PLOT_FILE, title=f"online kNN top-1, {plan.runs[0].cfg.data.name}")
+    return table

@@ -1,0 +1,191 @@
+"""The ablation runner: end to end on digits (train, evaluate, report, skip), its readers, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+
+from sslib.ablate import runner
+from sslib.ablate.cli import ablate_main
+from sslib.ablate.metrics import knn_curve, last_clusters_used
+from sslib.ablate.plan import EvalSettings, make_plan
+from sslib.ablate.table import Result, format_duration, markdown
+from sslib.config import options
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [  # one epoch of two batches, 8 px digits, partial online kNN bank: seconds per run on a CPU
+    "recipe=null",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=2",
+    "data.batch_size=32",
+    "data.global_crops.size=8",
+    "data.num_workers=0",
+    "method.num_prototypes=16",
+    "method.projector_dims=[64,32]",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "eval.linear_epochs=2",
+]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> Path:
+    """An ablation of two methods, run once for the module."""
+    folder = tmp_path_factory.mktemp("ablate") / "out"
+    assert ablate_main(["methods=[mira,swav]", *TINY, f"out={folder}"]) == 0
+    return folder
+
+
+def table_rows(path: Path) -> list[list[str]]:
+    """The cells of a Markdown table's rows, without its header and rule."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("| ")][2:]
+    return [[cell.strip() for cell in ln.strip("|").split("|")] for ln in lines]
+
+
+def test_runs_are_trained_evaluated_and_reported(out):
+    rows = list(csv.DictReader((out / "ablation.csv").open()))
+    assert [(r["method"], r["labeler"], r["epochs"]) for r in rows] == [
+        ("mira", "mira", "1"),
+        ("swav", "sinkhorn", "1"),
+    ]
+    for row in rows:
+        assert 0 <= float(row["knn_top1"]) <= 100 and 0 <= float(row["linear_top1"]) <= 100
+        assert (
+            float(row["wall_time_s"]) > 0 and 1 <= int(row["clusters_used"]) <= int(row["n_clusters"]) == 16
+        )
+
+    markdown_rows = table_rows(out / "ablation.md")
+    assert [r[:3] for r in markdown_rows] == [["mira", "mira", "1"], ["swav", "sinkhorn", "1"]]
+    for row in markdown_rows:
+        assert re.fullmatch(r"\d+m\d\ds", row[3]) and re.fullmatch(r"\d+ / 16", row[6])
+        assert all(0 <= float(cell) <= 100 for cell in row[4:6])
+
+    with Image.open(out / "knn_top1.png") as image:
+        assert image.format == "PNG" and image.size[0] > 100
+        image.verify()
+    for name in ("mira-mira", "swav-sinkhorn"):  # baseline (epoch 0) and one trained epoch, from the logs
+        assert [epoch for epoch, _ in knn_curve(out / name)] == [0, 1]
+        assert (out / name / "result.json").is_file()
+
+
+def test_rerun_skips_finished_runs_and_evaluates_trained_ones_without_training(out, monkeypatch, capsys):
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(runner, "pretrain", no_training)
+    before = (out / "ablation.csv").read_text()
+    ckpt = out / "swav-sinkhorn" / "checkpoints" / "last.ckpt"
+    mtime = ckpt.stat().st_mtime_ns
+
+    assert ablate_main(["methods=[mira,swav]", *TINY, f"out={out}"]) == 0
+    assert capsys.readouterr().out.count("finished, skipped") == 2
+
+    # A run whose checkpoint has all its epochs but no result (stopped during evaluation) is only evaluated.
+    (out / "swav-sinkhorn" / "result.json").unlink()
+    assert ablate_main(["methods=[mira,swav]", *TINY, f"out={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("finished, skipped") == 1 and "swav-sinkhorn: evaluating" in printed
+    assert (out / "ablation.csv").read_text() == before and ckpt.stat().st_mtime_ns == mtime
+
+
+def test_another_budget_in_the_same_folder_is_refused(out, capsys):
+    assert ablate_main(["methods=[mira,swav]", *TINY, "trainer.max_epochs=2", f"out={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "different config (trainer.max_epochs)" in err and "\n" not in err
+
+
+def test_plan_cross_product_names_and_default_folder():
+    plan = make_plan(["methods=[mira,swav]", "labelers=[mira,sinkhorn]", "recipe=null"])
+    assert [run.name for run in plan.runs] == ["mira-mira", "mira-sinkhorn", "swav-mira", "swav-sinkhorn"]
+    assert plan.out == Path("runs/ablate-digits-mira_swav-mira_sinkhorn")
+    assert plan.runs[1].cfg.run_dir == "runs/ablate-digits-mira_swav-mira_sinkhorn/mira-sinkhorn"
+    one = make_plan(["method=mira", "labelers=[sinkhorn,dino]", "eval.linear_epochs=5"])
+    assert one.out == Path("runs/ablate-digits-mira-sinkhorn_dino") and one.eval.linear_epochs == 5
+    assert {run.cfg.data.batch_size for run in one.runs} == {128}  # the shared mira_digits recipe
+
+
+def test_metrics_readers_handle_baseline_and_resumed_launches(tmp_path):
+    header = "epoch,step,val/knn_top1,labels/clusters_used,labels/n_clusters\n"
+    first = header + "0,0,95.0,,\n0,0,,7.0,50.0\n0,10,90.0,,\n1,21,,9.0,50.0\n"  # baseline, epoch 0, killed
+    resumed = header + "1,21,,12.0,50.0\n1,21,91.0,,\n2,32,92.5,,\n"  # no baseline: resumed from epoch 1
+    for version, text in enumerate([first, resumed]):
+        (tmp_path / "logs" / f"version_{version}").mkdir(parents=True)
+        (tmp_path / "logs" / f"version_{version}" / "metrics.csv").write_text(text)
+    assert knn_curve(tmp_path) == [(0, 95.0), (1, 90.0), (2, 91.0), (3, 92.5)]
+    assert last_clusters_used(tmp_path) == (12, 50)
+    assert knn_curve(tmp_path / "none") == [] and last_clusters_used(tmp_path / "none") is None
+
+
+def test_train_timer_adds_resumed_launches_only(tmp_path):
+    def launch(start_epoch: int, end_epoch: int) -> dict:
+        timer = runner.TrainTimer(tmp_path)
+        timer.on_train_start(SimpleNamespace(current_epoch=start_epoch), None)
+        timer.on_train_epoch_end(SimpleNamespace(current_epoch=end_epoch, is_global_zero=True), None)
+        return json.loads((tmp_path / runner.TIME_FILE).read_text())
+
+    (tmp_path / runner.TIME_FILE).write_text(json.dumps({"epochs": 2, "seconds": 100.0}))
+    resumed = launch(2, 2)  # resumed after 2 epochs: their recorded time counts
+    assert resumed["epochs"] == 3 and 100 <= resumed["seconds"] < 110
+    fresh = launch(0, 0)  # a fresh start ignores a stale record
+    assert (
+        fresh["epochs"] == 1 and fresh["seconds"] < 10 and runner.train_seconds(tmp_path) == fresh["seconds"]
+    )
+
+
+def test_markdown_marks_methods_without_labeler():
+    rows = [
+        Result("byol", None, 6, 3725.4, 91.234, 88.0, None, None),
+        Result("mira", "mira", 6, None, 1, 2, 5, 300),
+    ]
+    table = markdown(rows, EvalSettings(linear_epochs=7))
+    assert "| byol | — | 6 | 1h02m05s | 91.23 | 88.00 | — |" in table
+    assert "| mira | mira | 6 | — | 1.00 | 2.00 | 5 / 300 |" in table
+    assert "7 epochs" in table and format_duration(59.6) == "1m00s"
+
+
+def test_help_lists_methods_and_labelers():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "ablate.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and "methods=[...]" in out.stdout and "sinkhorn" in out.stdout
+
+
+BAD = [
+    (["methods=[mira,nonet]"], "unknown method 'nonet' in methods=[...]; available: "),
+    (["labelers=[mira,knn]"], "unknown labeler 'knn' in labelers=[...]"),
+    (["methods=[mira,mira]"], "methods=[...] lists mira more than once"),
+    (["methods=[]"], "methods=[] has an empty entry"),
+    (["data=digits"], "nothing to ablate: give methods=[a,b,...] and/or labelers=[a,b,...]"),
+    (["methods=[mira,swav]", "method=dino"], "give either method=... or methods=[...], not both"),
+    (["labelers=[mira]", "labeler=dino"], "give either labeler=... or labelers=[...], not both"),
+    (["methods=[mira]", "run_dir=x"], "run_dir= cannot be set"),
+    (["methods=[mira]", "resume=never"], "resume= cannot be set"),
+    (["methods=[mira]", "eval.linear_epochs=0"], "eval.linear_epochs must be an integer >= 1, got 0"),
+    (["methods=[mira]", "eval.linear_lr=fast"], "eval.linear_lr must be a number, got 'fast'"),
+    (["methods=[mira]", "eval.knn=5"], "unknown setting eval.knn; available: eval.knn_k"),
+    (["methods=[mira]", "logger=wandb"], "use logger=csv"),
+    (["methods=[mira]", "data=mnist"], "unknown data 'mnist'"),
+    (["methods=[mira,swav]", "data=digits"], "runs mira-mira and swav-sinkhorn differ in data."),
+    (["methods=[mira]", "verbose"], "argument 'verbose' is not of the form key=value"),
+]
+if "byol" in options("method"):
+    BAD.append((["methods=[mira,byol]", "labelers=[mira,sinkhorn]", "recipe=null"], "byol has no"))
+
+
+@pytest.mark.parametrize(("args", "message"), BAD)
+def test_bad_input_is_one_line_and_exit_status_2(args, message, capsys):
+    assert ablate_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err, err
