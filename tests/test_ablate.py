@@ -177,7 +177,10 @@ BAD = [
     (["methods=[mira]", "eval.knn=5"], "unknown setting eval.knn; available: eval.knn_k"),
     (["methods=[mira]", "logger=wandb"], "use logger=csv"),
     (["methods=[mira]", "data=mnist"], "unknown data 'mnist'"),
-    (["methods=[mira,swav]", "data=digits"], "runs mira-mira and swav-sinkhorn differ in data."),
+    (
+        ["methods=[mira,swav]", "data=imagenet100", "data.root=/x"],
+        "runs mira-mira and swav-sinkhorn differ in data.batch_size",
+    ),
     (["methods=[mira]", "verbose"], "argument 'verbose' is not of the form key=value"),
 ]
 if "byol" in options("method"):

@@ -14,6 +14,7 @@ from PIL import Image
 from torchvision.datasets import CIFAR10
 from torchvision.transforms.v2 import functional as TF
 
+import sslib.conf
 from sslib.data import (
     DATASET_STATS,
     Augment,
@@ -133,6 +134,17 @@ def test_global_views_are_asymmetric(solarized_view):
     assert torch.allclose(plain, image.float() / 255, atol=1e-6)
     assert plain.max() > 0.9 and solarized.max() <= 0.5
     assert torch.allclose(solarized, torch.where(plain >= 0.5, 1 - plain, plain), atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["cifar", "imagenet", "digits"])
+def test_python_presets_match_the_config_presets(preset):
+    yaml = OmegaConf.load(Path(sslib.conf.__file__).parent / "data" / "augment" / f"{preset}.yaml")
+    assert Augment(**OmegaConf.to_container(yaml)) == Augment.preset(preset)
+
+
+def test_digits_default_to_their_own_preset():
+    assert SSLDataModule("digits").crops[2] == Augment.preset("digits")
+    assert SSLDataModule("cifar10").crops[2] == Augment.preset("cifar")
 
 
 def test_augment_presets_match_the_recipes():
@@ -292,7 +304,8 @@ def test_datamodule_digits_batches_have_the_promised_structure():
 
 
 def test_datamodule_uses_the_dataset_recipe_with_yaml_overrides():
-    views = SSLDataModule(augment={"solarize_p": [0.0, 0.5], "hflip_p": 0.0}).train_transform.global_views
+    overrides = {"solarize_p": [0.0, 0.5], "hflip_p": 0.0}
+    views = SSLDataModule("cifar10", augment=overrides).train_transform.global_views
     assert views[1].probs == {
         "hflip": 0.0,
         "color_jitter": 0.8,

@@ -19,7 +19,7 @@ resumed. Both lists give their cross product; all other arguments are shared by 
   eval.linear_epochs=30  linear-probe epochs (on frozen center-crop features); eval.linear_lr=0.1
   eval.knn_k=20          kNN neighbours; eval.knn_temperature=0.07
 examples:
-  python scripts/ablate.py methods=[mira,swav,dino] data=digits recipe=mira_digits
+  python scripts/ablate.py methods=[mira,swav,dino] data=digits
   python scripts/ablate.py method=mira labelers=[mira,sinkhorn,dino] data=digits trainer.max_epochs=20"""
 
 

@@ -115,7 +115,8 @@ def _check_budget(runs: Sequence[Run]) -> None:
         if differ:
             raise ConfigError(
                 f"runs {first.name} and {run.name} differ in {', '.join(differ[:4])}: set them on the command "
-                "line or share one recipe (e.g. recipe=mira_digits) so that every run gets the same budget"
+                "line or share one recipe (e.g. recipe=mira_imagenet100, or recipe=digits on the digits) so "
+                "that every run gets the same budget"
             )
 
 

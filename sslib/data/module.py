@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from sslib.data.datasets import build_dataset, dataset_stats
 from sslib.data.loaders import choose_loader
 from sslib.data.sampling import EpochSampler, SeededDataset
-from sslib.data.transforms import Augment, CropGroup, MultiCropTransform, eval_transform
+from sslib.data.transforms import AUGMENT_PRESETS, Augment, CropGroup, MultiCropTransform, eval_transform
 from sslib.distributed import rank, world_size
 from sslib.validation import check_int_at_least
 
@@ -77,7 +77,9 @@ class SSLDataModule(lightning.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.loader = choose_loader(loader, name)
         if augment is None or isinstance(augment, Mapping):
-            preset = "cifar" if self.stats.native_size == 32 else "imagenet"
+            preset = (
+                name if name in AUGMENT_PRESETS else "cifar" if self.stats.native_size == 32 else "imagenet"
+            )
             augment = Augment.preset(preset, **(augment or {}))
         global_group = _crop_group(global_crops)
         local_group = None if local_crops is None else _crop_group(local_crops)

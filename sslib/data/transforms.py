@@ -49,7 +49,7 @@ class Augment:
     applies to every global view; with fewer global views the first values are used);
     ``local_blur_p``/``local_solarize_p`` apply to every local crop.
     The defaults are the ImageNet recipe of BYOL/DINO; ``Augment.preset("cifar")`` is solo-learn's
-    CIFAR recipe (no blur).
+    CIFAR recipe (no blur); ``Augment.preset("digits")`` keeps only crops and brightness/contrast jitter.
     """
 
     brightness: float = 0.4
@@ -103,7 +103,16 @@ class Augment:
 AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
     "imagenet": {},
     "cifar": {"blur_p": (0.0,), "solarize_p": (0.0, 0.2), "local_blur_p": 0.0},
-}
+    "digits": {
+        "saturation": 0.0,
+        "hue": 0.0,
+        "grayscale_p": 0.0,
+        "hflip_p": 0.0,
+        "blur_p": (0.0,),
+        "solarize_p": (0.0,),
+        "local_blur_p": 0.0,
+    },
+}  # the same as sslib/conf/data/augment/*.yaml (tests/test_data.py checks it)
 
 
 def _per_view(name: str, probs: tuple[float, ...], n_global: int) -> tuple[float, ...]:
