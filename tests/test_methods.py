@@ -265,3 +265,16 @@ def test_bad_overrides_are_one_line_errors(overrides, match):
     with pytest.raises(ConfigError, match=match) as err:
         compose(overrides)
     assert "\n" not in str(err.value)
+
+
+def test_recipe_schedules_fail_for_the_own_labeler_and_are_dropped_for_a_swapped_one():
+    from sslib.methods.clustering import build_labeler
+
+    bad = compose(["method=dino", "+labeler.schedule.beta={start: 0.5, end: 0.6}"])
+    with pytest.raises(ValueError, match="has no attribute 'beta' to schedule"):
+        build_labeler(bad)
+    swapped = compose(["method=dino", "labeler=sinkhorn"])  # dino_digits schedules the temperature
+    assert "temperature" in swapped.labeler.schedule
+    with pytest.warns(UserWarning, match="schedule of the dino labeler is not used"):
+        labeler, schedule = build_labeler(swapped)
+    assert type(labeler).__name__ == "SinkhornLabeler" and schedule == {}
