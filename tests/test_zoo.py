@@ -336,8 +336,10 @@ def published(layout: str, sd: dict) -> tuple[str, dict]:
         "swav-training": ("swav-official", {"epoch": 800, "state_dict": prefixed({**body, **prototypes}, "module.")}),
         "dino-backbone-only": ("dino-official", body),
         "dino-full": ("dino-official", {"epoch": 100, "teacher": teacher, "student": prefixed(teacher, "module.")}),
-        "mira-ddp-teacher": ("mira-official", {"teacher": prefixed(teacher, "module."), "epoch": 400}),
-        "mira-ddp-encoder": ("mira-official", {"state_dict": prefixed({**prefixed(sd, "encoder."), **prototypes}, "module.")}),
+        "mira-with-ema": ("mira-official", {"epoch": 400, "state_dict": prefixed({  # the EMA encoder is read
+            **prefixed({k: torch.zeros_like(v) for k, v in body.items()}, "encoder."),
+            **prefixed(body, "momentum_encoder."), **prefixed(head, "projector."), **prototypes}, "module.")}),
+        "mira-encoder-only": ("mira-official", {"state_dict": prefixed({**prefixed(body, "encoder."), **prototypes}, "module.")}),
         "solo-learn": ("solo-learn", {"epoch": 399, "state_dict": {
             **prefixed(body, "backbone."), **prefixed(body, "momentum_backbone."), **solo, **classifier}}),
         "sslib-training": ("sslib", {"hyper_parameters": {"cfg": {}}, "state_dict": {
@@ -346,8 +348,8 @@ def published(layout: str, sd: dict) -> tuple[str, dict]:
     }[layout]  # fmt: skip
 
 
-LAYOUTS = ["torchvision", "swav-release", "swav-training", "dino-backbone-only", "dino-full", "mira-ddp-teacher",
-           "mira-ddp-encoder", "solo-learn", "sslib-training", "sslib-export"]  # fmt: skip
+LAYOUTS = ["torchvision", "swav-release", "swav-training", "dino-backbone-only", "dino-full", "mira-with-ema",
+           "mira-encoder-only", "solo-learn", "sslib-training", "sslib-export"]  # fmt: skip
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -41,12 +41,6 @@ LAYOUTS: dict[str, Layout] = {
     "dino-official": Layout(
         containers=("teacher",), prefixes=("module.", "backbone."), drop=("head.", "fc.")
     ),
-    # movinghoon/mira: layout not verified; covers DINO-style (teacher/student) and plain DDP checkpoints.
-    "mira-official": Layout(
-        containers=("teacher", "state_dict", "model", "student"),
-        prefixes=("module.", "backbone.", "encoder."),
-        drop=("head.", "projection_head.", "projector.", "prototypes.", "fc."),
-    ),
     # vturrisi/solo-learn: Lightning checkpoint, backbone.* next to the method's heads and momentum copies.
     "solo-learn": Layout(
         containers=("state_dict",),
@@ -63,6 +57,8 @@ def convert(checkpoint: Mapping[str, Any], fmt: str) -> dict[str, Any]:
     """
     if fmt == "sslib":
         return backbone_state_dict(checkpoint) if "state_dict" in checkpoint else dict(checkpoint)
+    if fmt == "mira-official":
+        return _official_mira(checkpoint)
     if fmt not in LAYOUTS:
         raise ValueError(f"unknown checkpoint format '{fmt}'; allowed: {', '.join(FORMATS)}")
     layout = LAYOUTS[fmt]
@@ -75,3 +71,17 @@ def convert(checkpoint: Mapping[str, Any], fmt: str) -> dict[str, Any]:
         if not key.startswith(layout.drop):
             state_dict[key] = value
     return state_dict
+
+
+def _official_mira(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """movinghoon/MIRA's layout, read as its ``eval_linear.py`` reads it: the ``state_dict`` keys that
+    contain ``encoder.`` (a torchvision ResNet without fc), taken from the momentum (EMA) encoder when the
+    file has one (keys containing ``momentum`` or ``ema``), each key cut after its last ``encoder.``."""
+    weights = checkpoint.get("state_dict", checkpoint)
+    is_ema = lambda key: "momentum" in key or "ema" in key  # noqa: E731
+    use_ema = any(is_ema(key) for key in weights)
+    return {
+        key.split("encoder.")[-1]: value
+        for key, value in weights.items()
+        if "encoder." in key and is_ema(key) == use_ema and not key.split("encoder.")[-1].startswith("fc.")
+    }
