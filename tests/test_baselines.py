@@ -6,14 +6,11 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import os
-import socket
 
 import lightning as L
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from ddp import run_on_ranks
 
 from sslib import methods
 from sslib.cli import pretrain_main
@@ -36,13 +33,7 @@ HEADS = {"byol": ["method.predictor_dims=[32,16]"]}
 LAMBD, SCALE, TEMPERATURE = 0.0051, 0.1, 0.2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny CPU steps run faster on one intra-op thread (and do not fight the other tests for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(method: str, *overrides: str):
@@ -239,32 +230,19 @@ def loss_and_grad(name: str, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.
     return loss.detach(), torch.cat([a.grad, b.grad], dim=1)
 
 
-def worker(r: int, port: int, result_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=r, world_size=2)
-    try:
-        torch.set_num_threads(1)
-        out = {}
-        for name, split in SPLITS.items():
-            start = sum(split[:r])
-            z1, z2 = (z[start : start + split[r]] for z in random_views(sum(split)))
-            out[name], out[f"{name}_grad"] = loss_and_grad(name, z1, z2)
-        torch.save(out, os.path.join(result_dir, f"rank{r}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def shard_losses(r: int) -> dict[str, torch.Tensor]:
+    """Rank r's loss and gradients on its shard of each split's views (run under 2-process gloo)."""
+    out = {}
+    for name, split in SPLITS.items():
+        start = sum(split[:r])
+        z1, z2 = (z[start : start + split[r]] for z in random_views(sum(split)))
+        out[name], out[f"{name}_grad"] = loss_and_grad(name, z1, z2)
+    return out
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict[str, torch.Tensor]]:
-    result_dir = tmp_path_factory.mktemp("ddp")
-    mp.spawn(worker, args=(free_port(), str(result_dir)), nprocs=2, join=True)
-    return [torch.load(result_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return run_on_ranks(shard_losses, tmp_path_factory.mktemp("ddp"))
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

@@ -32,13 +32,7 @@ IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # "normalised" views
 NO_RANDOM_COLOUR = dict(color_jitter_p=0.0, grayscale_p=0.0, hflip_p=0.0, blur_p=(0.0,))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Per-image ops on tiny tensors are much faster single-threaded (as in DataLoader workers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def message(excinfo: pytest.ExceptionInfo) -> str:

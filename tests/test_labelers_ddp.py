@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from ddp import run_on_ranks
 
 import sslib.labelers as L
 
@@ -54,29 +50,15 @@ def run_all(x: torch.Tensor) -> dict[str, torch.Tensor]:
     return out
 
 
-def worker(rank: int, port: int, result_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        torch.set_num_threads(1)
-        start = sum(SPLIT[:rank])
-        shard = make_embeddings()[0][start : start + SPLIT[rank]]
-        torch.save(run_all(shard), os.path.join(result_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def shard_results(rank: int) -> dict[str, torch.Tensor]:
+    """:func:`run_all` on rank ``rank``'s shard of the embeddings (run under 2-process gloo)."""
+    start = sum(SPLIT[:rank])
+    return run_all(make_embeddings()[0][start : start + SPLIT[rank]])
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict[str, torch.Tensor]]:
-    result_dir = tmp_path_factory.mktemp("ddp")
-    mp.spawn(worker, args=(free_port(), str(result_dir)), nprocs=2, join=True)
-    return [torch.load(result_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return run_on_ranks(shard_results, tmp_path_factory.mktemp("ddp"))
 
 
 @pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "dino_second_call", "kmeans"])
