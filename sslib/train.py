@@ -58,14 +58,18 @@ def config_changes(old: DictConfig, new: DictConfig) -> list[str]:
     return sorted(k for k in set(a) | set(b) if keep(k) and a.get(k) != b.get(k))
 
 
-def check_same_run(cfg: DictConfig, run_dir: Path) -> None:
-    """``resume=auto`` must not continue a different experiment that happens to share ``run_dir``."""
+def check_same_run(
+    cfg: DictConfig,
+    run_dir: Path,
+    advice: str = "set another run_dir=..., or resume=never to start over there",
+) -> None:
+    """``resume=auto`` must not continue a different experiment that happens to share ``run_dir``;
+    the one-line error ends with ``advice``."""
     saved = run_dir / "config.yaml"
     changes = config_changes(OmegaConf.load(saved), cfg) if saved.is_file() else []
     if changes:
         raise ValueError(
-            f"run_dir {run_dir} holds a run with a different config ({', '.join(changes[:4])}); "
-            "set another run_dir=..., or resume=never to start over there"
+            f"run_dir {run_dir} holds a run with a different config ({', '.join(changes[:4])}); {advice}"
         )
 
 

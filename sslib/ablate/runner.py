@@ -15,7 +15,6 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
-from omegaconf import OmegaConf
 
 from sslib.ablate.metrics import knn_curve, last_clusters_used
 from sslib.ablate.plan import EvalSettings, Plan, Run
@@ -23,7 +22,7 @@ from sslib.ablate.plot import plot_knn_curves
 from sslib.ablate.table import Result, markdown, write_csv
 from sslib.eval.offline import FeatureCache, knn_eval, linear_eval
 from sslib.io import atomic_write_text
-from sslib.train import LAST_CHECKPOINT, config_changes, pretrain, resume_epoch
+from sslib.train import LAST_CHECKPOINT, check_same_run, pretrain, resume_epoch
 
 RESULT_FILE = "result.json"
 TIME_FILE = "train_time.json"
@@ -67,17 +66,6 @@ def trained_epochs(run_dir: Path) -> int:
     return resume_epoch(str(ckpt)) if ckpt.is_file() else 0
 
 
-def check_same_config(run: Run) -> None:
-    """The run folder, if it exists, must hold this very run (else its checkpoint and result are another's)."""
-    saved = Path(run.cfg.run_dir) / "config.yaml"
-    changes = config_changes(OmegaConf.load(saved), run.cfg) if saved.is_file() else []
-    if changes:
-        raise ValueError(
-            f"{saved.parent} holds a run with a different config ({', '.join(changes[:4])}); "
-            "choose another out=... for this ablation"
-        )
-
-
 def evaluate(run: Run, settings: EvalSettings) -> dict[str, float]:
     """kNN and linear-probe top-1 (percent) of the val split on the final checkpoint's frozen features,
     at the training crop size (as the online kNN)."""
@@ -108,7 +96,7 @@ def load_result(run: Run, settings: EvalSettings) -> Result | None:
 def run_one(run: Run, settings: EvalSettings, log: Callable[[str], None]) -> Result:
     """Train (or resume) ``run`` unless done, evaluate it, and record ``result.json`` in its folder."""
     run_dir = Path(run.cfg.run_dir)
-    check_same_config(run)
+    check_same_run(run.cfg, run_dir, advice="choose another out=... for this ablation")
     result = load_result(run, settings)
     if result is not None:
         log(f"{run.name}: finished, skipped ({run_dir / RESULT_FILE})")
