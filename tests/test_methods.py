@@ -267,14 +267,16 @@ def test_bad_overrides_are_one_line_errors(overrides, match):
     assert "\n" not in str(err.value)
 
 
-def test_recipe_schedules_fail_for_the_own_labeler_and_are_dropped_for_a_swapped_one():
+def test_schedules_of_missing_attributes_fail_and_recipes_do_not_reach_a_swapped_labeler():
     from sslib.methods.clustering import build_labeler
 
     bad = compose(["method=dino", "+labeler.schedule.beta={start: 0.5, end: 0.6}"])
     with pytest.raises(ValueError, match="has no attribute 'beta' to schedule"):
         build_labeler(bad)
-    swapped = compose(["method=dino", "labeler=sinkhorn"])  # dino_digits schedules the temperature
-    assert "temperature" in swapped.labeler.schedule
-    with pytest.warns(UserWarning, match="schedule of the dino labeler is not used"):
-        labeler, schedule = build_labeler(swapped)
+    own = compose(["method=dino"])  # dino_digits warms the teacher temperature up over 5 epochs
+    assert own.labeler.schedule.temperature.epochs == 5
+    labeler, schedule = build_labeler(compose(["method=dino", "labeler=sinkhorn"]))
     assert type(labeler).__name__ == "SinkhornLabeler" and schedule == {}
+    mira = compose(["method=dino", "labeler=mira"])  # MIRA's own defaults, not DINO's temperature schedule
+    assert mira.labeler == compose(["method=mira", "recipe=null"]).labeler
+    assert set(build_labeler(mira)[1]) == {"beta"}

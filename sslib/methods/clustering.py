@@ -20,22 +20,15 @@ from sslib.methods.schedule import Ramp, ramps
 def build_labeler(cfg: DictConfig) -> tuple[labelers.Labeler, dict[str, Ramp]]:
     """The labeler of ``cfg.labeler`` ({name, schedule, **kwargs}) and its attribute schedules.
 
-    A schedule of an attribute the labeler lacks is an error for the method's own labeler; for a swapped
-    one (``method=dino labeler=sinkhorn``) it is the recipe's schedule for the method's labeler (DINO's
-    teacher temperature), which is dropped with a warning.
+    A schedule of an attribute the labeler lacks is an error. (A recipe's schedules never reach a
+    swapped labeler: :func:`sslib.config.compose` gives it its own defaults.)
     """
     kwargs = OmegaConf.to_container(cfg.labeler, resolve=True)
     schedule = ramps(kwargs.pop("schedule", None))
-    name = kwargs.pop("name")
-    labeler = labelers.build(name, **kwargs)
-    for attr in [a for a in schedule if not hasattr(labeler, a)]:
-        own = cfg.method.get("labeler")
-        if name == own:
+    labeler = labelers.build(kwargs.pop("name"), **kwargs)
+    for attr in schedule:
+        if not hasattr(labeler, attr):
             raise ValueError(f"labeler {type(labeler).__name__} has no attribute '{attr}' to schedule")
-        rank_zero_warn(
-            f"labeler {name} has no '{attr}': the recipe's schedule of the {own} labeler is not used"
-        )
-        del schedule[attr]
     return labeler, schedule
 
 
