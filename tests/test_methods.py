@@ -79,7 +79,7 @@ def test_method_default_labelers_and_swav_ablation(tmp_path):
 
 
 def test_ema_teacher_moves_towards_student(tmp_path):
-    model, trainer, dm = fit(tiny_cfg(tmp_path, "method=mira"), steps=3)
+    model, trainer, dm = fit(tiny_cfg(tmp_path, "method=mira", "method.ema.enabled=true"), steps=3)
     before = copy.deepcopy(model.teacher.state_dict())
     trainer.fit(model, dm)
     name = "backbone.conv1.weight"
