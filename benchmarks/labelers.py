@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         ratio = paired_ratio(times["mira"], times["bare loop"])
         verdicts.append(
-            f"{'PASS' if ratio <= MIRA_MAX_RATIO else 'FAIL'} {batch}x{n_clusters}: mira {ratio:.2f}x bare loop (target <= {MIRA_MAX_RATIO}x)"
+            f"{'PASS' if ratio <= MIRA_MAX_RATIO else 'FAIL'} {batch}x{n_clusters}: mira {ratio:.3f}x bare loop (target <= {MIRA_MAX_RATIO}x)"
         )
         verdicts.append(
             f"{'PASS' if speedup >= MIRA_MIN_SPEEDUP else 'FAIL'} {batch}x{n_clusters}: mira {speedup:.1f}x faster than naive (target >= {MIRA_MIN_SPEEDUP}x)"
