@@ -83,9 +83,8 @@ def _one_line(err: Exception) -> str:
 def _drop_recipe_labeler_settings(cfg: DictConfig, overrides: Sequence[str]) -> None:
     """Give a swapped labeler its own defaults plus the command line's ``labeler.*``, not the recipe's.
 
-    A recipe's ``labeler:`` block tunes the method's own labeler (DINO's temperature schedule, MIRA's
-    teacher temperature on digits); applied to another labeler it would change what the swap compares
-    (or name a parameter it lacks). The labeler node is composed again without the recipe and put in
+    A recipe's ``labeler:`` block tunes the method's own labeler (e.g. DINO's temperature schedule);
+    applied to another labeler it would change what the swap compares (or name a parameter it lacks). The labeler node is composed again without the recipe and put in
     place unresolved, so its interpolations (``${method.num_prototypes}``) still resolve against ``cfg``.
     """
     labeler_items = [o for o in overrides if o.startswith("labeler=") or _is_labeler_key(o)]
@@ -111,7 +110,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
                 own = cfg.method.get("labeler")
                 if own is None:
                     raise _no_labeler_error(cfg.method.name)
-                if chosen["labeler"] not in (own, "null"):
+                if chosen["labeler"] != own:
                     _drop_recipe_labeler_settings(cfg, overrides)
             else:  # find the method's labeler first; labeler.* overrides apply once it is chosen
                 first = hydra_compose("config", overrides=[o for o in overrides if not _is_labeler_key(o)])
