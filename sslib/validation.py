@@ -30,6 +30,13 @@ def check_int_at_least(name: str, value: int, minimum: int) -> int:
     return value
 
 
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` one of ``choices``, else ``ValueError`` naming it and the allowed values."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 class Checked:
     """A validated attribute: every assignment goes through ``check(name, value)``.
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import math
+import ctypes
+import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from sslib import native
 from sslib.distributed import all_reduce
 from sslib.labelers.base import Labeler
 from sslib.labelers.registry import register
-from sslib.validation import Checked, check_int_at_least, check_positive, check_unit_interval
+from sslib.validation import Checked, check_choice, check_int_at_least, check_positive, check_unit_interval
 
 # Dynamic-range guards. A mat-vec whose products underflow below float32's normal range runs ~10x
 # slower on CPU (measured here), and the plain form p^(1/(1-beta)) underflows to 0 and then gives
@@ -21,7 +24,10 @@ from sslib.validation import Checked, check_int_at_least, check_positive, check_
 # of the largest one, i.e. below float32 resolution of the targets.
 Q_FLOOR = 1e-16
 V_MAX = 1e16
-LOG2_V_MAX = math.log2(V_MAX)
+FLOAT32_TINY = torch.finfo(torch.float32).tiny
+BACKENDS = ("auto", "native", "torch")
+KERNELS_C = Path(__file__).with_name("mira_kernels.c")
+PARALLEL_MIN = 2**16  # B * K from which the C pass uses all of torch's CPU threads
 
 Callback = Callable[[int, torch.Tensor], None]
 
@@ -32,34 +38,33 @@ def mira_targets(
     beta: float,
     n_iters: int,
     callback: Callback | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
-    """Solve Eq. 4 for float32 ``logits`` (B, K); return W* (B, K), rows on the simplex.
+    """Solve Eq. 4 for ``logits`` (B, K); return W* (B, K), rows on the simplex.
 
     With p = softmax(logits / tau), the iteration of Eq. 7 is run on the marginal and W is read
     off with Eq. 5. Both equations only use p_ij^(1/(1-beta)) up to a per-row factor, so we use
     q = softmax(logits / (tau (1 - beta))) (row-normalised, no underflow). Writing
-    v_j = u_j^(-beta/(1-beta)), one step of Eq. 7 is two mat-vecs and a K-vector update:
+    v_j = u_j^(-beta/(1-beta)), one step of Eq. 7 is one pass over q and a K-vector update:
 
-        s_i = sum_k q_ik v_k,   m_j = 1/B sum_i q_ij / s_i,   v_j <- m_j^(-beta)   (u_j = m_j^(1-beta))
+        r_i = 1 / sum_k q_ik v_k,   m_j = 1/B sum_i q_ij r_i,   v_j <- m_j^(-beta)   (u_j = m_j^(1-beta))
 
-    and Eq. 5 is w_ij = q_ij v_j / s_i. W depends on v only up to scale, so v is scaled to 1 on
-    the largest cluster (and 1/B drops out). The start is u0_j = (mean_i q_ij)^(1-beta). Every B x K pass but the first
-    is in place and the loop allocates nothing, so the cost is one B x K allocation, a few passes and
-    2 (n_iters + 1) mat-vecs. Sums over the batch are
-    all-reduced, so the result is the same for any split of the batch over ranks.
-    ``callback(n, W_n)`` is called after each iteration (for convergence studies).
+    and Eq. 5 is w_ij = q_ij v_j r_i. W depends on v only up to scale, so v is taken relative to
+    the largest cluster (and 1/B drops out). The start u0_j = (mean_i q_ij)^(1-beta) is the same
+    pass from v = 1. Sums over the batch are all-reduced, so the result is the same for any split of
+    the batch over ranks. ``backend`` picks the pass: ``"native"`` a fused C kernel that reads q once
+    per iteration (float32 CPU tensors; see :mod:`sslib.native`), ``"torch"`` two mat-vecs (any
+    device or dtype), ``"auto"`` the first that applies. ``callback(n, W_n)`` is called after each
+    iteration (for convergence studies).
     """
     q = _flushed_exp(logits, 1.0 / (temperature * (1.0 - beta)))
-    qt = q.t()
-    s = q.sum(dim=1).reciprocal_()  # start: the row sums of q, so mass = B mean_i q_ij / sum_k q_ik
-    mass = all_reduce(torch.mv(qt, s))
-    v = _cluster_weights(mass, beta)
-    for it in range(n_iters):  # no allocation in the loop: s and mass are reused, v aliases mass
-        torch.mv(q, v, out=s).reciprocal_()
-        v = _cluster_weights(all_reduce(torch.mv(qt, s, out=mass)), beta)
-        if callback is not None:
-            callback(it + 1, _assignments(q, v))
-    return _assignments(q, v, out=q)
+    kernels = _kernels(q, check_choice("backend", backend, BACKENDS))
+    v, mass = torch.ones_like(q[0]), torch.empty_like(q[0])  # two buffers: a pass reads v, writes mass
+    for it in range(n_iters + 1):
+        v, mass = _cluster_weights(all_reduce(kernels.mass(v, out=mass)), beta, kernels.relative), v
+        if callback is not None and it > 0:
+            callback(it, kernels.assign(v))
+    return kernels.assign(v, out=q)
 
 
 def _flushed_exp(logits: torch.Tensor, scale: float) -> torch.Tensor:
@@ -74,24 +79,99 @@ def _flushed_exp(logits: torch.Tensor, scale: float) -> torch.Tensor:
     return F.threshold_(q, Q_FLOOR, 0.0)
 
 
-def _cluster_weights(mass: torch.Tensor, beta: float) -> torch.Tensor:
-    """v_j proportional to m_j^(-beta) (K,) from the column mass (K,) = B m_j, in [1, V_MAX], in place.
+def _cluster_weights(
+    mass: torch.Tensor, beta: float, relative: Callable[[torch.Tensor, float], torch.Tensor]
+) -> torch.Tensor:
+    """v_j = (m_j / max_k m_k)^(-beta) (K,) from the column mass (K,) = B m_j, in [1, V_MAX], in place.
 
-    Scaled so the largest cluster has v = 1 (the scale of ``mass``, 1/B, cancels):
-    v_j = 2^min(beta (log2 max_k m_k - log2 m_j), log2 V_MAX), so clusters with no mass get V_MAX,
-    which multiplies only zeros. In log space this is ~2x cheaper than a division and ``pow``.
+    ``relative(mass, floor)`` divides by the largest entry and floors at ``floor`` =
+    V_MAX^(-1/beta) (so empty clusters get V_MAX, which multiplies only zeros); the power is taken
+    as 2^(-beta log2 x), ~2x cheaper than ``pow`` on CPU.
     """
     if beta == 0.0:
         return mass.fill_(1.0)
-    log_mass = mass.log2_()
-    top = log_mass.max().mul_(beta)
-    return torch.add(top, log_mass, alpha=-beta, out=log_mass).clamp_max_(LOG2_V_MAX).exp2_()
+    floor = max(V_MAX ** (-1.0 / beta), FLOAT32_TINY)  # a normal float32, so log2 is finite
+    return relative(mass, floor).pow_(-beta)
 
 
-def _assignments(q: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 5: w_ij = q_ij v_j / sum_k q_ik v_k, (B, K); written into ``out`` when given."""
-    w = torch.mul(q, v, out=out)
-    return w.div_(w.sum(dim=1, keepdim=True))
+class _TorchKernels:
+    """Eq. 7's pass as two mat-vecs and Eq. 5 with torch ops: any device, any float dtype."""
+
+    def __init__(self, q: torch.Tensor) -> None:
+        self.q, self.qt, self.r = q, q.t(), q.new_empty(q.shape[0])
+
+    def mass(self, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """sum_i q_ij / sum_k q_ik v_k (K,), written into ``out``."""
+        torch.mv(self.q, v, out=self.r).reciprocal_()
+        return torch.mv(self.qt, self.r, out=out)
+
+    @staticmethod
+    def relative(mass: torch.Tensor, floor: float) -> torch.Tensor:
+        """max(m_j / max_k m_k, floor) (K,), in place."""
+        return mass.div_(mass.max()).clamp_min_(floor)
+
+    def assign(self, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. 5: q_ij v_j / sum_k q_ik v_k (B, K), written into ``out`` when given."""
+        w = torch.mul(self.q, v, out=out)
+        return w.div_(w.sum(dim=1, keepdim=True))
+
+
+class _NativeKernels(_TorchKernels):
+    """:class:`_TorchKernels` with the pass and ``relative`` in C (``mira_kernels.c``), float32 CPU only.
+
+    The pass reads q once per iteration instead of twice, sums columns in float64 and splits rows
+    over torch's CPU threads (from PARALLEL_MIN entries on).
+    """
+
+    def __init__(self, q: torch.Tensor, lib: ctypes.CDLL) -> None:
+        super().__init__(q)
+        self.lib = lib
+        self.rows, self.cols = q.shape
+        self.threads = torch.get_num_threads() if q.numel() >= PARALLEL_MIN else 1
+        self.acc = q.new_empty(self.threads, self.cols, dtype=torch.float64)  # per-thread column sums
+
+    def mass(self, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        self.lib.sslib_mira_pass(
+            self.q.data_ptr(), v.data_ptr(), self.r.data_ptr(), out.data_ptr(), self.acc.data_ptr(),
+            self.rows, self.cols, self.threads,
+        )
+        return out
+
+    def relative(self, mass: torch.Tensor, floor: float) -> torch.Tensor:
+        self.lib.sslib_mira_relative_mass(mass.data_ptr(), self.cols, floor)
+        return mass
+
+
+@functools.cache
+def native_kernels() -> ctypes.CDLL | None:
+    """``mira_kernels.c`` built and loaded with its signatures declared, or None (see :mod:`sslib.native`)."""
+    lib = native.load(KERNELS_C)
+    if lib is None:
+        return None
+    ptr, size = ctypes.c_void_p, ctypes.c_int64
+    for name, args in {
+        "sslib_mira_pass": [ptr, ptr, ptr, ptr, ptr, size, size, ctypes.c_int],
+        "sslib_mira_relative_mass": [ptr, size, ctypes.c_float],
+    }.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, None
+    return lib
+
+
+def _kernels(q: torch.Tensor, backend: str) -> _TorchKernels | _NativeKernels:
+    """The kernels for ``backend`` on ``q`` (B, K); ``"native"`` errors where it cannot run."""
+    if backend == "torch":
+        return _TorchKernels(q)
+    fits = q.device.type == "cpu" and q.dtype == torch.float32 and q.is_contiguous()
+    lib = native_kernels() if fits else None
+    if lib is not None:
+        return _NativeKernels(q, lib)
+    if backend == "native":
+        why = "no C compiler could build it (see the log)" if fits else (
+            f"it needs float32 CPU logits, got {q.dtype} on {q.device.type}"
+        )
+        raise ValueError(f"MIRA backend='native' is unavailable: {why}; use backend='auto' or 'torch'")
+    return _TorchKernels(q)
 
 
 @register("mira")
@@ -100,20 +180,24 @@ class MIRALabeler(Labeler):
 
     ``temperature`` is the teacher temperature tau_t (paper: 0.225), ``beta`` in [0, 1) the
     trade-off (paper: 2/3), ``n_iters`` the number of fixed-point iterations (paper: 30).
-    ``beta`` and ``temperature`` may be changed during training (schedules).
+    ``beta`` and ``temperature`` may be changed during training (schedules). ``backend`` is
+    ``"auto"`` (the fused C kernel on CPU where it builds, else torch), ``"native"`` or ``"torch"``.
     """
 
     temperature = Checked(check_positive)
     beta = Checked(check_unit_interval)
 
-    def __init__(self, temperature: float = 0.225, beta: float = 2 / 3, n_iters: int = 30) -> None:
+    def __init__(
+        self, temperature: float = 0.225, beta: float = 2 / 3, n_iters: int = 30, backend: str = "auto"
+    ) -> None:
         super().__init__()
         self.temperature = temperature
         self.beta = beta
         self.n_iters = check_int_at_least("n_iters", n_iters, 1)
+        self.backend = check_choice("backend", backend, BACKENDS)
 
     def assign(self, logits: torch.Tensor) -> torch.Tensor:
-        return mira_targets(logits, self.temperature, self.beta, self.n_iters)
+        return mira_targets(logits, self.temperature, self.beta, self.n_iters, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, beta={self.beta:.4g}, n_iters={self.n_iters}"
+        return f"temperature={self.temperature}, beta={self.beta:.4g}, n_iters={self.n_iters}, backend={self.backend}"
