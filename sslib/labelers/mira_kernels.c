@@ -4,7 +4,7 @@
  *
  * q is a (rows, cols) row-major matrix. One iteration of Eq. 7 needs s = q v and then
  * mass = q^T (1 / s); as two mat-vecs that reads q twice. sslib_mira_pass reads it once: rows are
- * taken ROWS at a time, their dot products with v are formed, and the same rows (now in L1 cache)
+ * taken ROWS (8) at a time, their dot products with v are formed, and the same rows (now in L1 cache)
  * are added into mass, so each load of v and of mass serves ROWS rows. Partial sums are kept in
  * LANES independent accumulators per row, which lets the compiler vectorise the reductions
  * without -ffast-math.
@@ -15,7 +15,7 @@
 #include <omp.h>
 #endif
 
-#define ROWS 4
+#define ROWS 8
 #define LANES 8
 
 /* out[r] = sum_k a[r * ld + k] * b[k] for the ROWS rows starting at a. */
@@ -56,9 +56,12 @@ static void pass_rows(const float *restrict q, const float *restrict v, float *r
         dot_block(a, cols, v, cols, d);
         for (int b = 0; b < ROWS; ++b) r[i + b] = d[b] = 1.0f / d[b];
         for (int64_t k = 0; k < cols; ++k) {
-            float t = a[k] * d[0];
-            for (int b = 1; b < ROWS; ++b) t += a[b * cols + k] * d[b];
-            acc[k] += (double)t;
+            float lo = a[k] * d[0], hi = a[(ROWS / 2) * cols + k] * d[ROWS / 2];
+            for (int b = 1; b < ROWS / 2; ++b) {
+                lo += a[b * cols + k] * d[b];
+                hi += a[(b + ROWS / 2) * cols + k] * d[b + ROWS / 2];
+            }
+            acc[k] += (double)lo + (double)hi;
         }
     }
     for (; i < end; ++i) {
