@@ -76,7 +76,7 @@ def _build(source: Path, cc: list[str], flags: tuple[str, ...], target: Path) ->
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [*cc, *flags, *COMMON_FLAGS, "-o", tmp, str(source)]
+        cmd = [*cc, *flags, *COMMON_FLAGS, "-o", tmp, str(source), "-lm"]
         subprocess.run(cmd, check=True, capture_output=True, timeout=COMPILE_TIMEOUT_S)
         os.replace(tmp, target)
     finally:

@@ -192,7 +192,7 @@ def test_mira_loop_stays_in_normal_float32_range(backend):
     nonzero = q[q > 0]
     assert nonzero.min() >= Q_FLOOR and q.max(dim=1).values.eq(1).all()
     kernels = _kernels(q, backend)
-    v = _cluster_weights(kernels.mass(torch.ones(3000), out=torch.empty(3000)), BETA, kernels.relative)
+    v = _cluster_weights(kernels.mass(torch.ones(3000), out=torch.empty(3000)), BETA, kernels.weights)
     assert v.min() == 1.0 and v.max() <= V_MAX * (1 + 1e-5)  # float32 pow is not exactly rounded
     s = q @ v
     assert (nonzero.min() * v.min()) >= torch.finfo(torch.float32).tiny

@@ -61,7 +61,7 @@ def mira_targets(
     kernels = _kernels(q, check_choice("backend", backend, BACKENDS))
     v, mass = torch.ones_like(q[0]), torch.empty_like(q[0])  # two buffers: a pass reads v, writes mass
     for it in range(n_iters + 1):
-        v, mass = _cluster_weights(all_reduce(kernels.mass(v, out=mass)), beta, kernels.relative), v
+        v, mass = _cluster_weights(all_reduce(kernels.mass(v, out=mass)), beta, kernels.weights), v
         if callback is not None and it > 0:
             callback(it, kernels.assign(v))
     return kernels.assign(v, out=q)
@@ -80,18 +80,17 @@ def _flushed_exp(logits: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def _cluster_weights(
-    mass: torch.Tensor, beta: float, relative: Callable[[torch.Tensor, float], torch.Tensor]
+    mass: torch.Tensor, beta: float, weights: Callable[[torch.Tensor, float, float], torch.Tensor]
 ) -> torch.Tensor:
-    """v_j = (m_j / max_k m_k)^(-beta) (K,) from the column mass (K,) = B m_j, in [1, V_MAX], in place.
+    """v_j = max(m_j / max_k m_k, floor)^(-beta) (K,) from the column mass (K,) = B m_j, in place.
 
-    ``relative(mass, floor)`` divides by the largest entry and floors at ``floor`` =
-    V_MAX^(-1/beta) (so empty clusters get V_MAX, which multiplies only zeros); the power is taken
-    as 2^(-beta log2 x), ~2x cheaper than ``pow`` on CPU.
+    ``weights(mass, beta, floor)`` computes it (a backend's kernel). The floor V_MAX^(-1/beta) puts v
+    in [1, V_MAX], so empty clusters get V_MAX, which multiplies only zeros; it is also kept a normal
+    float32. ``pow`` is accurate to an ulp, where exp2(-beta log2 x) loses ~|log2 x| ulps.
     """
     if beta == 0.0:
         return mass.fill_(1.0)
-    floor = max(V_MAX ** (-1.0 / beta), FLOAT32_TINY)  # a normal float32, so log2 is finite
-    return relative(mass, floor).pow_(-beta)
+    return weights(mass, beta, max(V_MAX ** (-1.0 / beta), FLOAT32_TINY))
 
 
 class _TorchKernels:
@@ -106,9 +105,9 @@ class _TorchKernels:
         return torch.mv(self.qt, self.r, out=out)
 
     @staticmethod
-    def relative(mass: torch.Tensor, floor: float) -> torch.Tensor:
-        """max(m_j / max_k m_k, floor) (K,), in place."""
-        return mass.div_(mass.max()).clamp_min_(floor)
+    def weights(mass: torch.Tensor, beta: float, floor: float) -> torch.Tensor:
+        """max(m_j / max_k m_k, floor)^(-beta) (K,), in place."""
+        return mass.div_(mass.max()).clamp_min_(floor).pow_(-beta)
 
     def assign(self, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 5: q_ij v_j / sum_k q_ik v_k (B, K), written into ``out`` when given."""
@@ -117,10 +116,10 @@ class _TorchKernels:
 
 
 class _NativeKernels(_TorchKernels):
-    """:class:`_TorchKernels` with the pass and ``relative`` in C (``mira_kernels.c``), float32 CPU only.
+    """:class:`_TorchKernels` with the pass and the weights in C (``mira_kernels.c``), float32 CPU only.
 
-    The pass reads q once per iteration instead of twice, sums columns in float64 and splits rows
-    over torch's CPU threads (from PARALLEL_MIN entries on).
+    The pass reads q once per iteration instead of twice and sums columns in float64; it and the
+    weights use torch's CPU threads from PARALLEL_MIN entries of q on.
     """
 
     def __init__(self, q: torch.Tensor, lib: ctypes.CDLL) -> None:
@@ -137,8 +136,8 @@ class _NativeKernels(_TorchKernels):
         )
         return out
 
-    def relative(self, mass: torch.Tensor, floor: float) -> torch.Tensor:
-        self.lib.sslib_mira_relative_mass(mass.data_ptr(), self.cols, floor)
+    def weights(self, mass: torch.Tensor, beta: float, floor: float) -> torch.Tensor:
+        self.lib.sslib_mira_weights(mass.data_ptr(), self.cols, beta, floor, self.threads)
         return mass
 
 
@@ -151,7 +150,7 @@ def native_kernels() -> ctypes.CDLL | None:
     ptr, size = ctypes.c_void_p, ctypes.c_int64
     for name, args in {
         "sslib_mira_pass": [ptr, ptr, ptr, ptr, ptr, size, size, ctypes.c_int],
-        "sslib_mira_relative_mass": [ptr, size, ctypes.c_float],
+        "sslib_mira_weights": [ptr, size, ctypes.c_float, ctypes.c_float, ctypes.c_int],
     }.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, None

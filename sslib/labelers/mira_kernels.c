@@ -9,6 +9,7 @@
  * LANES independent accumulators per row, which lets the compiler vectorise the reductions
  * without -ffast-math.
  */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -102,13 +103,14 @@ void sslib_mira_pass(const float *restrict q, const float *restrict v, float *re
     }
 }
 
-/* mass_j <- max(mass_j / max_k mass_k, floor) in place: the marginal relative to the largest
- * cluster, floored so that its -beta power stays finite. */
-void sslib_mira_relative_mass(float *restrict mass, int64_t cols, float floor) {
+/* v_j = max(mass_j / max_k mass_k, floor)^(-beta), in place: the cluster weights from the column
+ * mass (the marginal relative to the largest cluster, floored so that the power stays finite). */
+void sslib_mira_weights(float *restrict mass, int64_t cols, float beta, float floor, int threads) {
     float top = 0.0f; /* > 0: every row of q has an entry 1, so its largest cluster has mass > 0 */
     for (int64_t k = 0; k < cols; ++k) top = mass[k] > top ? mass[k] : top;
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
     for (int64_t k = 0; k < cols; ++k) {
         const float m = mass[k] / top;
-        mass[k] = m > floor ? m : floor;
+        mass[k] = powf(m > floor ? m : floor, -beta);
     }
 }
