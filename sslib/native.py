@@ -5,7 +5,8 @@ Used for small fused CPU kernels (see ``sslib/labelers/mira_kernels.c``). Nothin
 ``SSLIB_NATIVE=0``, and callers then use their torch code path. The library is built with
 ``$CC`` (else ``cc``, ``gcc`` or ``clang``) with the first of ``-O3 -march=native -fopenmp``,
 ``-O3 -fopenmp`` and ``-O3`` that works (so without OpenMP the kernels run on one thread) into ``$SSLIB_NATIVE_CACHE`` (default ``~/.cache/sslib/native``), named by a hash of the source, the
-compiler, the flags and the CPU, and written atomically, so concurrent processes may share it.
+compiler, the flags and the CPU, and written atomically, so concurrent processes may share it (a
+per-user temporary folder is used when the cache folder cannot be written).
 """
 
 from __future__ import annotations
@@ -37,11 +38,24 @@ def enabled() -> bool:
 
 
 def cache_dir() -> Path:
-    """Where built libraries go: ``$SSLIB_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/sslib/native``."""
+    """Where built libraries go, created if needed: ``$SSLIB_NATIVE_CACHE``, else
+    ``$XDG_CACHE_HOME/sslib/native`` (``~/.cache/sslib/native``); a per-user folder in the system's
+    temporary directory when that one cannot be written (a read-only home, say)."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sslib" / "native"
+        preferred = Path(os.environ[CACHE_ENV])
+    else:
+        preferred = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sslib" / "native"
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    fallback = Path(tempfile.gettempdir()) / f"sslib-native-{user}"
+    fallback.mkdir(parents=True, exist_ok=True)
+    log.info("%s is not writable: building native kernels in %s", preferred, fallback)
+    return fallback
 
 
 def compiler() -> list[str] | None:
@@ -72,7 +86,6 @@ def library_path(source: Path, cc: list[str], flags: tuple[str, ...]) -> Path:
 
 def _build(source: Path, cc: list[str], flags: tuple[str, ...], target: Path) -> None:
     """Compile ``source`` to ``target`` atomically (a temporary file in the same folder, then rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:

@@ -99,6 +99,19 @@ def test_a_missing_compiler_or_a_broken_source_gives_none_a_log_line_and_no_debr
     assert list(cache.iterdir()) == []  # temporary outputs of failed builds are removed
 
 
+def test_an_unwritable_cache_folder_falls_back_to_a_temporary_one(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(native.CACHE_ENV, str(blocker / "cache"))  # a folder inside a file: cannot exist
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    native.load.cache_clear()
+    with caplog.at_level(logging.INFO, logger="sslib.native"):
+        assert native.load(source(tmp_path)).add(3, 4) == 7
+    native.load.cache_clear()
+    assert "is not writable" in caplog.text
+    assert [p.name.split("-")[0] for p in (tmp_path / "tmp").glob("sslib-native-*/*.so")] == ["add"]
+
+
 def test_the_cache_key_separates_compilers_and_flags(tmp_path):
     src = source(tmp_path)
     paths = {
