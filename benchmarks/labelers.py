@@ -19,7 +19,7 @@ per-round ratios (``paired_ratio``). Rows:
 
 Usage: ``python benchmarks/labelers.py [--device cpu|cuda] [--repeats N] [--shapes 256x3000,...]``
 (``--threads 1`` when other processes load the CPU: OpenMP threads that wait for a descheduled
-sibling make every op cost a scheduler time slice, which swamps MIRA's ~200 small ops).
+sibling make every op cost a scheduler time slice, which swamps MIRA's ~100 small calls).
 """
 
 from __future__ import annotations
