@@ -4,7 +4,8 @@ Used for small fused CPU kernels (see ``sslib/labelers/mira_kernels.c``). Nothin
 :func:`load` returns ``None`` when there is no C compiler, when compiling fails, or when
 ``SSLIB_NATIVE=0``, and callers then use their torch code path. The library is built with
 ``$CC`` (else ``cc``, ``gcc`` or ``clang``) with the first of ``-O3 -march=native -fopenmp``,
-``-O3 -fopenmp`` and ``-O3`` that works (so without OpenMP the kernels run on one thread) into ``$SSLIB_NATIVE_CACHE`` (default ``~/.cache/sslib/native``), named by a hash of the source, the
+``-O3 -fopenmp`` and ``-O3`` that works (so without OpenMP the kernels run on one thread) into
+``$SSLIB_NATIVE_CACHE`` (default ``~/.cache/sslib/native``), named by a hash of the source, the
 compiler, the flags and the CPU, and written atomically, so concurrent processes may share it (a
 per-user temporary folder is used when the cache folder cannot be written).
 """
@@ -62,7 +63,7 @@ def compiler() -> list[str] | None:
     """The C compiler command: ``$CC`` split like a shell would, else the first of cc, gcc, clang."""
     if os.environ.get("CC"):
         return shlex.split(os.environ["CC"])
-    found = next((shutil.which(name) for name in ("cc", "gcc", "clang") if shutil.which(name)), None)
+    found = next(filter(None, map(shutil.which, ("cc", "gcc", "clang"))), None)
     return [found] if found else None
 
 
