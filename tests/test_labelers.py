@@ -138,7 +138,7 @@ def kkt_residuals(w: torch.Tensor, p: torch.Tensor, beta: float) -> tuple[float,
 def test_mira_converged_point_satisfies_kkt_eq5_and_fixed_point_eq6(beta, backend):
     """Float32 logits in, float32 targets out: residuals < 1e-6. The conditioning grows like 1 / (1 - beta):
     at beta = 0.9 float32 column sums over the batch alone leave ~1e-6, so the native pass sums them in
-    float64 (measured 3e-7), while the torch path's float32 mat-vecs (~1.0e-6 there) are checked up to
+    float64 (measured 4.5e-7), while the torch path's float32 mat-vecs (~1.0e-6 there) are checked up to
     the paper's beta here and in float64 at every beta in the next test."""
     z = cosine_logits(256, 40, seed=1)
     p = torch.softmax(z.double() / TAU, dim=1)
@@ -206,7 +206,7 @@ def test_mira_loop_stays_in_normal_float32_range(backend):
 
 @pytest.mark.parametrize(
     ("batch", "k"),
-    [(1, 7), (3, 3000), (5, 40), (64, 3000), (257, 300), (256, 3000)],  # rows not a multiple of 4, 1-2 threads
+    [(1, 7), (3, 3000), (5, 40), (64, 3000), (257, 300), (256, 3000)],  # rows not a multiple of 8 (the C block), 1-2 threads
 )
 def test_native_and_torch_paths_agree(batch, k):
     z = cosine_logits(batch, k, seed=batch)
