@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -125,20 +126,99 @@ def test_metrics_readers_handle_baseline_and_resumed_launches(tmp_path):
     assert knn_curve(tmp_path / "none") == [] and last_clusters_used(tmp_path / "none") is None
 
 
-def test_train_timer_adds_resumed_launches_only(tmp_path):
-    def launch(start_epoch: int, end_epoch: int) -> dict:
-        timer = runner.TrainTimer(tmp_path)
-        timer.on_train_start(SimpleNamespace(current_epoch=start_epoch), None)
-        timer.on_train_epoch_end(SimpleNamespace(current_epoch=end_epoch, is_global_zero=True), None)
+def fake_clock(*readings: float):
+    """A clock that returns ``readings`` in turn and fails when read once more."""
+    return iter(readings).__next__
+
+
+def test_train_timer_adds_the_checkpointed_time_of_a_resumed_launch(tmp_path):
+    def trainer(epoch: int) -> SimpleNamespace:
+        return SimpleNamespace(current_epoch=epoch, is_global_zero=True)
+
+    def record() -> dict:
         return json.loads((tmp_path / runner.TIME_FILE).read_text())
 
-    (tmp_path / runner.TIME_FILE).write_text(json.dumps({"epochs": 2, "seconds": 100.0}))
-    resumed = launch(2, 2)  # resumed after 2 epochs: their recorded time counts
-    assert resumed["epochs"] == 3 and 100 <= resumed["seconds"] < 110
-    fresh = launch(0, 0)  # a fresh start ignores a stale record
-    assert (
-        fresh["epochs"] == 1 and fresh["seconds"] < 10 and runner.train_seconds(tmp_path) == fresh["seconds"]
+    clock = fake_clock(0.0, 40.0, 100.0, 1000.0, 1030.0, 5000.0, 5007.0, 9000.0)
+    first = runner.TrainTimer(tmp_path, clock)
+    first.on_train_start(trainer(0), None)
+    first.on_train_epoch_end(trainer(0), None)
+    checkpoint = first.state_dict()  # what the checkpoint of epoch 1 holds
+    first.on_train_epoch_end(trainer(1), None)  # epoch 2 ends, then the launch dies before its checkpoint
+    assert checkpoint == {"seconds": 40.0} and record() == {"epochs": 2, "seconds": 100.0}
+
+    resumed = runner.TrainTimer(tmp_path, clock)
+    resumed.load_state_dict(checkpoint)
+    resumed.on_train_start(trainer(1), None)
+    resumed.on_train_epoch_end(trainer(1), None)
+    assert record() == {"epochs": 2, "seconds": 70.0}  # 40 s of epoch 1, 30 s of the repeated epoch 2
+
+    fresh = runner.TrainTimer(tmp_path, clock)  # a fresh start ignores the stale record
+    fresh.load_state_dict({"seconds": 70.0})
+    fresh.on_train_start(trainer(0), None)
+    fresh.on_train_epoch_end(trainer(0), None)
+    assert record() == {"epochs": 1, "seconds": 7.0} and runner.train_seconds(tmp_path) == 7.0
+
+    untimed = runner.TrainTimer(tmp_path, clock)  # resumed from a checkpoint trained without the timer
+    untimed.on_train_start(trainer(3), None)
+    untimed.on_train_epoch_end(trainer(3), None)
+    assert record() == {"epochs": 4, "seconds": None}
+
+
+# A launch of a 2-epoch ablation row, SIGKILLed at the end of epoch 2: after the timer has written that
+# epoch's time, before its checkpoint (Lightning runs checkpointing callbacks last). argv: the ablation's.
+KILLED_LAUNCH = """
+import os, signal, sys
+import lightning as L
+import torch
+from sslib.ablate import plan, runner
+
+class KillAtSecondEpochEnd(L.Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+torch.set_num_threads(1)
+pretrain = runner.pretrain
+runner.pretrain = lambda cfg, callbacks: pretrain(cfg, [*callbacks, KillAtSecondEpochEnd()])
+runner.run_ablation(plan.make_plan(sys.argv[1:]), clock=iter([0.0, 100.0, 250.0]).__next__)
+"""
+
+
+def test_killed_run_resumes_after_its_checkpoint_and_new_eval_settings_only_reevaluate(
+    tmp_path, monkeypatch, one_thread
+):
+    folder = tmp_path / "out"
+    args = [a for a in TINY if not a.startswith("trainer.max_epochs=")]
+    args += ["methods=[mira]", "trainer.max_epochs=2", f"out={folder}"]
+    run_dir = folder / "mira-mira"
+
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_LAUNCH, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert runner.trained_epochs(run_dir) == 1 and not (folder / "ablation.csv").exists()
+    assert json.loads((run_dir / runner.TIME_FILE).read_text()) == {"epochs": 2, "seconds": 250.0}
+
+    lines: list[str] = []
+    runner.run_ablation(make_plan(args), log=lines.append, clock=fake_clock(1000.0, 1030.0))
+    assert f"mira-mira: resuming after epoch 1, 2 epochs in {run_dir}" in lines
+    [row] = csv.DictReader((folder / "ablation.csv").open())
+    assert row["epochs"] == "2" and runner.trained_epochs(run_dir) == 2
+    # 100 s for epoch 1 (from its checkpoint) + 30 s for epoch 2 trained again; not the killed launch's 250
+    assert float(row["wall_time_s"]) == 130.0 and runner.train_seconds(run_dir) == 130.0
+    assert [epoch for epoch, _ in knn_curve(run_dir)] == [0, 1, 2]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a trained run was trained again")
+
+    monkeypatch.setattr(runner, "pretrain", no_training)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    mtime, lines[:] = ckpt.stat().st_mtime_ns, []
+    runner.run_ablation(make_plan([*args, "eval.knn_k=5"]), log=lines.append, clock=fake_clock())
+    assert lines == ["[1/1] mira-mira", f"mira-mira: evaluating {ckpt}"]
+    saved = json.loads((run_dir / runner.RESULT_FILE).read_text())
+    assert saved["eval"]["knn_k"] == 5 and saved["result"]["epochs"] == 2
+    assert saved["result"]["wall_time_s"] == 130.0 and ckpt.stat().st_mtime_ns == mtime
 
 
 def test_markdown_marks_methods_without_labeler():

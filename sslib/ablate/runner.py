@@ -31,26 +31,36 @@ PRINT = partial(print, flush=True)  # progress lines stay in order with the trai
 
 
 class TrainTimer(L.Callback):
-    """Writes the training wall time (online evaluation included) to ``run_dir/train_time.json`` at every
-    epoch end, adding a resumed launch's time to the recorded one: the time it took to train the epochs of
-    the last checkpoint."""
+    """Training wall time (online evaluation included) of the epochs done, summed over resumed launches.
 
-    def __init__(self, run_dir: Path) -> None:
+    The time is kept in the checkpoint with the weights (``state_dict``), so a resumed launch adds its own
+    time to that of the checkpoint's epochs exactly, whatever a killed launch did after its last checkpoint.
+    At every epoch end it is also written to ``run_dir/train_time.json`` as ``{"epochs", "seconds"}``;
+    ``seconds`` is ``None`` when the resumed checkpoint carries no time (it was trained without the timer).
+    ``clock`` returns seconds (``time.monotonic`` by default; tests pass a fake one).
+    """
+
+    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.run_dir = run_dir
-        self.before = 0.0
+        self.clock = clock
+        self.seconds: float | None = None  # time of the epochs done; set by load_state_dict on resume
+        self.before: float | None = 0.0
         self.start = 0.0
 
+    def state_dict(self) -> dict[str, float | None]:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict[str, float | None]) -> None:
+        self.seconds = state_dict["seconds"]
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        resumed = trainer.current_epoch > 0
-        self.before = (train_seconds(self.run_dir) or 0.0) if resumed else 0.0
-        self.start = time.perf_counter()
+        self.before = self.seconds if trainer.current_epoch > 0 else 0.0
+        self.start = self.clock()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds = None if self.before is None else self.before + self.clock() - self.start
         if trainer.is_global_zero:
-            record = {
-                "epochs": trainer.current_epoch + 1,
-                "seconds": self.before + time.perf_counter() - self.start,
-            }
+            record = {"epochs": trainer.current_epoch + 1, "seconds": self.seconds}
             atomic_write_text(self.run_dir / TIME_FILE, json.dumps(record))
 
 
@@ -93,8 +103,14 @@ def load_result(run: Run, settings: EvalSettings) -> Result | None:
     return Result(**saved["result"]) if saved["eval"] == asdict(settings) else None
 
 
-def run_one(run: Run, settings: EvalSettings, log: Callable[[str], None]) -> Result:
-    """Train (or resume) ``run`` unless done, evaluate it, and record ``result.json`` in its folder."""
+def run_one(
+    run: Run,
+    settings: EvalSettings,
+    log: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
+) -> Result:
+    """Train (or resume) ``run`` unless done, evaluate it, and record ``result.json`` in its folder;
+    ``clock`` times the training (:class:`TrainTimer`)."""
     run_dir = Path(run.cfg.run_dir)
     check_same_run(run.cfg, run_dir, advice="choose another out=... for this ablation")
     result = load_result(run, settings)
@@ -106,7 +122,7 @@ def run_one(run: Run, settings: EvalSettings, log: Callable[[str], None]) -> Res
         log(
             f"{run.name}: {f'resuming after epoch {done}' if done else 'training'}, {epochs} epochs in {run_dir}"
         )
-        pretrain(run.cfg, callbacks=[TrainTimer(run_dir)])
+        pretrain(run.cfg, callbacks=[TrainTimer(run_dir, clock)])
     log(f"{run.name}: evaluating {run_dir / LAST_CHECKPOINT}")
     clusters = last_clusters_used(run_dir) if run.labeler else None
     result = Result(
@@ -123,15 +139,17 @@ def run_one(run: Run, settings: EvalSettings, log: Callable[[str], None]) -> Res
     return result
 
 
-def run_ablation(plan: Plan, log: Callable[[str], None] = PRINT) -> str:
+def run_ablation(
+    plan: Plan, log: Callable[[str], None] = PRINT, clock: Callable[[], float] = time.monotonic
+) -> str:
     """Run every run of ``plan``; write the table (Markdown, CSV) and the kNN plot into ``plan.out``.
 
-    Returns the Markdown table.
+    ``log`` prints progress lines, ``clock`` (seconds) times each run's training. Returns the Markdown table.
     """
     results = []
     for i, run in enumerate(plan.runs, 1):
         log(f"[{i}/{len(plan.runs)}] {run.name}")
-        results.append(run_one(run, plan.eval, log))
+        results.append(run_one(run, plan.eval, log, clock))
     table = markdown(results, plan.eval)
     atomic_write_text(plan.out / TABLE_FILE, table + "\n")
     write_csv(results, plan.out / CSV_FILE)
