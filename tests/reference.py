@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -56,3 +58,44 @@ def swav_sinkhorn(logits: torch.Tensor, epsilon: float, n_iters: int) -> torch.T
         q /= n_samples
     q *= n_samples
     return q.t()
+
+
+def log_softmax_row(scores: list[float]) -> list[float]:
+    """``log softmax`` of one row of scores, in Python floats (double precision), shifted by the max."""
+    top = max(scores)
+    log_norm = top + math.log(sum(math.exp(s - top) for s in scores))
+    return [s - log_norm for s in scores]
+
+
+def swapped_prediction(targets, student_logits, temperature: float) -> float:
+    """Multi-crop swapped prediction averaged as SwAV's ``main_swav.py`` (lines 289-315) does, in floats.
+
+    For each target view v: the mean over the other crops c != v of the batch mean of
+    -sum_j t^v_ij log softmax(s^c_i / T)_j; then the mean over the target views.
+    """
+    n_crops, total = len(student_logits), 0.0
+    for v, t in enumerate(targets):
+        subloss = 0.0
+        for c in range(n_crops):
+            if c == v:
+                continue
+            rows = [log_softmax_row([x / temperature for x in s]) for s in student_logits[c].tolist()]
+            batch = [
+                -sum(tj * lj for tj, lj in zip(ti, li, strict=True))
+                for ti, li in zip(t.tolist(), rows, strict=True)
+            ]
+            subloss += sum(batch) / len(batch)
+        total += subloss / (n_crops - 1)
+    return total / len(targets)
+
+
+def cluster_prediction(student_logits, clusters, temperature: float) -> float:
+    """DeepCluster-v2's loss as ``main_deepclusterv2.py`` (lines 270-276): one cross-entropy over the rows of
+    all crops, each sample's cluster repeated per crop, rows without a cluster (-1) ignored; 0 if none."""
+    terms = [
+        -log_softmax_row([x / temperature for x in row])[y]
+        for s in student_logits
+        for row, y in zip(s.tolist(), clusters.tolist(), strict=True)
+        if y >= 0
+    ]
+    return sum(terms) / len(terms) if terms else 0.0
