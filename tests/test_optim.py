@@ -30,30 +30,47 @@ def _grad(w: torch.Tensor) -> torch.Tensor:
 
 
 def _train(
-    opt_factory, groups_kwargs: dict | None = None, steps: int = 2, w0: torch.Tensor = W0
+    opt_factory,
+    groups_kwargs: dict | None = None,
+    steps: int = 2,
+    w0: torch.Tensor = W0,
+    lrs: list[float] | None = None,
 ) -> torch.Tensor:
-    """Weights after ``steps`` optimiser steps on ``sum(A * w**2 + B * w)``."""
+    """Weights after ``steps`` optimiser steps on ``sum(A * w**2 + B * w)``, step ``t`` at ``lrs[t]`` if given."""
     p = nn.Parameter(w0.clone())
     opt = opt_factory([{"params": [p], **(groups_kwargs or {})}])
-    for _ in range(steps):
+    for t in range(steps):
+        if lrs is not None:
+            opt.param_groups[0]["lr"] = lrs[t]
         opt.zero_grad()
         (A * p**2 + B * p).sum().backward()
         opt.step()
     return p.detach()
 
 
-def _hand_lars(lr, momentum, wd, eta, steps, clip=False):
-    """Float64 LARS by the paper's equations, written independently of the optimiser."""
-    w, v = W0.clone(), None
-    for _ in range(steps):
+def _hand_lars(lr, momentum, wd, eta, steps, clip=False, lr_inside=False):
+    """Float64 LARS with the trust ratio of the LARS paper's Eq. 6, written independently of the optimiser.
+
+    ``lr`` is a number or one value per step. By default ``lr`` multiplies the momentum buffer at the
+    update (``v = m v + d``, ``w -= lr v``), as sslib, solo-learn (``solo/utils/lars.py`` L152-165) and
+    the official MIRA / MoCo v3 code (``src/optimizer.py`` L141-146) do; ``lr_inside`` follows the
+    paper's Algorithm 1 instead (``v = m v + lr d``, ``w -= v``). They agree while ``lr`` is constant.
+    """
+    lrs = [lr] * steps if isinstance(lr, (int, float)) else lr
+    w, v = W0.clone(), torch.zeros_like(W0)
+    for step_lr in lrs:
         g = _grad(w)
         w_norm, g_norm = math.sqrt(float((w * w).sum())), math.sqrt(float((g * g).sum()))
         trust = eta * w_norm / (g_norm + wd * w_norm)
         if clip:
-            trust = min(trust / lr, 1.0)
+            trust = min(trust / step_lr, 1.0)
         d = trust * (g + wd * w)
-        v = d if v is None else momentum * v + d
-        w = w - lr * v
+        if lr_inside:
+            v = momentum * v + step_lr * d
+            w = w - v
+        else:
+            v = momentum * v + d
+            w = w - step_lr * v
     return w
 
 
@@ -73,6 +90,19 @@ def test_lars_clip_lr():
     got = _train(lambda g: LARS(g, lr=0.1, momentum=0.9, weight_decay=0.01, eta=1e3, clip_lr=True), steps=3)
     want = _train(lambda g: torch.optim.SGD(g, lr=0.1, momentum=0.9, weight_decay=0.01), steps=3)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_lr_multiplies_the_momentum_buffer_at_the_update():
+    # A schedule changes lr between steps: lr outside the buffer and the paper's lr inside it then differ.
+    lrs, momentum, wd, eta = [0.5, 0.1, 0.3], 0.9, 0.01, 0.02
+    got = _train(lambda g: LARS(g, lr=lrs[0], momentum=momentum, weight_decay=wd, eta=eta), steps=3, lrs=lrs)
+    torch.testing.assert_close(got, _hand_lars(lrs, momentum, wd, eta, 3), rtol=0, atol=1e-12)
+    inside = _hand_lars(lrs, momentum, wd, eta, 3, lr_inside=True)
+    assert (got - inside).abs().max() > 1e-3
+    # With a constant lr the two forms are the same update.
+    torch.testing.assert_close(
+        _hand_lars(0.5, momentum, wd, eta, 3), _hand_lars(0.5, momentum, wd, eta, 3, lr_inside=True)
+    )
 
 
 def test_excluded_group_is_plain_sgd_momentum_without_weight_decay():

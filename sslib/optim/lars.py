@@ -2,10 +2,22 @@
 
 For every parameter tensor ``w`` with gradient ``g`` in a non-excluded group:
 
-    trust = eta * ||w|| / (||g|| + wd * ||w||)      (1 when ||w|| = 0 or ||g|| = 0)
-    d     = trust * (g + wd * w)
-    v     = momentum * v + d                         (v = d on the first step)
+    d     = g + wd * w                               (the weight-decayed gradient)
+    trust = eta * ||w|| / (||g|| + wd * ||w||)       trust_ratio="paper"
+    trust = eta * ||w|| / ||d||                      trust_ratio="moco"
+    v     = momentum * v + trust * d                 (v = trust * d on the first step)
     w     = w - lr * v
+
+``trust`` is 1 when ``||w|| = 0`` or the norm it divides by is 0 (``||g||`` for "paper", ``||d||``
+for "moco"). The "paper" form is Eq. 6 of the LARS paper, as in solo-learn (``solo/utils/lars.py``
+L142, without its 1e-8 epsilon); the "moco" form is MoCo v3's LARS (``moco/optimizer.py`` L28-36),
+which DINO and the official MIRA code (``src/optimizer.py`` L128-139) use. By the triangle inequality
+``||d|| <= ||g|| + wd * ||w||``, so "moco" never takes a smaller step; the two agree when
+``wd * ||w||`` is negligible next to ``||g||`` or ``g`` is parallel to ``w``.
+
+As in solo-learn (L152-165) and MoCo v3 (L38-43), ``lr`` multiplies the momentum buffer at the update;
+the LARS paper's Algorithm 1 puts it inside the buffer (``v = momentum * v + lr * trust * d``,
+``w = w - v``). The two agree while ``lr`` is constant and differ while a schedule changes it.
 
 Groups with ``lars_exclude=True`` (biases, normalisation parameters) skip both the trust
 ratio and the weight decay: ``d = g``, i.e. plain SGD with momentum. With ``clip_lr`` the
@@ -21,7 +33,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from sslib.validation import check_positive, check_unit_interval
+from sslib.validation import check_choice, check_positive, check_unit_interval
+
+TRUST_RATIOS = ("paper", "moco")
 
 
 class LARS(Optimizer):
@@ -35,16 +49,30 @@ class LARS(Optimizer):
         weight_decay: float = 0.0,
         eta: float = 0.02,
         clip_lr: bool = False,
+        trust_ratio: str = "paper",
     ) -> None:
         check_positive("lr", lr)
         check_unit_interval("momentum", momentum)
         check_positive("eta", eta)
+        check_choice("trust_ratio", trust_ratio, TRUST_RATIOS)
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         defaults = dict(
-            lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, clip_lr=clip_lr, lars_exclude=False
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            eta=eta,
+            clip_lr=clip_lr,
+            trust_ratio=trust_ratio,
+            lars_exclude=False,
         )
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict) -> None:
+        """Groups saved before ``trust_ratio`` existed used the "paper" form."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("trust_ratio", "paper")
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -76,10 +104,15 @@ def _adapted_direction(w: Tensor, g: Tensor, group: dict) -> Tensor:
     if group["lars_exclude"]:
         return g
     wd = group["weight_decay"]
+    decayed = g.add(w, alpha=wd)
     w_norm = torch.linalg.vector_norm(w)
-    g_norm = torch.linalg.vector_norm(g)
-    trust = group["eta"] * w_norm / (g_norm + wd * w_norm)
-    trust = torch.where((w_norm > 0) & (g_norm > 0), trust, torch.ones_like(trust))
+    if group["trust_ratio"] == "moco":
+        checked = denominator = torch.linalg.vector_norm(decayed)
+    else:
+        checked = torch.linalg.vector_norm(g)
+        denominator = checked + wd * w_norm
+    trust = group["eta"] * w_norm / denominator
+    trust = torch.where((w_norm > 0) & (checked > 0), trust, torch.ones_like(trust))
     if group["clip_lr"]:
         trust = torch.clamp(trust / group["lr"], max=1.0)
-    return g.add(w, alpha=wd).mul_(trust)
+    return decayed.mul_(trust)

@@ -58,6 +58,26 @@ def scaled_lr(base_lr: float, batch_size: int, reference: int = 256) -> float:
     return base_lr * batch_size / reference
 
 
+WARMUP_FROM_BASE = "base"
+
+
+def warmup_start_ratio(value: float | str, lr_scale: float) -> float:
+    """The warm-up's first lr as a ratio of the peak lr, for ``optim.warmup_start_ratio``.
+
+    A number ``>= 0`` is returned as given. ``"base"`` starts at the unscaled base lr: the peak is
+    ``base_lr * lr_scale`` (``lr_scale`` = global batch / 256 under ``scale_lr``, else 1), so the ratio
+    is ``1 / lr_scale``, e.g. 256 / 4096 = 1/16 (0.3 -> 4.8) as in the official MIRA code
+    (``train.py`` L230 ``--warm-up-start-lr 0.3``, not scaled with the batch as ``--lr`` is at L257).
+    Below a global batch of 256 the ratio exceeds 1 and the "warm-up" descends to the peak.
+    """
+    check_positive("lr_scale", lr_scale)
+    if value == WARMUP_FROM_BASE:
+        return 1.0 / lr_scale
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"warmup_start_ratio must be a number >= 0 or {WARMUP_FROM_BASE!r}, got {value!r}")
+    return float(value)
+
+
 def build_scheduler(
     optimizer: Optimizer,
     total_steps: int,
