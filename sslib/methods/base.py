@@ -14,7 +14,8 @@ from torch import nn
 from sslib import backbones
 from sslib.eval import knn_accuracy
 from sslib.methods.ema import ema_update
-from sslib.optim import build_optimizer, build_scheduler, cosine_ramp, param_groups, scaled_lr
+from sslib.optim import cosine_ramp
+from sslib.optim.setup import configure
 
 SMALL_IMAGE_SIZE = 64  # crops up to this size use the CIFAR stem when backbone.cifar is "auto"
 
@@ -110,30 +111,9 @@ class SSLMethod(L.LightningModule):
         self.log("schedule/ema_momentum", momentum)
 
     def configure_optimizers(self):
-        cfg = self.cfg.optim
         world = self.trainer.world_size if self._trainer is not None else 1
-        lr = scaled_lr(cfg.lr, self.cfg.data.batch_size * world) if cfg.scale_lr else cfg.lr
-        groups = param_groups(self.ssl_modules(), cfg.weight_decay, cfg.exclude_bias_norm)
-        probe_lr = scaled_lr(self.cfg.online_eval.probe_lr, self.cfg.data.batch_size * world)
-        groups.append(
-            {
-                "params": list(self.probe.parameters()),
-                "weight_decay": 0.0,
-                "lars_exclude": True,
-                "lr": probe_lr,
-            }
-        )
-        extra = OmegaConf.to_container(cfg.kwargs, resolve=True) if cfg.get("kwargs") else {}
-        optimizer = build_optimizer(
-            cfg.name, groups, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **extra
-        )
-        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
-        scheduler = build_scheduler(
-            optimizer,
-            self.total_steps,
-            min(warmup, self.total_steps),
-            final_lr_ratio=cfg.final_lr_ratio,
-            warmup_start_ratio=cfg.warmup_start_ratio,
+        optimizer, scheduler = configure(
+            self.cfg, self.ssl_modules(), self.probe, world, self.total_steps, self.steps_per_epoch
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
