@@ -105,6 +105,86 @@ def test_lr_multiplies_the_momentum_buffer_at_the_update():
     )
 
 
+def _tiny_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).double()
+
+
+X = torch.randn(8, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def _backward(net: nn.Module) -> None:
+    """Gradients of ``mean(net(X) ** 2)``."""
+    net.zero_grad()
+    (net(X) ** 2).mean().backward()
+
+
+def _source_lars(net, steps, lr, momentum, wd, eta, trust_ratio):
+    """Float64 LARS steps as the sources write them; returns ``{name: (weight, momentum buffer)}``.
+
+    Weights (``ndim > 1``): ``d = g + wd w`` scaled by ``eta ||w|| / (||g|| + wd ||w||)`` (solo-learn,
+    ``solo/utils/lars.py`` L140-150, its 1e-8 epsilon left out) or ``eta ||w|| / ||d||`` (official MIRA,
+    ``src/optimizer.py`` L128-139); biases and norms: ``d = g``. Then ``mu = m mu + d``, ``w -= lr mu``.
+    """
+    mus = {name: torch.zeros_like(p) for name, p in net.named_parameters()}
+    for _ in range(steps):
+        _backward(net)
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                d = p.grad.clone()
+                if p.ndim > 1:
+                    d = d + wd * p
+                    w_norm = torch.linalg.vector_norm(p)
+                    denominator = (
+                        torch.linalg.vector_norm(d)
+                        if trust_ratio == "moco"
+                        else torch.linalg.vector_norm(p.grad) + wd * w_norm
+                    )
+                    d = eta * w_norm / denominator * d
+                mus[name] = momentum * mus[name] + d
+                p -= lr * mus[name]
+    return {name: (p.detach(), mus[name]) for name, p in net.named_parameters()}
+
+
+def _sslib_lars(net, steps, lr, momentum, wd, eta, trust_ratio):
+    """The same steps with sslib's LARS over ``param_groups(net)``; same return as :func:`_source_lars`."""
+    opt = LARS(param_groups(net, wd), lr=lr, momentum=momentum, eta=eta, trust_ratio=trust_ratio)
+    for _ in range(steps):
+        _backward(net)
+        opt.step()
+    return {name: (p.detach(), opt.state[p]["momentum_buffer"]) for name, p in net.named_parameters()}
+
+
+# wd * ||w|| is about ||g|| here: the moco trust ratio is 6% (last layer) to 35% (first) larger.
+SOURCE_STEP = dict(lr=0.7, momentum=0.9, wd=0.5, eta=0.02)
+
+
+@pytest.mark.parametrize("trust_ratio", ["paper", "moco"])
+def test_lars_trust_ratio_forms_match_their_sources(trust_ratio):
+    got = _sslib_lars(_tiny_net(), 2, trust_ratio=trust_ratio, **SOURCE_STEP)
+    want = _source_lars(_tiny_net(), 2, trust_ratio=trust_ratio, **SOURCE_STEP)
+    assert got.keys() == want.keys() and len(got) == 6  # 2 Linear weights; 2 biases, BN weight and bias
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_lars_trust_ratio_forms_differ_when_weight_decay_matters():
+    paper = _sslib_lars(_tiny_net(), 1, trust_ratio="paper", **SOURCE_STEP)
+    moco = _sslib_lars(_tiny_net(), 1, trust_ratio="moco", **SOURCE_STEP)
+    net = _tiny_net()
+    _backward(net)
+    for name, p in net.named_parameters():
+        step_paper, step_moco = p - paper[name][0], p - moco[name][0]
+        if p.ndim == 1:  # not adapted: the same plain momentum step
+            torch.testing.assert_close(step_moco, step_paper, rtol=0, atol=0)
+            continue
+        # Same direction, step norms in the ratio (||g|| + wd ||w||) / ||g + wd w|| > 1.
+        w, g, wd = p.detach(), p.grad, SOURCE_STEP["wd"]
+        norm = torch.linalg.vector_norm
+        ratio = (norm(g) + wd * norm(w)) / norm(g + wd * w)
+        assert ratio > 1.05, name
+        torch.testing.assert_close(step_moco, ratio * step_paper, rtol=1e-12, atol=0)
+
+
 def test_excluded_group_is_plain_sgd_momentum_without_weight_decay():
     excluded = {"lars_exclude": True, "weight_decay": 0.1}
     got = _train(lambda g: LARS(g, lr=0.1, momentum=0.9, eta=0.02), excluded, steps=3)
@@ -126,13 +206,42 @@ def test_lars_zero_norms_use_unit_trust_ratio():
     torch.testing.assert_close(p.detach(), W0 - 0.1 * 0.01 * W0, rtol=0, atol=1e-12)
 
 
+def test_lars_moco_trust_ratio_at_zero_norms():
+    # w = 0: trust 1. g = 0: ||g + wd w|| = wd ||w|| > 0, so trust = eta / wd and the step is lr * eta * w.
+    zeros = torch.zeros_like(W0)
+    moco = dict(lr=0.1, momentum=0.9, weight_decay=0.01, eta=0.02, trust_ratio="moco")
+    got = _train(lambda g: LARS(g, **moco), steps=1, w0=zeros)
+    torch.testing.assert_close(got, zeros - 0.1 * _grad(zeros), rtol=0, atol=1e-12)
+
+    p = nn.Parameter(W0.clone())
+    p.grad = torch.zeros_like(p)
+    LARS([p], **moco).step()
+    torch.testing.assert_close(p.detach(), W0 - 0.1 * 0.02 * W0, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"lr": 0.0}, {"lr": 0.1, "momentum": 1.0}, {"lr": 0.1, "eta": 0.0}, {"lr": 0.1, "weight_decay": -1}],
+    ("kwargs", "match"),
+    [
+        ({"lr": 0.0}, "lr .*0.0"),
+        ({"lr": 0.1, "momentum": 1.0}, "momentum .*1.0"),
+        ({"lr": 0.1, "eta": 0.0}, "eta .*0.0"),
+        ({"lr": 0.1, "weight_decay": -1}, "weight_decay .*-1"),
+        ({"lr": 0.1, "trust_ratio": "solo"}, "trust_ratio must be one of paper, moco, got 'solo'"),
+    ],
 )
-def test_lars_rejects_bad_hyperparameters(kwargs):
-    with pytest.raises(ValueError):
+def test_lars_rejects_bad_hyperparameters(kwargs, match):
+    with pytest.raises(ValueError, match=match) as err:
         LARS([nn.Parameter(torch.ones(2))], **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_lars_state_saved_without_trust_ratio_loads_as_paper():
+    p = nn.Parameter(W0.clone())
+    saved = LARS([p], lr=0.1).state_dict()
+    del saved["param_groups"][0]["trust_ratio"]
+    opt = LARS([p], lr=0.1, trust_ratio="moco")
+    opt.load_state_dict(saved)
+    assert opt.param_groups[0]["trust_ratio"] == "paper"
 
 
 def _ids(group: dict) -> set[int]:
