@@ -92,41 +92,110 @@ def _drop_recipe_labeler_settings(cfg: DictConfig, overrides: Sequence[str]) -> 
     cfg.labeler = bare.labeler
 
 
+RECIPE_GROUPS_KEY = "groups"  # a recipe's group choices, e.g. ``groups: {backbone: resnet50}``
+
+
+def _compose_labeled(overrides: list[str], chosen: dict[str, str]) -> DictConfig:
+    """One Hydra compose with the labeler rules of :func:`compose` (unresolved)."""
+    if "labeler" in chosen:
+        cfg = hydra_compose("config", overrides=overrides)
+        own = cfg.method.get("labeler")
+        if own is None:
+            raise _no_labeler_error(cfg.method.name)
+        if chosen["labeler"] != own:
+            _drop_recipe_labeler_settings(cfg, overrides)
+        return cfg
+    # find the method's labeler first; labeler.* overrides apply once it is chosen
+    first = hydra_compose("config", overrides=[o for o in overrides if not _is_labeler_key(o)])
+    labeler = first.method.get("labeler")
+    if labeler is None:  # byol, barlow, simclr
+        if any(_is_labeler_key(o) for o in overrides):
+            raise _no_labeler_error(first.method.name)
+        with open_dict(first):
+            first.labeler = None
+        return first
+    if labeler not in options("labeler"):
+        raise ConfigError(f"method.labeler '{labeler}' unknown; available: {', '.join(options('labeler'))}")
+    return hydra_compose("config", overrides=[f"labeler={labeler}", *overrides])
+
+
+def _recipe_group_choices(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
+    """The recipe's ``groups`` as ``group=option`` overrides, less the groups the command line chose.
+
+    Hydra does not let a recipe (a non-primary config) override the defaults list, so a recipe names
+    its group choices (e.g. MIRA's ImageNet recipe: ``backbone: resnet50``) under ``groups``.
+    """
+    groups = cfg.get(RECIPE_GROUPS_KEY)
+    if not groups:
+        return []
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    items = []
+    for group, option in groups.items():
+        folder = group.split("/")
+        if group not in given and option not in _options_in(folder):
+            raise ConfigError(
+                f"recipe sets {RECIPE_GROUPS_KEY}.{group}={option}; available: {', '.join(_options_in(folder))}"
+            )
+        if group not in given:
+            items.append(f"{group}={option}")
+    return items
+
+
+def _options_in(folder: list[str]) -> list[str]:
+    return options("/".join(folder))
+
+
+def _unknown_recipe_key(cfg: DictConfig, bare: DictConfig, path: str = "") -> str | None:
+    """The first key path set in ``cfg`` whose parent in ``bare`` (no recipe) is a mapping without it.
+
+    A parent that is ``null`` in ``bare`` (e.g. ``data.local_crops``) accepts any value.
+    """
+    known = set(bare.keys())  # ``in`` is False for a mandatory (???) value
+    for key in cfg:
+        full = f"{path}{key}"
+        if key not in known:
+            return full
+        value, reference = cfg._get_node(key), bare._get_node(key)
+        if isinstance(value, DictConfig) and isinstance(reference, DictConfig) and not reference._is_none():
+            found = _unknown_recipe_key(value, reference, f"{full}.")
+            if found:
+                return found
+    return None
+
+
+def _check_recipe_keys(cfg: DictConfig, overrides: list[str], chosen: dict[str, str]) -> None:
+    """Fail with one line when the recipe sets a key that the composed groups do not define."""
+    recipe = chosen.get("recipe") or f"{cfg.method.name}_{cfg.data.name}"
+    bare = _compose_labeled([*overrides, "~recipe"], chosen) if "~recipe" not in overrides else cfg
+    with open_dict(bare):
+        bare[RECIPE_GROUPS_KEY] = None
+    unknown = _unknown_recipe_key(cfg, bare)
+    if unknown is not None:
+        raise ConfigError(f"recipe {recipe} sets '{unknown}', which the composed config does not have")
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The resolved run config for ``overrides`` (e.g. ``["method=mira", "data=cifar100"]``).
 
     Unless ``labeler=...`` is given, the method's own labeler (``method.labeler``) is used. Methods
     without one (``method.labeler: null``: byol, barlow, simclr) get ``labeler: null`` and refuse
-    ``labeler=``/``labeler.*`` overrides. Unknown groups, options or keys, and missing mandatory values
-    raise :class:`ConfigError` (one line).
+    ``labeler=``/``labeler.*`` overrides. A recipe's ``groups`` (e.g. ``backbone: resnet50``) choose
+    groups unless the command line does. Unknown groups, options or keys (on the command line or in a
+    recipe), and missing mandatory values raise :class:`ConfigError` (one line).
     """
     overrides = [_null_choice(o) for o in overrides]
     overrides = [o for o in overrides if o is not None]
     chosen = _check_group_choices([o for o in overrides if not o.startswith("~")])
     try:
         with initialize_config_module(CONF_MODULE, version_base="1.3"):
-            if "labeler" in chosen:
-                cfg = hydra_compose("config", overrides=overrides)
-                own = cfg.method.get("labeler")
-                if own is None:
-                    raise _no_labeler_error(cfg.method.name)
-                if chosen["labeler"] != own:
-                    _drop_recipe_labeler_settings(cfg, overrides)
-            else:  # find the method's labeler first; labeler.* overrides apply once it is chosen
-                first = hydra_compose("config", overrides=[o for o in overrides if not _is_labeler_key(o)])
-                labeler = first.method.get("labeler")
-                if labeler is None:  # byol, barlow, simclr
-                    if any(_is_labeler_key(o) for o in overrides):
-                        raise _no_labeler_error(first.method.name)
-                    cfg = first
-                    with open_dict(cfg):
-                        cfg.labeler = None
-                elif labeler not in options("labeler"):
-                    raise ConfigError(
-                        f"method.labeler '{labeler}' unknown; available: {', '.join(options('labeler'))}"
-                    )
-                else:
-                    cfg = hydra_compose("config", overrides=[f"labeler={labeler}", *overrides])
+            cfg = _compose_labeled(overrides, chosen)
+            extra = _recipe_group_choices(cfg, overrides)
+            if extra:
+                overrides = [*extra, *overrides]
+                cfg = _compose_labeled(overrides, chosen)
+            _check_recipe_keys(cfg, overrides, chosen)
+        with open_dict(cfg):
+            cfg.pop(RECIPE_GROUPS_KEY, None)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_one_line(err)) from None

@@ -1,4 +1,4 @@
-"""The MLP used as projector / predictor by SimCLR, BYOL, Barlow Twins, SwAV, ..."""
+"""The MLP used as projector / predictor by SimCLR, BYOL, Barlow Twins, SwAV, DINO, MIRA, ..."""
 
 from __future__ import annotations
 
@@ -8,26 +8,56 @@ from torch import nn
 
 from sslib.validation import check_int_at_least
 
+NORMS = ("batchnorm", "none")
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
+
 
 class MLP(nn.Sequential):
     """(B, dims[0]) -> (B, dims[-1]) through ``len(dims) - 1`` Linear layers.
 
-    Every hidden layer is ``Linear(bias=False) -> BatchNorm1d -> ReLU`` (a bias before BatchNorm is
-    redundant); the last layer is a plain ``Linear`` (bias per ``last_bias``), followed by
-    ``BatchNorm1d(affine=False)`` when ``last_norm`` (Barlow Twins). ``dims=[2048, 2048, 2048, 256]``
-    is the usual projector: in -> 2048 -> 2048 -> 256.
+    With ``norm="batchnorm"`` every hidden layer is ``Linear(bias=False) -> BatchNorm1d -> act`` (a bias
+    before BatchNorm is redundant); with ``norm="none"`` it is ``Linear(bias=True) -> act`` (DINO's head,
+    SimCLR in solo-learn). ``activation`` is ``relu`` or ``gelu`` (DINO). The last layer is a plain
+    ``Linear`` (bias per ``last_bias``), followed by ``BatchNorm1d(affine=False)`` when ``last_norm``.
+    ``dims=[2048, 2048, 2048, 256]`` is the usual projector: in -> 2048 -> 2048 -> 256.
     """
 
-    def __init__(self, dims: Sequence[int], last_norm: bool = False, last_bias: bool = True) -> None:
+    def __init__(
+        self,
+        dims: Sequence[int],
+        last_norm: bool = False,
+        last_bias: bool = True,
+        norm: str = "batchnorm",
+        activation: str = "relu",
+    ) -> None:
         dims = list(dims)
         if len(dims) < 2:
             raise ValueError(f"MLP dims needs at least 2 entries (in and out), got {dims!r}")
         for i, d in enumerate(dims):
             check_int_at_least(f"MLP dims[{i}]", d, 1)
+        if norm not in NORMS:
+            raise ValueError(f"MLP norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"MLP activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         layers: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-2], dims[1:-1], strict=True):
-            layers += [nn.Linear(d_in, d_out, bias=False), nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
+            if norm == "batchnorm":
+                layers += [nn.Linear(d_in, d_out, bias=False), nn.BatchNorm1d(d_out)]
+            else:
+                layers.append(nn.Linear(d_in, d_out))
+            layers.append(ACTIVATIONS[activation]())
         layers.append(nn.Linear(dims[-2], dims[-1], bias=last_bias))
         if last_norm:
             layers.append(nn.BatchNorm1d(dims[-1], affine=False))
         super().__init__(*layers)
+
+
+def build_projector(in_dim: int, method) -> MLP:
+    """The projector of a method config: ``MLP([in_dim, *method.projector_dims])`` with its
+    ``projector_norm``, ``projector_activation`` and ``projector_last_norm`` (defaults: batchnorm, relu, off)."""
+    return MLP(
+        [in_dim, *method.projector_dims],
+        last_norm=bool(method.get("projector_last_norm", False)),
+        norm=method.get("projector_norm", "batchnorm"),
+        activation=method.get("projector_activation", "relu"),
+    )

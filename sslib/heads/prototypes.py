@@ -15,6 +15,9 @@ class PrototypeHead(nn.Module):
 
     The input is L2-normalised, then a bias-free weight-normalised Linear is applied whose gain is
     fixed at 1 (not trainable), so each prototype row has norm 1 whatever the direction parameter.
+    The head always computes in float32, also under autocast: the logits are divided by temperatures
+    as small as tau_t (1 - beta) = 0.075, which turns bf16's 2^-8 rounding into percent-level errors
+    of the targets.
     """
 
     def __init__(self, in_dim: int, n_prototypes: int = 3000) -> None:
@@ -28,8 +31,13 @@ class PrototypeHead(nn.Module):
         gain.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, in_dim) -> logits (B, K); an all-zero row gives zero logits."""
-        return self.layer(F.normalize(x, dim=-1, eps=1e-12))
+        """x: (B, in_dim) -> logits (B, K) in float32 (half inputs are cast up), autocast disabled.
+
+        An all-zero row gives zero logits.
+        """
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+            return self.layer(F.normalize(x, dim=-1, eps=1e-12))
 
     def prototypes(self) -> torch.Tensor:
         """The effective prototypes, (K, in_dim), each row of unit norm."""

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from sslib.heads import MLP
-from sslib.methods.clustering import forward_by_resolution
+from sslib.methods.crops import embed_crops
 from sslib.methods.ema import make_teacher
 from sslib.methods.siamese import SiameseMethod, loss_dtype
 from sslib.validation import check_unit_interval
@@ -51,7 +51,11 @@ class BYOL(SiameseMethod):
             )
         for key in ("base_momentum", "final_momentum"):
             check_unit_interval(f"method.ema.{key}", m.ema[key], closed_right=True)
-        self.predictor = MLP([out, *m.predictor_dims])
+        self.predictor = MLP(
+            [out, *m.predictor_dims],
+            norm=m.get("projector_norm", "batchnorm"),
+            activation=m.get("projector_activation", "relu"),
+        )
         self.teacher = make_teacher(nn.ModuleDict({"backbone": self.backbone, "projector": self.projector}))
 
     def extra_modules(self) -> dict[str, nn.Module]:
@@ -61,5 +65,7 @@ class BYOL(SiameseMethod):
         predictions = self.predictor(torch.cat(z)).split([len(c) for c in crops])
         with torch.no_grad():
             global_crops = crops[: self.n_global]
-            targets = self.teacher["projector"](forward_by_resolution(self.teacher["backbone"], global_crops))
+            _, targets = embed_crops(
+                self.teacher["backbone"], self.teacher["projector"], global_crops, self.crop_forward
+            )
         return byol_loss(list(predictions), list(targets.split([len(c) for c in global_crops]))), {}

@@ -8,9 +8,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sslib import labelers
-from sslib.heads import MLP, PrototypeHead
+from sslib.heads import PrototypeHead, build_projector
 from sslib.labelers import label_stats
 from sslib.methods.base import SSLMethod
+from sslib.methods.crops import check_crop_forward, embed_crops
 from sslib.methods.ema import make_teacher
 from sslib.methods.losses import swapped_prediction_loss
 from sslib.methods.queue import EmbeddingQueue
@@ -32,23 +33,13 @@ def build_labeler(cfg: DictConfig) -> tuple[labelers.Labeler, dict[str, Ramp]]:
     return labeler, schedule
 
 
-def forward_by_resolution(module: nn.Module, crops: list[torch.Tensor]) -> torch.Tensor:
-    """Run ``module`` once per run of equally-sized consecutive crops; (sum of B_c, D) in crop order."""
-    outputs, start = [], 0
-    while start < len(crops):
-        end = start + 1
-        while end < len(crops) and crops[end].shape[-2:] == crops[start].shape[-2:]:
-            end += 1
-        outputs.append(module(torch.cat(crops[start:end])))
-        start = end
-    return torch.cat(outputs)
-
-
 class ClusteringMethod(SSLMethod):
     """Backbone -> projector MLP -> prototypes; targets from a pluggable labeler; swapped prediction.
 
     Recipe knobs (``cfg.method``): ``num_prototypes`` K, ``projector_dims`` (hidden..., out),
-    ``projector_last_norm`` (batch-normalise the embeddings before the prototypes),
+    ``projector_norm`` / ``projector_activation`` (hidden layers: batchnorm + relu, or DINO's none + gelu),
+    ``projector_last_norm`` (batch-normalise the embeddings before the prototypes), ``crop_forward``
+    (``resolution`` or ``per_crop``, see :func:`sslib.methods.crops.embed_crops`),
     ``student_temperature``, ``ema`` ({enabled, base_momentum, final_momentum, share_prototypes}),
     ``freeze_prototypes_epochs``, ``queue`` ({length, start_epoch}); the labeler comes from ``cfg.labeler``.
     Teacher logits are those of the global crops, from the EMA teacher when enabled, else from the
@@ -60,7 +51,8 @@ class ClusteringMethod(SSLMethod):
         super().__init__(cfg, num_classes)
         m = cfg.method
         self.n_global = n_global
-        self.projector = MLP([self.feat_dim, *m.projector_dims], last_norm=m.projector_last_norm)
+        self.crop_forward = check_crop_forward(m.get("crop_forward", "resolution"))
+        self.projector = build_projector(self.feat_dim, m)
         self.prototypes = PrototypeHead(m.projector_dims[-1], m.num_prototypes)
         self.labeler, self.labeler_schedule = build_labeler(cfg)
         if m.ema.enabled:
@@ -95,9 +87,8 @@ class ClusteringMethod(SSLMethod):
         self, crops: list[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Backbone features of all crops (sum of B_c, D), then projector embeddings and logits per crop."""
-        feats = forward_by_resolution(self.backbone, crops)
+        feats, z = embed_crops(self.backbone, self.projector, crops, self.crop_forward)
         sizes = [c.shape[0] for c in crops]
-        z = self.projector(feats)
         return feats, list(z.split(sizes)), list(self.prototypes(z).split(sizes))
 
     def _label_metrics(self, targets: torch.Tensor) -> dict[str, float]:
@@ -119,7 +110,7 @@ class ClusteringMethod(SSLMethod):
             logits, z = [s.detach() for s in student_logits[:n]], [e.detach() for e in student_z[:n]]
         else:
             sizes = [c.shape[0] for c in global_crops]
-            emb = self.teacher["projector"](forward_by_resolution(self.teacher["backbone"], global_crops))
+            _, emb = embed_crops(self.teacher["backbone"], self.teacher["projector"], global_crops, self.crop_forward)
             prototypes = self.teacher["prototypes"] if "prototypes" in self.teacher else self.prototypes  # noqa: SIM401 (ModuleDict has no get)
             logits, z = list(prototypes(emb).split(sizes)), list(emb.split(sizes))
         return logits, [torch.nn.functional.normalize(e, dim=1) for e in z]

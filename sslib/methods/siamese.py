@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from sslib.heads import MLP
+from sslib.heads import build_projector
 from sslib.methods.base import SSLMethod
-from sslib.methods.clustering import forward_by_resolution
+from sslib.methods.crops import check_crop_forward, embed_crops
 
 
 def loss_dtype(x: torch.Tensor) -> torch.Tensor:
@@ -31,7 +31,7 @@ def check_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
 
 
 class SiameseMethod(SSLMethod):
-    """Backbone -> projector ``MLP([D, *method.projector_dims])``, a loss on the crops' projections.
+    """Backbone -> projector (:func:`sslib.heads.build_projector`), a loss on the crops' projections.
 
     Subclasses set ``local_crops`` (whether crops beyond the global ones are allowed) and implement
     :meth:`embedding_loss`; extra heads go in :meth:`extra_modules` so that the optimiser sees them.
@@ -53,7 +53,8 @@ class SiameseMethod(SSLMethod):
                 f"(got {n_global} global and {n_local} local crops)"
             )
         self.n_global = n_global
-        self.projector = MLP([self.feat_dim, *cfg.method.projector_dims])
+        self.crop_forward = check_crop_forward(cfg.method.get("crop_forward", "resolution"))
+        self.projector = build_projector(self.feat_dim, cfg.method)
 
     def extra_modules(self) -> dict[str, nn.Module]:
         """Trainable heads besides the backbone and projector (BYOL's predictor)."""
@@ -71,8 +72,8 @@ class SiameseMethod(SSLMethod):
     def ssl_step(self, crops: list[torch.Tensor], indices: torch.Tensor | None = None):
         if len(crops) < 2 or (len(crops) > 2 and not self.local_crops):
             raise ValueError(f"{self.cfg.method.name} needs 2 crops per sample, got {len(crops)}")
-        feats = forward_by_resolution(self.backbone, crops)
-        z = list(self.projector(feats).split([c.shape[0] for c in crops]))
+        feats, z = embed_crops(self.backbone, self.projector, crops, self.crop_forward)
+        z = list(z.split([c.shape[0] for c in crops]))
         loss, metrics = self.embedding_loss(crops, z)
         metrics["embedding/std"] = embedding_std(z[0])
         return loss, feats[: len(crops[0])], metrics
