@@ -73,7 +73,12 @@ def warmup_start_ratio(value: float | str, lr_scale: float) -> float:
     check_positive("lr_scale", lr_scale)
     if value == WARMUP_FROM_BASE:
         return 1.0 / lr_scale
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ValueError(f"warmup_start_ratio must be a number >= 0 or {WARMUP_FROM_BASE!r}, got {value!r}")
     return float(value)
 
