@@ -29,6 +29,12 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def trained_epochs(ckpt: dict) -> int:
+    """The number of training epochs a Lightning checkpoint had run (its epoch counter is 0-based and
+    is saved before it advances, so it would count one less)."""
+    return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+
+
 def backbone_state_dict(ckpt: dict) -> dict[str, torch.Tensor]:
     """The student backbone's weights, keys as in the plain torchvision/timm module."""
     return {

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
 from sslib import methods
+from sslib.checkpoint import trained_epochs
 from sslib.data import SSLDataModule
 from sslib.io import atomic_write_text
 
@@ -79,8 +80,7 @@ def resume_epoch(ckpt: str) -> int:
     Lightning creates the first training iterator before it restores its loops, so the data module's
     sampler must be told (sslib.data.sampling makes order and crops a function of the epoch).
     """
-    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-    return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    return trained_epochs(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True))
 
 
 def run_id(run_dir: Path) -> str:
@@ -110,13 +110,15 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = ()) -> L.Trainer:
     # One file, checkpoints/last.ckpt, rewritten at every epoch end (Lightning writes it to a temporary
-    # file and moves it into place, so a kill never leaves a truncated checkpoint).
+    # file and moves it into place, so a kill never leaves a truncated checkpoint), also between online
+    # evaluations (online_eval.every_n_epochs > 1); an epoch's evaluation runs before its save.
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="last",
         save_top_k=1,
         monitor=None,
         every_n_epochs=1,
+        save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
     return L.Trainer(
@@ -129,7 +131,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = 
 
 
 def build_datamodule(cfg: DictConfig) -> SSLDataModule:
-    return SSLDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
+    """The data module of ``cfg.data``, its kNN bank drawn per ``cfg.online_eval.bank_fraction``."""
+    return SSLDataModule(
+        **OmegaConf.to_container(cfg.data, resolve=True), bank_fraction=cfg.online_eval.bank_fraction
+    )
 
 
 def pretrain(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, float]:

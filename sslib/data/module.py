@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslib.data.datasets import build_dataset, dataset_stats
 from sslib.data.loaders import choose_loader
 from sslib.data.sampling import EpochSampler, SeededDataset
 from sslib.data.transforms import AUGMENT_PRESETS, Augment, CropGroup, MultiCropTransform, eval_transform
 from sslib.distributed import rank, world_size
-from sslib.validation import check_int_at_least
+from sslib.validation import check_int_at_least, check_positive
 
 DEFAULT_GLOBAL_CROPS = CropGroup(n=2, size=32)  # two 32x32 views, scale (0.08, 1)
 
@@ -31,14 +32,37 @@ def _crop_group(value: Mapping[str, Any] | CropGroup) -> CropGroup:
     return value if isinstance(value, CropGroup) else CropGroup(**value)
 
 
+def stratified_subset(targets: Sequence[int], fraction: float, seed: int) -> list[int]:
+    """Sorted indices of ``round(fraction * n_c)`` (at least 1) samples of every class ``c`` (``n_c``
+    samples), drawn by a generator seeded with ``seed``: the same subset on every rank and every run."""
+    labels = torch.as_tensor(list(targets), dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in labels.unique().tolist():
+        members = (labels == c).nonzero().flatten()
+        count = max(1, round(fraction * len(members)))
+        keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return sorted(torch.cat(keep).tolist())
+
+
+def shard(n: int, rank: int, world: int) -> range:
+    """Rank ``rank``'s contiguous share of ``range(n)``: the first ``n % world`` ranks hold one more, so
+    shards are disjoint, cover ``range(n)``, and concatenated in rank order give it back in order."""
+    size, extra = divmod(n, world)
+    start = rank * size + min(rank, extra)
+    return range(start, start + size + (rank < extra))
+
+
 class SSLDataModule(lightning.LightningDataModule):
     """Dataset ``name`` as multi-crop training batches and two evaluation loaders, from plain kwargs.
 
     ``train_dataloader()`` yields ``(crops, labels, indices)``: ``crops`` is a list of ``n_crops`` float32
     (B, 3, size, size) batches, global crops first; ``labels`` (B,) are for monitoring only; ``indices``
     (B,) are the samples' positions in the train split (per-sample state, e.g. DeepCluster-v2's memory).
-    ``val_dataloader()`` returns ``[bank, val]``: the train split and the val split with the evaluation
-    transform, both yielding ``(images (B, 3, S, S), labels (B,))`` with ``S = global_crops.size``.
+    ``val_dataloader()`` returns ``[bank, val]``: the train split (or a per-class ``bank_fraction`` of
+    it, drawn with ``seed``) and the val split with the evaluation transform, both yielding
+    ``(images (B, 3, S, S), labels (B,))`` with ``S = global_crops.size``; under ``torch.distributed``
+    each rank gets its contiguous :func:`shard` of both.
 
     ``augment`` may be an ``Augment`` (used as is) or a mapping of fields that override the dataset's
     recipe: solo-learn's CIFAR recipe for 32x32 datasets (digits, CIFAR), BYOL/DINO's ImageNet one otherwise.
@@ -65,6 +89,7 @@ class SSLDataModule(lightning.LightningDataModule):
         class_list: str | None = None,
         skip_corrupt: bool = False,
         loader: str = "auto",
+        bank_fraction: float = 1.0,
     ) -> None:
         super().__init__()
         self.stats = dataset_stats(name)
@@ -72,6 +97,9 @@ class SSLDataModule(lightning.LightningDataModule):
         self.batch_size = check_int_at_least("batch_size", batch_size, 1)
         self.num_workers = check_int_at_least("num_workers", num_workers, 0)
         self.val_fraction, self.seed = val_fraction, seed
+        self.bank_fraction = check_positive("bank_fraction", bank_fraction)
+        if self.bank_fraction > 1:
+            raise ValueError(f"bank_fraction must be in (0, 1], got {bank_fraction!r}")
         self.class_list, self.skip_corrupt = class_list, skip_corrupt
         self.pin_memory, self.drop_last = pin_memory, drop_last
         self.persistent_workers = persistent_workers and num_workers > 0
@@ -144,7 +172,10 @@ class SSLDataModule(lightning.LightningDataModule):
                 f"images of {self.name}; with drop_last=True no batch would be produced"
             )
         self.train_set = train_set
-        self.bank_set = self._build("train", self.eval_transform)
+        bank = self._build("train", self.eval_transform)
+        if self.bank_fraction < 1:
+            bank = Subset(bank, stratified_subset(bank.targets, self.bank_fraction, self.seed))
+        self.bank_set = bank
         self.val_set = self._build("val", self.eval_transform)
 
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
@@ -188,6 +219,16 @@ class SSLDataModule(lightning.LightningDataModule):
         )
 
     def val_dataloader(self) -> list[DataLoader]:
-        """``[bank, val]``, in order and whole on every rank (online kNN needs the full bank)."""
+        """``[bank, val]`` in order; with several ranks each loader holds this rank's :func:`shard`
+        (the online kNN gathers the features back in rank order, see :mod:`sslib.methods.online`)."""
         self.setup()
-        return [self._loader(self.bank_set, shuffle=False), self._loader(self.val_set, shuffle=False)]
+        return [self._loader(self._shard(d), shuffle=False) for d in (self.bank_set, self.val_set)]
+
+    @staticmethod
+    def _shard(dataset: Dataset) -> Dataset:
+        world = world_size()
+        if world == 1:
+            return dataset
+        if len(dataset) < world:
+            raise ValueError(f"an evaluation set of {len(dataset)} images cannot be shared by {world} ranks")
+        return Subset(dataset, shard(len(dataset), rank(), world))

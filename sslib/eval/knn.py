@@ -47,29 +47,37 @@ def knn_predict(
     k: int = 20,
     temperature: float = 0.07,
     chunk_size: int = 1024,
+    normalized: bool = False,
 ) -> Tensor:
     """Class scores ``(N_test, num_classes)`` of the weighted kNN (module docstring).
 
     ``train_features`` ``(N_train, D)``, ``train_labels`` ``(N_train,)`` int, ``test_features``
     ``(N_test, D)``. ``k`` is clipped to ``N_train``. Test rows are processed ``chunk_size`` at a
     time, so memory is ``O(chunk_size * N_train)``. Computed and returned on ``train_features``' device.
+    ``normalized=True`` promises unit-norm rows, so the bank is used as it is (no normalised copy).
+    A float16/bfloat16 bank stays in its dtype (similarities computed in it, votes in float32); other
+    banks are computed in float32 or float64.
     """
     check_int_at_least("k", k, 1)
     check_positive("temperature", temperature)
     check_int_at_least("num_classes", num_classes, 1)
     check_int_at_least("chunk_size", chunk_size, 1)
     _check_inputs(train_features, train_labels, test_features, num_classes)
-    dtype = torch.promote_types(train_features.dtype, torch.float32)
+    half = train_features.dtype in (torch.float16, torch.bfloat16)
+    dtype = train_features.dtype if half else torch.promote_types(train_features.dtype, torch.float32)
+    vote_dtype = torch.promote_types(dtype, torch.float32)
     device = train_features.device
-    bank = F.normalize(train_features.to(dtype), dim=1)
+    bank = train_features.to(dtype)
+    if not normalized:
+        bank = F.normalize(bank, dim=1)
     labels = train_labels.to(device=device, dtype=torch.long)
     k = min(k, bank.shape[0])
     scores = []
     for chunk in test_features.split(chunk_size):
-        queries = F.normalize(chunk.to(device=device, dtype=dtype), dim=1)
+        queries = F.normalize(chunk.to(device=device, dtype=vote_dtype), dim=1).to(dtype)
         sims, idx = (queries @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(queries.shape[0], num_classes, device=device, dtype=dtype)
-        scores.append(votes.scatter_add_(1, labels[idx], (sims / temperature).exp()))
+        votes = torch.zeros(queries.shape[0], num_classes, device=device, dtype=vote_dtype)
+        scores.append(votes.scatter_add_(1, labels[idx], (sims.to(vote_dtype) / temperature).exp()))
     return torch.cat(scores)
 
 
@@ -82,6 +90,7 @@ def knn_accuracy(
     k: int = 20,
     temperature: float = 0.07,
     chunk_size: int = 1024,
+    normalized: bool = False,
 ) -> dict[str, float]:
     """Top-1 and top-5 accuracy in percent, ``{"top1": ..., "top5": ...}``, of :func:`knn_predict`.
 
@@ -93,7 +102,9 @@ def knn_accuracy(
         )
     if test_labels.numel() == 0:
         raise ValueError("the test set is empty")
-    scores = knn_predict(train_features, train_labels, test_features, num_classes, k, temperature, chunk_size)
+    scores = knn_predict(
+        train_features, train_labels, test_features, num_classes, k, temperature, chunk_size, normalized
+    )
     return topk_accuracy(scores, test_labels)
 
 

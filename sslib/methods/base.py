@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sslib import backbones
-from sslib.eval import knn_accuracy
 from sslib.methods.ema import ema_update
+from sslib.methods.online import CHECKPOINT_KEY, OnlineMonitor
 from sslib.optim import cosine_ramp
 from sslib.optim.setup import configure
 
@@ -41,7 +41,8 @@ class SSLMethod(L.LightningModule):
 
     Owns the backbone, the optimiser and per-step lr schedule (linear warm-up + cosine, lr scaled by
     global batch / 256), a detached linear probe trained on the first global crop's features, and the
-    per-epoch online weighted kNN (k, T from ``cfg.online_eval``) of val features against the train split.
+    online weighted kNN (k, T from ``cfg.online_eval``) of val features against the train split
+    (:mod:`sslib.methods.online`), whose last result the checkpoint keeps under ``"online_eval"``.
     Subclasses implement :meth:`ssl_step` and :meth:`ssl_modules`. A subclass with an EMA teacher sets
     ``self.teacher`` to a copy of some of ``ssl_modules()`` (same keys); it is updated after every step
     with the momentum of ``cfg.method.ema`` ({base_momentum, final_momentum}, cosine ramp per iteration).
@@ -57,8 +58,8 @@ class SSLMethod(L.LightningModule):
         self.num_classes = num_classes
         self.probe = nn.Linear(self.feat_dim, num_classes)
         self.teacher: nn.ModuleDict | None = None
-        self._val_outputs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {0: [], 1: []}
-        self._val_probe: list[torch.Tensor] = []
+        self.online = OnlineMonitor.from_config(cfg.online_eval, num_classes)
+        self.online_record: dict[str, float] | None = None  # last online metrics of training, + epoch
 
     # --- to be provided by methods ---------------------------------------------------------------
 
@@ -122,33 +123,24 @@ class SSLMethod(L.LightningModule):
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         images, labels = batch
         feats = self.backbone(images)
-        self._val_outputs[dataloader_idx].append((feats.float(), labels))
-        if dataloader_idx == 1:
-            self._val_probe.append((self.probe(feats).argmax(1) == labels).float())
+        if dataloader_idx == 0:
+            self.online.add_bank(feats, labels)
+        else:
+            self.online.add_val(feats, labels, self.probe(feats))
 
     def on_validation_epoch_end(self) -> None:
-        bank, val = (self._gather(self._val_outputs[i]) for i in (0, 1))
-        self._val_outputs = {0: [], 1: []}
-        probe_hits, self._val_probe = self._val_probe, []
-        if bank is None or val is None:
+        """Log ``val/knn_top1``, ``val/knn_top5``, ``val/probe_top1`` (the same on every rank); during
+        training also remember them, with the number of epochs trained, for the checkpoint."""
+        metrics = self.online.compute()
+        if metrics is None:
             return
-        ev = self.cfg.online_eval
-        acc = knn_accuracy(
-            bank[0], bank[1], val[0], val[1], self.num_classes, k=ev.knn_k, temperature=ev.knn_temperature
-        )
-        probe = torch.cat(probe_hits).float().mean() * 100
-        self.log_dict(
-            {"val/knn_top1": acc["top1"], "val/knn_top5": acc["top5"], "val/probe_top1": probe},
-            prog_bar=True,
-            rank_zero_only=True,
-        )
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=True)
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.online_record = {"epochs": self.current_epoch + 1, **metrics}
 
-    def _gather(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]):
-        """Concatenate (features, labels) over batches, or None when empty.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.online_record is not None:
+            checkpoint[CHECKPOINT_KEY] = self.online_record
 
-        Every rank evaluates the whole bank and val split (the data module does not shard them), so
-        each computes the same kNN accuracy without gathering.
-        """
-        if not outputs:
-            return None
-        return torch.cat([f for f, _ in outputs]), torch.cat([y for _, y in outputs])
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.online_record = checkpoint.get(CHECKPOINT_KEY)

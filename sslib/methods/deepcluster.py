@@ -98,9 +98,11 @@ class DeepClusterV2(ClusteringMethod):
         self.clusters = all_reduce(clusters, op="max")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         if self.memory is not None:
             checkpoint[CHECKPOINT_KEY] = self.memory.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         if CHECKPOINT_KEY in checkpoint:
             self.memory = MemoryBank.from_state_dict(checkpoint[CHECKPOINT_KEY])
