@@ -1,4 +1,4 @@
-"""Model zoo: verified downloads from a local HTTP server, converters, safe loading, export, CLI."""
+"""Model zoo: verified downloads from a local HTTP server, converters, safe loading, CLI (export: test_export.py)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 from torch import nn
 from torchvision import models
 
 from sslib import backbones, zoo
 from sslib.zoo import cache as cache_module
-from sslib.zoo.cli import export_main, zoo_main
+from sslib.zoo.cli import zoo_main
 from sslib.zoo.convert import convert
-from sslib.zoo.manifest import Entry, entry_from_dict, load_manifest
+from sslib.zoo.manifest import Entry, load_manifest
 from sslib.zoo.weights import load_into, read_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -398,71 +397,7 @@ def test_unknown_format_lists_the_formats():
         convert({}, "byol")
 
 
-# --- export and command lines ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def training_checkpoint(tmp_path) -> tuple[Path, nn.Module]:
-    """A tiny sslib training checkpoint (resnet18, CIFAR stem) as Lightning writes it, and its backbone."""
-    torch.manual_seed(0)
-    backbone, _ = backbones.build("resnet18", cifar=True)
-    cfg = {
-        "backbone": {"name": "resnet18", "cifar": "auto", "zero_init_residual": False},
-        "data": {"name": "digits", "global_crops": {"size": 32}},
-        "method": {"name": "mira"},
-    }
-    monitor = {"monitor": "val/knn_top1", "current_score": torch.tensor(91.254)}
-    ckpt = {
-        "state_dict": {**prefixed(backbone.state_dict(), "backbone."), "probe.weight": torch.zeros(10, 512)},
-        "hyper_parameters": {"cfg": cfg, "num_classes": 10},
-        "epoch": 3,
-        "callbacks": {"ModelCheckpoint{'monitor': 'val/knn_top1'}": monitor},
-    }
-    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    path.parent.mkdir(parents=True)
-    torch.save(ckpt, path)
-    return path, backbone.eval()
-
-
-def test_export_round_trip(training_checkpoint, tmp_path, capsys):
-    ckpt, original = training_checkpoint
-    out = tmp_path / "published" / "model.safetensors"
-    assert export_main([str(ckpt), "--out", str(out)]) == 0
-    captured = capsys.readouterr()
-    assert f"wrote {out} (sha256 " in captured.err
-    entry = entry_from_dict(yaml.safe_load(captured.out)[0], "exported entry")
-    assert entry.name == "mira-resnet18-digits-3ep" and (entry.method, entry.dataset, entry.epochs) == (
-        "mira",
-        "digits",
-        3,
-    )
-    assert entry.backbone_kwargs == {"cifar": True, "zero_init_residual": False} and entry.format == "sslib"
-    assert entry.metrics == {"digits_online_knn_top1": 91.25}
-    assert (
-        entry.sha256 == hashlib.sha256(out.read_bytes()).hexdigest() and entry.url == out.resolve().as_uri()
-    )
-
-    plain = models.resnet18()  # torchvision's own ResNet-18 with the CIFAR stem, nothing from sslib
-    plain.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    plain.maxpool, plain.fc = nn.Identity(), nn.Identity()
-    plain.load_state_dict(load_file(out))
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        expected = original(x)
-        assert torch.equal(plain.eval()(x), expected)
-        assert torch.equal(
-            zoo.load(entry, cache_dir=tmp_path / "cache")(x), expected
-        )  # the entry works as is
-
-
-def test_export_refuses_a_non_sslib_checkpoint(tmp_path, capsys):
-    (tmp_path / "other.ckpt").write_bytes(torch_bytes({"model": {}}))
-    assert export_main([str(tmp_path / "other.ckpt")]) == 2
-    assert (
-        capsys.readouterr()
-        .err.strip()
-        .endswith("is not an sslib training checkpoint (no state_dict / config)")
-    )
+# --- command lines ---------------------------------------------------------------------------------------
 
 
 def test_zoo_script_lists_the_zoo(monkeypatch, capsys):

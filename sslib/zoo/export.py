@@ -8,13 +8,12 @@ from pathlib import Path
 from safetensors.torch import save as safetensors_bytes
 
 from sslib import backbones
-from sslib.checkpoint import backbone_state_dict, load_checkpoint
+from sslib.checkpoint import backbone_state_dict, load_checkpoint, trained_epochs
 from sslib.io import atomic_write_bytes
 from sslib.methods.base import backbone_spec
+from sslib.methods.online import CHECKPOINT_KEY
 from sslib.zoo.manifest import Entry
 from sslib.zoo.weights import load_into
-
-KNN_SOURCE = "sslib online kNN top-1 (k, T of the run's online_eval) at the exported checkpoint"
 
 
 def export_checkpoint(
@@ -22,8 +21,9 @@ def export_checkpoint(
 ) -> tuple[Path, Entry]:
     """Write the backbone of the training checkpoint ``ckpt_path`` to ``out`` (safetensors) -> ``(out, entry)``.
 
-    The entry's method, backbone, dataset and epochs come from the checkpoint's stored config, its
-    SHA-256 from the written file, and its metrics from the online kNN monitor when the run saved one.
+    The entry's method, backbone and dataset come from the checkpoint's stored config, epochs from its
+    training loop (epochs completed), its SHA-256 from the written file, and its metrics from the last
+    online evaluation the run recorded (:func:`online_metrics`).
     ``name`` defaults to ``<method>-<backbone>-<dataset>-<epochs>ep``, ``out`` to ``<name>.safetensors``
     next to the checkpoint, and ``url`` to the written file's ``file://`` URL (replace it by the public URL).
     """
@@ -32,13 +32,12 @@ def export_checkpoint(
     arch, kwargs = backbone_spec(cfg)
     state_dict = {k: v.contiguous() for k, v in backbone_state_dict(ckpt).items()}
     load_into(backbones.build(arch, **kwargs)[0], state_dict, f"checkpoint '{ckpt_path}'")
-    method, dataset, epochs = cfg["method"]["name"], cfg["data"]["name"], int(ckpt["epoch"])
+    method, dataset, epochs = cfg["method"]["name"], cfg["data"]["name"], trained_epochs(ckpt)
     name = name or f"{method}-{arch}-{dataset}-{epochs}ep"
     out = Path(out) if out is not None else Path(ckpt_path).with_name(f"{name}.safetensors")
     data = safetensors_bytes(state_dict)
     atomic_write_bytes(out, data)
-    knn = _online_knn(ckpt)
-    metrics, source = ({}, "") if knn is None else ({f"{dataset}_online_knn_top1": knn}, KNN_SOURCE)
+    metrics, source = online_metrics(ckpt)
     return out, Entry(
         name=name,
         method=method,
@@ -55,11 +54,21 @@ def export_checkpoint(
     )
 
 
-def _online_knn(ckpt: dict) -> float | None:
-    """The last online kNN top-1 if a checkpoint callback monitored it (``monitor`` ending in knn_top1)."""
-    for state in ckpt.get("callbacks", {}).values():
-        if isinstance(state, dict) and str(state.get("monitor")).endswith("knn_top1"):
-            score = state.get("current_score")
-            if score is not None:
-                return round(float(score), 2)
-    return None
+def online_metrics(ckpt: dict) -> tuple[dict[str, float], str]:
+    """``({"<dataset>_online_knn_top1": .., "<dataset>_online_probe_top1": ..}, source)`` from the last
+    online evaluation a training checkpoint recorded (``"online_eval"``, written by ``SSLMethod``), to
+    two decimals; ``({}, "")`` when the run recorded none."""
+    record = ckpt.get(CHECKPOINT_KEY)
+    if record is None:
+        return {}, ""
+    cfg = ckpt["hyper_parameters"]["cfg"]
+    dataset, ev = cfg["data"]["name"], cfg["online_eval"]
+    metrics = {
+        f"{dataset}_online_{name}_top1": round(float(record[f"{name}_top1"]), 2) for name in ("knn", "probe")
+    }
+    source = (
+        f"sslib online evaluation on the val split after epoch {record['epochs']}: weighted kNN top-1 "
+        f"(k={ev['knn_k']}, T={ev['knn_temperature']}, bank fraction {ev['bank_fraction']}) "
+        "and detached linear probe top-1"
+    )
+    return metrics, source
