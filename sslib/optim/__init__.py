@@ -1,4 +1,7 @@
-"""Optimisers (LARS, SGD, AdamW), parameter grouping and per-iteration schedules."""
+"""Optimisers (LARS, SGD, AdamW), parameter grouping and per-iteration schedules.
+
+``sslib.optim.setup.configure`` builds a run's optimiser and schedule from its config.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,13 @@ from torch.optim import Optimizer
 
 from sslib.optim.lars import LARS
 from sslib.optim.params import param_groups
-from sslib.optim.schedules import build_scheduler, cosine_ramp, scaled_lr, warmup_cosine
+from sslib.optim.schedules import (
+    build_scheduler,
+    cosine_ramp,
+    resolve_warmup_start_ratio,
+    scaled_lr,
+    warmup_cosine,
+)
 from sslib.registry import Registry
 from sslib.validation import check_positive
 
@@ -56,6 +65,7 @@ __all__ = [
     "build_scheduler",
     "cosine_ramp",
     "param_groups",
+    "resolve_warmup_start_ratio",
     "scaled_lr",
     "warmup_cosine",
 ]

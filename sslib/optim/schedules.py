@@ -61,7 +61,7 @@ def scaled_lr(base_lr: float, batch_size: int, reference: int = 256) -> float:
 WARMUP_FROM_BASE = "base"
 
 
-def warmup_start_ratio(value: float | str, lr_scale: float) -> float:
+def resolve_warmup_start_ratio(value: float | str, lr_scale: float) -> float:
     """The warm-up's first lr as a ratio of the peak lr, for ``optim.warmup_start_ratio``.
 
     A number ``>= 0`` is returned as given. ``"base"`` starts at the unscaled base lr: the peak is

@@ -9,7 +9,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from sslib.optim import build_optimizer
 from sslib.optim.params import param_groups
-from sslib.optim.schedules import build_scheduler, scaled_lr, warmup_start_ratio
+from sslib.optim.schedules import build_scheduler, resolve_warmup_start_ratio, scaled_lr
 
 
 def configure(
@@ -30,7 +30,7 @@ def configure(
     - ``probe``: its own group, peak lr ``online_eval.probe_lr * N / 256``, no weight decay, no LARS
       adaptation;
     - schedule: ``W = round(optim.warmup_epochs * steps_per_epoch)`` warm-up steps (at most
-      ``total_steps``) from ``peak * r`` with ``r`` from :func:`warmup_start_ratio`, then cosine to
+      ``total_steps``) from ``peak * r`` with ``r`` from :func:`resolve_warmup_start_ratio`, then cosine to
       ``peak * optim.final_lr_ratio`` at ``total_steps``, for every group.
     """
     opt = cfg.optim
@@ -39,7 +39,7 @@ def configure(
         raise ValueError(f"warmup_epochs must be a number >= 0, got {warmup_epochs!r}")
     global_batch = cfg.data.batch_size * world_size
     lr_scale = scaled_lr(1.0, global_batch) if opt.scale_lr else 1.0
-    start_ratio = warmup_start_ratio(opt.warmup_start_ratio, lr_scale)
+    start_ratio = resolve_warmup_start_ratio(opt.warmup_start_ratio, lr_scale)
     groups = param_groups(modules, opt.weight_decay, opt.exclude_bias_norm)
     groups.append(
         {
