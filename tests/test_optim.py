@@ -53,8 +53,9 @@ def _hand_lars(lr, momentum, wd, eta, steps, clip=False, lr_inside=False):
 
     ``lr`` is a number or one value per step. By default ``lr`` multiplies the momentum buffer at the
     update (``v = m v + d``, ``w -= lr v``), as sslib, solo-learn (``solo/utils/lars.py`` L152-165) and
-    the official MIRA / MoCo v3 code (``src/optimizer.py`` L141-146) do; ``lr_inside`` follows the
-    paper's Algorithm 1 instead (``v = m v + lr d``, ``w -= v``). They agree while ``lr`` is constant.
+    the official MIRA / MoCo v3 code (``src/optimizer.py`` L141-146) do, so that under warm-up and cosine
+    sslib takes the steps of the code its recipes follow. ``lr_inside`` is the paper's Algorithm 1
+    (``v = m v + lr d``, ``w -= v``). The two agree while ``lr`` is constant.
     """
     lrs = [lr] * steps if isinstance(lr, (int, float)) else lr
     w, v = W0.clone(), torch.zeros_like(W0)
