@@ -23,6 +23,7 @@ import argparse
 import os
 import pickle
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -33,14 +34,14 @@ from unittest import mock
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
+from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR10, ImageFolder
 
 from sslib.data import SSLDataModule, dataset_stats
 from sslib.data.loaders import dali_installed
-from sslib.data.transforms import BLUR_SIGMA, Augment, CropGroup, blur_kernel_size
+from sslib.data.transforms import INTERPOLATIONS, Augment, CropGroup
 
 CLASSES = 4
 PRESETS = {  # name: (dataset, global crops, local crops, augment preset)
@@ -103,11 +104,13 @@ class BaselineMultiCrop:
         jitter = T.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)
         return T.Compose(
             [
-                T.RandomResizedCrop(crop.size, scale=crop.scale),
+                T.RandomResizedCrop(
+                    crop.size, scale=crop.scale, interpolation=INTERPOLATIONS[aug.interpolation]
+                ),
                 T.RandomHorizontalFlip(aug.hflip_p),
                 T.RandomApply([jitter], p=aug.color_jitter_p),
                 T.RandomGrayscale(aug.grayscale_p),
-                T.RandomApply([T.GaussianBlur(blur_kernel_size(crop.size), BLUR_SIGMA)], p=blur_p),
+                T.RandomApply([PilBlur(aug.blur_sigma)], p=blur_p),
                 T.RandomSolarize(128, p=solarize_p),
                 T.ToTensor(),
                 T.Normalize(stats.mean, stats.std),
@@ -116,6 +119,16 @@ class BaselineMultiCrop:
 
     def __call__(self, image: Image.Image) -> list[torch.Tensor]:
         return [view(image) for view in self.views]
+
+
+class PilBlur:
+    """PIL's ``GaussianBlur`` of radius ``U(*sigma)``, as the MIRA, DINO and solo-learn transforms blur."""
+
+    def __init__(self, sigma: tuple[float, float]) -> None:
+        self.sigma = sigma
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.filter(ImageFilter.GaussianBlur(random.uniform(*self.sigma)))
 
 
 def baseline_loader(preset: str, root: Path, args) -> DataLoader:

@@ -6,6 +6,7 @@ marked ``gpu`` need a GPU.
 
 from __future__ import annotations
 
+import math
 import sys
 
 import lightning as L
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.stats import kstest
 from torchvision.datasets import ImageFolder
 
 from sslib.data import Augment, CropGroup, SSLDataModule, dataset_stats
@@ -127,6 +129,78 @@ def test_augmented_views_have_the_channel_statistics_of_the_torchvision_views(ro
     assert torch.allclose(dali_std, tv_std, atol=0.15), (dali_std, tv_std)
 
 
+@pytest.fixture(scope="module")
+def checkerboards(tmp_path_factory):
+    """root/train/a/*.png (and one val image): 12x12 boards of 2x2 squares of grey levels 60 and 190,
+    lossless, so any crop holds sharp edges and no level outside [60, 190]."""
+    root = tmp_path_factory.mktemp("boards")
+    squares = np.indices((12, 12)).sum(0) // 2 % 2
+    board = np.repeat(np.where(squares, 190, 60).astype(np.uint8)[..., None], 3, axis=2)
+    for split, n in (("train", 8), ("val", 1)):
+        (root / split / "a").mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(board).save(root / split / "a" / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("loader", [pytest.param("dali", marks=needs_dali), "torchvision"])
+def test_crops_are_resized_with_the_configured_interpolation(checkerboards, loader):
+    """Upsampling a board: bicubic (Keys' kernel has negative lobes) overshoots the two levels at the
+    edges; bilinear only mixes them, so every pixel stays in [60, 190]."""
+    augment = {**NO_COLOUR, "hflip_p": 0.0}
+    mean, std = torch.tensor(STATS.mean).view(3, 1, 1), torch.tensor(STATS.std).view(3, 1, 1)
+    levels = {}
+    for interpolation in ("bicubic", "bilinear"):
+        dm = SSLDataModule(
+            name="folder",
+            root=str(checkerboards),
+            batch_size=8,
+            loader=loader,
+            global_crops={"n": 1, "size": 32, "scale": [0.5, 1.0]},
+            augment={**augment, "interpolation": interpolation},
+        )
+        crops, _, _ = next(iter(dm.train_dataloader()))
+        levels[interpolation] = (crops[0].cpu() * std + mean) * 255  # (8, 3, 32, 32) grey levels
+    bicubic, bilinear = levels["bicubic"], levels["bilinear"]
+    assert bilinear.min() >= 60 - 0.5 and bilinear.max() <= 190 + 0.5
+    assert bicubic.min() < 60 - 3 and bicubic.max() > 190 + 3
+
+
+@needs_dali
+def test_dali_blur_is_a_whole_gaussian_with_sigma_uniform_in_the_configured_range():
+    """An impulse blurred by the DALI blur is its kernel: a Gaussian sampled on |x| <= ceil(3 sigma),
+    whose sigma (from two neighbouring taps) is uniform in ``blur_sigma`` (as PIL's radius, a std)."""
+    from nvidia.dali import fn, pipeline_def
+
+    from sslib.data.dali import blur
+
+    low, high, batch = 0.3, 1.5, 128
+    augment = Augment(blur_sigma=(low, high))
+    impulse = np.zeros((15, 15, 1), np.float32)
+    impulse[7, 7] = 1.0
+
+    @pipeline_def(enable_conditionals=True, batch_size=batch, num_threads=1, device_id=None, seed=0)
+    def pipeline():
+        return blur(
+            fn.external_source(source=lambda: [impulse] * batch, batch=True, layout="HWC"), augment, 1.0
+        )
+
+    pipe = pipeline()
+    pipe.build()
+    sigmas = []
+    x = np.arange(-7, 8)
+    for _ in range(2):
+        for out in pipe.run()[0]:
+            kernel = np.asarray(out)[..., 0]
+            sigma = math.sqrt(-0.5 / math.log(kernel[7, 8] / kernel[7, 7]))
+            gauss = np.where(np.abs(x) <= math.ceil(3 * sigma), np.exp(-0.5 * (x / sigma) ** 2), 0.0)
+            gauss /= gauss.sum()
+            assert np.abs(kernel - np.outer(gauss, gauss)).max() < 1e-6, sigma
+            sigmas.append(sigma)
+    assert low - 1e-4 <= min(sigmas) and max(sigmas) <= high + 1e-4
+    assert kstest(sigmas, "uniform", args=(low, high - low)).pvalue > 0.01
+
+
 # --- epochs and sharding ------------------------------------------------------------------------------
 
 
@@ -163,12 +237,26 @@ def test_epoch_length_drops_the_tail_and_epochs_stay_aligned(root, batch_size):
     assert seen[0] != seen[1] != seen[2]  # reshuffled every epoch
 
 
+def batch_indices(batches) -> list[list[int]]:
+    return [indices.tolist() for _, _, indices in batches]
+
+
 @needs_dali
-def test_an_interrupted_epoch_does_not_break_the_next(root):
-    loader = dali_loader(root, 4)
-    first = iter(loader)
-    next(first)
-    assert len(list(loader)) == len(loader)
+@pytest.mark.parametrize(("batch_size", "read"), [(4, 2), (5, 1)])
+def test_an_interrupted_epoch_is_finished_then_the_next_is_whole(root, batch_size, read):
+    """Leaving an epoch after ``read`` batches: iterating again yields exactly that epoch's remaining
+    batches, and the pass after it a whole new epoch with every sample once, batch for batch what a
+    loader of the same seed read without interruption yields (5: the dropped tail is skipped too)."""
+    uninterrupted = [batch_indices(epoch) for epoch in epochs(dali_loader(root, batch_size), 2)]
+    loader = dali_loader(root, batch_size)
+    interrupted = iter(loader)
+    head = batch_indices(next(interrupted) for _ in range(read))
+    rest = batch_indices(loader)
+    assert head + rest == uninterrupted[0]
+    following = batch_indices(loader)
+    assert following == uninterrupted[1]
+    samples = [i for batch in following for i in batch]
+    assert len(samples) == len(set(samples)) == len(loader) * batch_size
 
 
 @needs_dali

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from urllib.error import URLError
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
+from PIL import Image, ImageFilter
+from scipy.stats import kstest
 from torchvision.datasets import CIFAR10
+from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
 import sslib.conf
@@ -24,12 +27,16 @@ from sslib.data import (
     SSLDataModule,
     build_dataset,
     eval_transform,
+    sampling,
+    transforms,
 )
-from sslib.data.kernels import adjust_hue, gaussian_blur
+from sslib.data.kernels import adjust_hue, box_radius, pil_gaussian_blur
+from sslib.data.sampling import EpochSampler
 
 N_DIGITS = 1797
 IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # "normalised" views stay in [0, 1]
 NO_RANDOM_COLOUR = dict(color_jitter_p=0.0, grayscale_p=0.0, hflip_p=0.0, blur_p=(0.0,))
+PRESETS = Path(sslib.conf.__file__).parent / "data" / "augment"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -130,10 +137,42 @@ def test_global_views_are_asymmetric(solarized_view):
     assert torch.allclose(solarized, torch.where(plain >= 0.5, 1 - plain, plain), atol=1e-6)
 
 
-@pytest.mark.parametrize("preset", ["cifar", "imagenet", "digits"])
-def test_python_presets_match_the_config_presets(preset):
-    yaml = OmegaConf.load(Path(sslib.conf.__file__).parent / "data" / "augment" / f"{preset}.yaml")
-    assert Augment(**OmegaConf.to_container(yaml)) == Augment.preset(preset)
+@pytest.mark.parametrize("path", sorted(PRESETS.glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_preset_file_states_every_augment_field(path):
+    yaml = OmegaConf.to_container(OmegaConf.load(path))
+    assert list(yaml) == [field.name for field in dataclasses.fields(Augment)]
+    assert Augment.preset(path.stem) == Augment(**yaml)
+
+
+def test_augment_defaults_are_the_imagenet_preset():
+    assert Augment() == Augment.preset("imagenet")
+    assert (Augment().interpolation, Augment().blur_sigma) == ("bicubic", (0.1, 2.0))
+
+
+SOLO_LEARN_CIFAR = dict(
+    color_jitter_p=0.8, grayscale_p=0.2, hflip_p=0.5, interpolation="bicubic", blur_sigma=(0.1, 2.0)
+)
+
+
+@pytest.mark.parametrize(
+    ("preset", "values"),
+    [
+        # solo-learn scripts/pretrain/cifar/augmentations/asymmetric.yaml, both views.
+        (
+            "cifar",
+            dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, blur_p=(0.0,), solarize_p=(0.0, 0.2)),
+        ),
+        # solo-learn scripts/pretrain/cifar/augmentations/symmetric.yaml: one pipeline for both views.
+        (
+            "cifar_symmetric",
+            dict(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, blur_p=(0.5,), solarize_p=(0.0,)),
+        ),
+    ],
+)
+def test_cifar_presets_are_solo_learns(preset, values):
+    augment = Augment.preset(preset)
+    for name, value in {**SOLO_LEARN_CIFAR, **values, "local_blur_p": 0.0, "local_solarize_p": 0.0}.items():
+        assert getattr(augment, name) == value, name
 
 
 def test_digits_default_to_their_own_preset():
@@ -170,7 +209,18 @@ def test_augment_presets_match_the_recipes():
         (lambda: Augment(solarize_p=(0.0, 1.5)), r"solarize_p\[1\]"),
         (lambda: Augment(hue=0.7), "hue"),
         (lambda: Augment.preset("cifar", blurp=0.1), "blurp"),
-        (lambda: Augment.preset("stl10"), "available: imagenet, cifar"),
+        (lambda: Augment.preset("stl10"), "available: cifar, cifar_symmetric, digits, imagenet"),
+        (
+            lambda: Augment(interpolation="nearest"),
+            "interpolation must be one of bicubic, bilinear, got 'nearest'",
+        ),
+        (
+            lambda: Augment(blur_sigma=(2.0, 0.1)),
+            r"blur_sigma must be \[lo, hi\] with 0 < lo <= hi, got \(2.0, 0.1\)",
+        ),
+        (lambda: Augment(blur_sigma=[0.0, 1.0]), "blur_sigma"),
+        (lambda: Augment(blur_sigma=0.5), "blur_sigma"),
+        (lambda: Augment(blur_sigma="ab"), "blur_sigma"),
     ],
 )
 def test_transform_arguments_are_checked_with_one_line_errors(build, match):
@@ -187,11 +237,72 @@ def test_fast_hue_matches_torchvision(hue):
     assert torch.allclose(adjust_hue(image, hue), TF.adjust_hue(image, hue), atol=1e-5)
 
 
-@pytest.mark.parametrize(("kernel", "sigma"), [(3, 0.1), (9, 2.0), (23, 1.3)])
-def test_separable_blur_matches_torchvision(kernel, sigma):
-    image = torch.rand(3, 40, 36)
-    expected = TF.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
-    assert torch.allclose(gaussian_blur(image, kernel, sigma), expected, atol=1e-5)
+def pil_blur(image: torch.Tensor, radius: float) -> torch.Tensor:
+    """uint8 (3, H, W) -> PIL's GaussianBlur(radius) of it, as float in [0, 1]."""
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy()).filter(ImageFilter.GaussianBlur(radius))
+    return torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255
+
+
+@pytest.mark.parametrize("sigma", [0.1, 0.3, 0.7, 1.3, 2.0, 4.5])
+@pytest.mark.parametrize("shape", [(3, 40, 36), (3, 5, 7)])
+def test_blur_is_pils_gaussian_blur(sigma, shape):
+    """PIL rounds to uint8 after each of its 6 passes (so up to 3/255 apart); its edges repeat."""
+    image = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    error = (pil_gaussian_blur(image.float() / 255, sigma) - pil_blur(image, sigma)).abs()
+    assert error.max() <= 3.5 / 255 and error.mean() <= 1.2 / 255, (error.max() * 255, error.mean() * 255)
+
+
+@pytest.mark.parametrize("sigma", [0.1, 0.6, 1.0, 2.0, 3.7])
+def test_box_radius_gives_the_gaussian_variance(sigma):
+    """Three passes of the extended box of radius r = l + a have variance sigma**2 (Gwosdek et al.)."""
+    radius = box_radius(sigma)
+    whole, frac = int(radius), radius - int(radius)
+    box = torch.tensor([frac] + [1.0] * (2 * whole + 1) + [frac], dtype=torch.float64) / (2 * radius + 1)
+    kernel = box
+    for _ in range(2):
+        kernel = torch.nn.functional.conv1d(
+            kernel.view(1, 1, -1), box.view(1, 1, -1), padding=len(box) - 1
+        ).view(-1)
+    x = torch.arange(len(kernel), dtype=torch.float64) - len(kernel) // 2
+    assert kernel.sum().item() == pytest.approx(1.0)
+    assert (kernel * x**2).sum().item() == pytest.approx(sigma**2, rel=1e-6)
+
+
+def test_blurred_views_are_pil_blurs_with_radius_uniform_in_blur_sigma(monkeypatch):
+    """Each blurred view is PIL's GaussianBlur of the crop, with radius ~ U(blur_sigma) of the config."""
+    radii = []
+
+    def recording_blur(view, sigma):
+        radii.append(sigma)
+        return pil_gaussian_blur(view, sigma)
+
+    monkeypatch.setattr(transforms, "pil_gaussian_blur", recording_blur)
+    low, high = 0.4, 1.7
+    augment = Augment(**{**NO_RANDOM_COLOUR, "blur_p": (1.0,)}, solarize_p=(0.0,), blur_sigma=[low, high])
+    view = MultiCropTransform(CropGroup(1, 20, (1.0, 1.0)), None, augment, **IDENTITY).global_views[0]
+    image = torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    for _ in range(200):
+        blurred = view(image)  # scale 1 on a square image: the crop is the image
+        assert (blurred - pil_blur(image, radii[-1])).abs().max() <= 3.5 / 255
+    assert low <= min(radii) and max(radii) <= high
+    assert kstest(radii, "uniform", args=(low, high - low)).pvalue > 0.01
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_crops_are_resized_with_the_preset_interpolation(interpolation):
+    """A view without colour ops is torchvision's resized crop of the image, in the configured mode."""
+    augment = Augment(**NO_RANDOM_COLOUR, solarize_p=(0.0,), interpolation=interpolation)
+    crop = CropGroup(1, 48, (0.2, 1.0))
+    view = MultiCropTransform(crop, None, augment, **IDENTITY).global_views[0]
+    image = torch.randint(0, 256, (3, 30, 26), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    mode = getattr(TF.InterpolationMode, interpolation.upper())
+    for seed in range(5):
+        torch.manual_seed(seed)
+        params = RandomResizedCrop.get_params(image, list(crop.scale), transforms.ASPECT_RATIO)
+        expected = TF.resized_crop(image, *params, [48, 48], interpolation=mode, antialias=True)
+        torch.manual_seed(seed)
+        assert torch.allclose(view(image), TF.to_dtype(expected, torch.float32, scale=True), atol=1e-6)
 
 
 def test_eval_transform_sizes():
@@ -254,6 +365,71 @@ def test_image_folders_cannot_be_downloaded(tmp_path):
     with pytest.raises(ValueError, match="cannot be downloaded") as excinfo:
         build_dataset("imagenet", tmp_path, "train", download=True)
     assert str(tmp_path / "train") in message(excinfo)
+
+
+# --- epoch sampler --------------------------------------------------------------------------------------
+
+
+def rank_shards(monkeypatch, n: int, world: int, seed: int = 0, epoch: int = 0) -> list[list[int]]:
+    """The indices ``EpochSampler(n, seed, epoch)`` yields on each of ``world`` ranks."""
+    shards = []
+    for rank in range(world):
+        monkeypatch.setattr(sampling, "_rank_and_world", lambda rank=rank: (rank, world))
+        sampler = EpochSampler(n, seed=seed, epoch=epoch)
+        pairs = list(sampler)
+        assert len(pairs) == len(sampler) and {e for e, _ in pairs} <= {epoch}
+        shards.append([i for _, i in pairs])
+    return shards
+
+
+@pytest.mark.parametrize(("n", "world"), [(24, 1), (24, 2), (25, 2), (10, 3), (7, 4), (3, 4)])
+def test_rank_shards_are_disjoint_equal_and_cover_the_epochs_permutation(monkeypatch, n, world):
+    """Rank r takes every world-th index of the epoch's permutation; the n % world last ones are dropped
+    so that every rank has n // world samples (and the same number of batches)."""
+    (permutation,) = rank_shards(monkeypatch, n, 1, seed=3, epoch=2)
+    assert sorted(permutation) == list(range(n))
+    shards = rank_shards(monkeypatch, n, world, seed=3, epoch=2)
+    assert [len(shard) for shard in shards] == [n // world] * world
+    kept = permutation[: n // world * world]
+    assert set().union(*shards) == set(kept) and sum(map(len, shards)) == len(kept)  # disjoint, covering
+    assert [shard[k] for k in range(n // world) for shard in shards] == kept  # dealt round-robin
+
+
+def test_rank_shards_are_a_function_of_seed_and_epoch(monkeypatch):
+    shards = rank_shards(monkeypatch, 25, 2, seed=1, epoch=4)
+    assert rank_shards(monkeypatch, 25, 2, seed=1, epoch=4) == shards
+    assert rank_shards(monkeypatch, 25, 2, seed=1, epoch=5) != shards
+    assert rank_shards(monkeypatch, 25, 2, seed=2, epoch=4) != shards
+    monkeypatch.setattr(sampling, "_rank_and_world", lambda: (1, 2))
+    sampler = EpochSampler(25, seed=1)
+    sampler.set_epoch(4)  # as Lightning does at every epoch start
+    assert [i for _, i in sampler] == shards[1]
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_every_rank_gets_the_same_number_of_batches(monkeypatch, drop_last):
+    """1437 digits on 2 ranks, batches of 64: 718 samples each, 11 full batches (+ 1 of 14)."""
+    counts = []
+    for rank in range(2):
+        monkeypatch.setattr(sampling, "_rank_and_world", lambda rank=rank: (rank, 2))
+        dm = SSLDataModule("digits", batch_size=64, drop_last=drop_last)
+        counts.append([len(labels) for _, labels, _ in dm.train_dataloader()])
+    assert counts[0] == counts[1] == [64] * 11 + ([] if drop_last else [718 - 11 * 64])
+
+
+def _ddp_shard(rank: int) -> dict:
+    """This rank's indices of epoch 3 of a 25-sample EpochSampler under a real process group."""
+    sampler = EpochSampler(25, seed=7)
+    sampler.set_epoch(3)
+    return {"indices": torch.tensor([i for _, i in sampler])}
+
+
+def test_rank_shards_under_torch_distributed(tmp_path, monkeypatch):
+    from ddp import run_on_ranks
+
+    shards = [result["indices"].tolist() for result in run_on_ranks(_ddp_shard, tmp_path)]
+    assert shards == rank_shards(monkeypatch, 25, 2, seed=7, epoch=3)
+    assert len(shards[0]) == len(shards[1]) == 12 and not set(shards[0]) & set(shards[1])
 
 
 # --- data module ----------------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import feed_ndarray
 from torch import Tensor
 
-from sslib.data.transforms import ASPECT_RATIO, BLUR_SIGMA, Augment, CropGroup, blur_kernel_size
+from sslib.data.transforms import ASPECT_RATIO, Augment, CropGroup
 
 READER = "reader"
+INTERPOLATIONS = {"bicubic": types.INTERP_CUBIC, "bilinear": types.INTERP_LINEAR}  # Augment.interpolation
 HUE_DEGREES = 360.0  # torchvision's hue factor is a fraction of a turn, DALI's hue is in degrees
 SOLARIZE_UINT8 = 128  # SOLARIZE_THRESHOLD = 0.5 on [0, 1] images: x / 255 >= 0.5  <=>  x >= 128
 
@@ -47,10 +48,29 @@ def _factor(spread: float, apply):
     return 1.0 + _uniform(max(0.0, 1.0 - spread) - 1.0, spread, apply)
 
 
+def blur(view, aug: Augment, blur_p: float):
+    """Each HWC image of ``view`` blurred with probability ``blur_p``, with a Gaussian of std ``U(aug.blur_sigma)``.
+
+    The sources blur with ``PIL.ImageFilter.GaussianBlur(radius)``, whose ``radius`` is the Gaussian's
+    standard deviation in pixels (of the crop, as here), so DALI's ``sigma`` is that radius, drawn from
+    the same range. DALI then samples the Gaussian on a window of ``2 * ceil(3 * sigma) + 1`` pixels
+    (its default) where PIL runs three box filters of the same variance: the two agree to a few
+    levels of 255 for ``sigma >= 1`` and DALI blurs less for ``sigma < 0.5`` (docs/data.md).
+    """
+    low, high = aug.blur_sigma
+    if blur_p > 0 and _coin(blur_p):
+        view = fn.gaussian_blur(view, sigma=low if low == high else fn.random.uniform(range=(low, high)))
+    return view
+
+
 def _view(images, crop: CropGroup, aug: Augment, blur_p: float, solarize_p: float, mean, std):
     """uint8 HWC images -> one normalised float32 (3, size, size) view per sample."""
     view = fn.random_resized_crop(
-        images, size=(crop.size, crop.size), random_area=crop.scale, random_aspect_ratio=ASPECT_RATIO
+        images,
+        size=(crop.size, crop.size),
+        random_area=crop.scale,
+        random_aspect_ratio=ASPECT_RATIO,
+        interp_type=INTERPOLATIONS[aug.interpolation],
     )
     jitter = _coin(aug.color_jitter_p)
     view = fn.brightness_contrast(
@@ -59,9 +79,7 @@ def _view(images, crop: CropGroup, aug: Augment, blur_p: float, solarize_p: floa
     hue = _uniform(-aug.hue * HUE_DEGREES, aug.hue * HUE_DEGREES, jitter)
     colour = 1 - _coin(aug.grayscale_p)  # saturation 0 is the luma grayscale of torchvision
     view = fn.hsv(view, hue=hue, saturation=colour * _factor(aug.saturation, jitter))
-    if blur_p > 0 and _coin(blur_p):
-        sigma = fn.random.uniform(range=BLUR_SIGMA)
-        view = fn.gaussian_blur(view, window_size=blur_kernel_size(crop.size), sigma=sigma)
+    view = blur(view, aug, blur_p)
     if solarize_p > 0 and _coin(solarize_p):
         pixels = fn.cast(view, dtype=types.FLOAT)
         view = fn.cast(pixels + (pixels >= SOLARIZE_UINT8) * (255.0 - 2.0 * pixels), dtype=types.UINT8)
@@ -109,7 +127,9 @@ def multicrop_pipeline(
         name=READER,
     )
     images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
-    crops = [_view(images, crop, augment, blur, solarize, mean, std) for crop, blur, solarize in views]
+    crops = [
+        _view(images, crop, augment, blur_p, solarize_p, mean, std) for crop, blur_p, solarize_p in views
+    ]
     return (*crops, index)
 
 
@@ -182,11 +202,13 @@ class DaliTrainLoader:
         return outputs
 
     def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor, Tensor]]:
+        """The rest of the reader's current epoch: all ``len(self)`` batches of a new one, or, after an
+        iteration left early, only the batches it did not read (so no sample comes twice in an epoch)."""
         if self.position >= len(self):  # the last epoch was read to its end: skip its tail (and padding)
             while self.position:
                 self._run()
         device = self.device or torch.device("cpu")
-        for _ in range(len(self)):
+        for _ in range(len(self) - self.position):
             *views, index = self._run()
             indices = _to_torch(index, torch.device("cpu")).view(-1).long()
             yield [_to_torch(v, device) for v in views], self.targets[indices], indices

@@ -1,12 +1,15 @@
-"""Faster CPU kernels for the two costliest view ops, numerically equal to torchvision's.
+"""Faster CPU kernels for the two costliest view ops: a closed-form hue shift and PIL's Gaussian blur.
 
 On a 224 x 224 float image (one thread), torchvision's hue shift converts to HSV and back through a
-gather over six cases, and its Gaussian blur is a full k x k convolution; :func:`adjust_hue` shifts
-hue with a closed form (about 2x faster) and :func:`gaussian_blur` is separable (about 6x faster at
-kernel 23, 2x at kernel 9).
+gather over six cases; :func:`adjust_hue` shifts hue with a closed form (about 2x faster, equal to
+torchvision's to float rounding). :func:`pil_gaussian_blur` is the blur of ``PIL.ImageFilter.GaussianBlur``
+(the blur of the MIRA, DINO, MoCo-v3 and solo-learn transforms) on float tensors: three passes of an
+extended box filter per axis, a few shifted multiply-adds each.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +17,7 @@ from torch import Tensor
 
 # HSV -> RGB offsets of the red, green and blue channels, in sixths of a turn.
 _CHANNEL_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1)
+BOX_PASSES = 3  # PIL's GaussianBlur: 3 box passes per axis (ImageFilter.GaussianBlur, Pillow >= 4.3)
 
 
 def adjust_hue(image: Tensor, hue_factor: float) -> Tensor:
@@ -40,22 +44,56 @@ def adjust_hue(image: Tensor, hue_factor: float) -> Tensor:
     return torch.addcmul(high.unsqueeze(-3), chroma.unsqueeze(-3), ramp, value=-1.0)
 
 
-def gaussian_blur(image: Tensor, kernel_size: int, sigma: float) -> Tensor:
-    """Blur a float (..., C, H, W) image with an odd ``kernel_size`` Gaussian of std ``sigma`` pixels.
+def box_radius(sigma: float, passes: int = BOX_PASSES) -> float:
+    """Radius ``r = l + a`` of the extended box filter whose ``passes``-fold repetition has variance ``sigma**2``.
 
-    Reflect padding and the normalised kernel of ``torchvision.transforms.v2.functional.gaussian_blur``,
-    applied as a vertical then a horizontal 1-D pass of ``kernel_size`` shifted multiply-adds each.
+    Gwosdek et al., "Theoretical foundations of Gaussian convolution by extended box filtering" (2011),
+    eqs. 7, 11 and 14, as PIL computes it: with ``s2 = sigma**2 / passes``,
+    ``l = floor((sqrt(12 s2 + 1) - 1) / 2)`` and ``a = (2l + 1)(l(l + 1) - 3 s2) / (6 (s2 - (l + 1)**2))``.
     """
-    half = kernel_size // 2
-    x = torch.linspace(-half, half, kernel_size)
-    weights = torch.exp(-0.5 * (x / sigma) ** 2)
-    weights = (weights / weights.sum()).tolist()
-    height, width = image.shape[-2:]
-    padded = F.pad(image.reshape(-1, *image.shape[-3:]), [half] * 4, mode="reflect")
-    vertical = padded[..., :height, :] * weights[0]
-    for i in range(1, kernel_size):
-        vertical.add_(padded[..., i : i + height, :], alpha=weights[i])
-    out = vertical[..., :width] * weights[0]
-    for i in range(1, kernel_size):
-        out.add_(vertical[..., i : i + width], alpha=weights[i])
-    return out.reshape(image.shape)
+    s2 = sigma * sigma / passes
+    whole = math.floor((math.sqrt(12.0 * s2 + 1.0) - 1.0) / 2.0)
+    frac = (2 * whole + 1) * (whole * (whole + 1) - 3 * s2) / (6 * (s2 - (whole + 1) ** 2))
+    return whole + frac
+
+
+def _box_pass(image: Tensor, radius: float, dim: int) -> Tensor:
+    """One extended box filter of ``radius = l + a`` along ``dim`` (-1: width, -2: height) of (N, C, H, W).
+
+    Output pixel ``x`` is ``(sum_{|i| <= l} p[x + i] + a (p[x - l - 1] + p[x + l + 1])) / (2 radius + 1)``,
+    with the edge pixels repeated beyond the border (PIL's ``ImagingLineBoxBlur``).
+    """
+    whole = int(radius)
+    frac = radius - whole
+    reach = whole + 1 if frac > 0 else whole
+    if reach == 0:
+        return image
+    pad = [reach, reach, 0, 0] if dim == -1 else [0, 0, reach, reach]
+    padded = F.pad(image, pad, mode="replicate")
+    length = image.shape[dim]
+    out = padded.narrow(dim, reach - whole, length).clone()
+    for shift in range(reach - whole + 1, reach + whole + 1):
+        out.add_(padded.narrow(dim, shift, length))
+    if frac > 0:
+        out.add_(padded.narrow(dim, 0, length), alpha=frac).add_(
+            padded.narrow(dim, 2 * reach, length), alpha=frac
+        )
+    return out.div_(2 * radius + 1)
+
+
+def pil_gaussian_blur(image: Tensor, sigma: float) -> Tensor:
+    """``PIL.ImageFilter.GaussianBlur(radius=sigma)`` of a float (..., C, H, W) image.
+
+    PIL's ``radius`` is the Gaussian's standard deviation in pixels: PIL blurs each axis with
+    :data:`BOX_PASSES` extended box filters of radius :func:`box_radius` (together of variance
+    ``sigma**2``), width first, repeating the edge pixels. The same passes here, in float instead of
+    PIL's uint8 after every pass: on uint8 input the result is PIL's to within 2/255
+    (``tests/test_data.py``).
+    """
+    radius = box_radius(sigma)
+    shape = image.shape
+    out = image.reshape(-1, *shape[-3:])
+    for dim in (-1, -2):
+        for _ in range(BOX_PASSES):
+            out = _box_pass(out, radius, dim)
+    return out.reshape(shape)

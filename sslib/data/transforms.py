@@ -7,19 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms import RandomResizedCrop, v2
 from torchvision.transforms.v2 import functional as F
 
-from sslib.data.kernels import adjust_hue, gaussian_blur
+from sslib.data.kernels import adjust_hue, pil_gaussian_blur
 from sslib.registry import check_kwargs
 from sslib.validation import check_int_at_least, check_unit_interval
 
-BLUR_SIGMA = (0.1, 2.0)
+INTERPOLATIONS = {"bicubic": F.InterpolationMode.BICUBIC, "bilinear": F.InterpolationMode.BILINEAR}
 SOLARIZE_THRESHOLD = 0.5  # on float images in [0, 1]
 ASPECT_RATIO = [3 / 4, 4 / 3]  # of random resized crops (torchvision's default)
 
@@ -47,9 +49,11 @@ class Augment:
 
     ``blur_p``/``solarize_p`` hold one probability per global view (a single value, or a list of one,
     applies to every global view; with fewer global views the first values are used);
-    ``local_blur_p``/``local_solarize_p`` apply to every local crop.
-    The defaults are the ImageNet recipe of BYOL/DINO; ``Augment.preset("cifar")`` is solo-learn's
-    CIFAR recipe (no blur); ``Augment.preset("digits")`` keeps only crops and brightness/contrast jitter.
+    ``local_blur_p``/``local_solarize_p`` apply to every local crop. ``interpolation`` (``"bicubic"`` or
+    ``"bilinear"``) resizes the random crops; a blurred view gets PIL's Gaussian blur of radius (the
+    standard deviation, in pixels of the crop) ``sigma ~ U(blur_sigma)``.
+    The defaults are the ImageNet recipe of BYOL/DINO/MIRA; the presets (:data:`AUGMENT_PRESETS`) are
+    the files of ``sslib/conf/data/augment/``, e.g. ``Augment.preset("cifar")``.
     """
 
     brightness: float = 0.4
@@ -63,6 +67,8 @@ class Augment:
     solarize_p: tuple[float, ...] = (0.0, 0.2)
     local_blur_p: float = 0.5
     local_solarize_p: float = 0.0
+    interpolation: str = "bicubic"
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
 
     def __post_init__(self) -> None:
         for name in ("brightness", "contrast", "saturation"):
@@ -80,10 +86,20 @@ class Augment:
             for i, p in enumerate(probs):
                 check_unit_interval(f"augment {name}[{i}]", p, closed_right=True)
             object.__setattr__(self, name, tuple(float(p) for p in probs))
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"augment interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}"
+            )
+        sigma = _numbers(self.blur_sigma)
+        if sigma is None or len(sigma) != 2 or not 0 < sigma[0] <= sigma[1]:
+            raise ValueError(
+                f"augment blur_sigma must be [lo, hi] with 0 < lo <= hi, got {self.blur_sigma!r}"
+            )
+        object.__setattr__(self, "blur_sigma", sigma)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Augment:
-        """The ``"imagenet"`` or ``"cifar"`` recipe, with ``overrides`` replacing some of its fields."""
+        """The preset ``name`` of :data:`AUGMENT_PRESETS`, with ``overrides`` replacing some of its fields."""
         if name not in AUGMENT_PRESETS:
             raise ValueError(f"unknown augment preset {name!r}; available: {', '.join(AUGMENT_PRESETS)}")
         check_kwargs(cls, overrides, "augment")
@@ -100,19 +116,20 @@ class Augment:
         )
 
 
+PRESET_DIR = Path(__file__).resolve().parent.parent / "conf" / "data" / "augment"
+# name -> every Augment field, read from sslib/conf/data/augment/<name>.yaml (the config group data/augment).
 AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
-    "imagenet": {},
-    "cifar": {"blur_p": (0.0,), "solarize_p": (0.0, 0.2), "local_blur_p": 0.0},
-    "digits": {
-        "saturation": 0.0,
-        "hue": 0.0,
-        "grayscale_p": 0.0,
-        "hflip_p": 0.0,
-        "blur_p": (0.0,),
-        "solarize_p": (0.0,),
-        "local_blur_p": 0.0,
-    },
-}  # the same as sslib/conf/data/augment/*.yaml (tests/test_data.py checks it)
+    path.stem: yaml.safe_load(path.read_text()) for path in sorted(PRESET_DIR.glob("*.yaml"))
+}
+
+
+def _numbers(value: Any) -> tuple[float, ...] | None:
+    """``value`` (a list or tuple of numbers) as a tuple of floats; ``None`` if it is not one."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return None
+    return tuple(float(v) for v in value)
 
 
 def _per_view(name: str, probs: tuple[float, ...], n_global: int) -> tuple[float, ...]:
@@ -133,11 +150,6 @@ def _mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[list[float],
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"mean and std must be 3 numbers each with std > 0, got mean={mean}, std={std}")
     return mean, std
-
-
-def blur_kernel_size(size: int) -> int:
-    """Odd Gaussian-blur kernel side of about 10% of the crop (23 for 224, as in BYOL), at least 3."""
-    return max(3, size // 10 // 2 * 2 + 1)
 
 
 def _happens(p: float) -> bool:
@@ -177,7 +189,7 @@ class ViewTransform:
     ) -> None:
         self.crop, self.aug, self.blur_p, self.solarize_p = crop, aug, blur_p, solarize_p
         self.mean, self.std = _mean_std(mean, std)
-        self.blur_kernel = blur_kernel_size(crop.size)
+        self.interpolation = INTERPOLATIONS[aug.interpolation]
         spreads = (aug.brightness, aug.contrast, aug.saturation)
         ranges = [(max(0.0, 1.0 - v), 1.0 + v) for v in spreads] + [(-aug.hue, aug.hue)]
         kernels = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, adjust_hue)
@@ -207,7 +219,9 @@ class ViewTransform:
     def __call__(self, image: Tensor) -> Tensor:
         size = self.crop.size
         top, left, height, width = RandomResizedCrop.get_params(image, list(self.crop.scale), ASPECT_RATIO)
-        view = F.resized_crop(image, top, left, height, width, [size, size], antialias=True)
+        view = F.resized_crop(
+            image, top, left, height, width, [size, size], interpolation=self.interpolation, antialias=True
+        )
         if _happens(self.aug.hflip_p):
             view = F.horizontal_flip(view)
         view = F.to_dtype(view, torch.float32, scale=True)
@@ -216,7 +230,7 @@ class ViewTransform:
         if _happens(self.aug.grayscale_p):
             view = F.rgb_to_grayscale(view, num_output_channels=3)
         if _happens(self.blur_p):
-            view = gaussian_blur(view, self.blur_kernel, _uniform(*BLUR_SIGMA))
+            view = pil_gaussian_blur(view, _uniform(*self.aug.blur_sigma))
         if _happens(self.solarize_p):
             view = F.solarize(view, SOLARIZE_THRESHOLD)
         return F.normalize(view, self.mean, self.std)
