@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 
 import lightning as L
 import pytest
 import torch
+from reference import cluster_prediction, swapped_prediction
+from test_ema import EMAProbe, assert_updates_follow_the_ramp
 
 from sslib import methods
 from sslib.config import ConfigError, compose
+from sslib.methods import losses
 from sslib.methods.deepcluster import CHECKPOINT_KEY
 from sslib.train import build_datamodule, pretrain
 
@@ -50,6 +54,32 @@ def fit(cfg, steps: int, **trainer_kwargs):
     return model, trainer, dm
 
 
+class LossSpy:
+    """Stands in for a loss function of a method module: records each call's arguments and value."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.calls = fn, []
+
+    def __call__(self, *args):
+        value = self.fn(*args)
+        self.calls.append(([a.detach() if torch.is_tensor(a) else a for a in args], value.detach()))
+        return value
+
+
+def spy_on_loss(monkeypatch, method: str) -> LossSpy:
+    module, name = (
+        ("deepcluster", "cluster_prediction_loss")
+        if method == "deepclusterv2"
+        else (
+            "clustering",
+            "swapped_prediction_loss",
+        )
+    )
+    spy = LossSpy(getattr(losses, name))
+    monkeypatch.setattr(f"sslib.methods.{module}.{name}", spy)
+    return spy
+
+
 @pytest.mark.parametrize(
     ("method", "labeler"),
     [
@@ -58,15 +88,35 @@ def fit(cfg, steps: int, **trainer_kwargs):
         ("deepclusterv2", "mira"),  # k-means centroids, the memory labelled by MIRA
     ],
 )
-def test_every_method_trains_with_every_labeler(tmp_path, method, labeler):
+def test_every_method_trains_with_every_labeler(tmp_path, monkeypatch, method, labeler):
+    """Each step's loss is the reference loss of what the step fed it, the last one is what is logged,
+    the cluster usage is that of the last targets, and the backbone and projector weights changed."""
     cfg = tiny_cfg(tmp_path, f"method={method}", f"labeler={labeler}")
     assert cfg.labeler.name == labeler and cfg.method.name == method
+    spy = spy_on_loss(monkeypatch, method)
     model, trainer, dm = fit(cfg, steps=2, limit_train_batches=3)  # DeepCluster-v2 embeds 3 batches first
+    before = {k: copy.deepcopy(model.ssl_modules()[k].state_dict()) for k in ("backbone", "projector")}
     trainer.fit(model, dm)
-    loss = trainer.callback_metrics["train/loss"]
-    assert torch.isfinite(loss) and loss > 0
     assert type(model.labeler).__name__.lower().startswith(labeler)
-    assert trainer.callback_metrics["labels/clusters_used"] >= 1
+    assert len(spy.calls) == 2
+    for args, value in spy.calls:
+        assert args[-1] == cfg.method.student_temperature
+        if method == "deepclusterv2":
+            student, clusters, _ = args
+            assert value.item() == pytest.approx(cluster_prediction(student, clusters, args[-1]), rel=1e-5)
+            used = len(clusters[clusters >= 0].unique())
+        else:
+            targets, student, _ = args
+            assert len(targets) == dm.n_global and len(student) == dm.train_transform.n_crops
+            for t in targets:
+                torch.testing.assert_close(t.sum(1), torch.ones(len(t)))
+            assert value.item() == pytest.approx(swapped_prediction(targets, student, args[-1]), rel=1e-5)
+            used = len(targets[0].argmax(1).unique())
+    assert trainer.callback_metrics["train/loss"].item() == pytest.approx(value.item(), rel=1e-6)
+    assert trainer.callback_metrics["labels/clusters_used"] == used
+    for key, state in before.items():
+        after = model.ssl_modules()[key].state_dict()
+        assert any(not torch.equal(w, after[name]) for name, w in state.items() if w.is_floating_point()), key
 
 
 def test_method_default_labelers_and_swav_ablation(tmp_path):
@@ -78,14 +128,17 @@ def test_method_default_labelers_and_swav_ablation(tmp_path):
     assert swav_dagger.method == mira.method and swav_dagger.optim == mira.optim
 
 
-def test_ema_teacher_moves_towards_student(tmp_path):
-    model, trainer, dm = fit(tiny_cfg(tmp_path, "method=mira", "method.ema.enabled=true"), steps=3)
-    before = copy.deepcopy(model.teacher.state_dict())
+@pytest.mark.parametrize(("method", "teacher_parts"), [("mira", ["backbone", "projector"]), ("dino", None)])
+def test_ema_teacher_follows_the_formula_with_the_ramped_momentum(tmp_path, method, teacher_parts):
+    """Every update is theta_t <- m_k theta_t + (1 - m_k) theta_s with m_k the cosine ramp at step k;
+    MIRA shares its prototypes with the teacher, DINO averages them too. (0.9 -> 0.5 so each step moves.)"""
+    ramp = ["method.ema.enabled=true", "method.ema.base_momentum=0.9", "method.ema.final_momentum=0.5"]
+    probe = EMAProbe()
+    model, trainer, dm = fit(tiny_cfg(tmp_path, f"method={method}", *ramp), steps=4, callbacks=[probe])
     trainer.fit(model, dm)
-    name = "backbone.conv1.weight"
-    teacher, student = model.teacher.state_dict()[name], model.backbone.state_dict()["conv1.weight"]
-    assert not torch.equal(teacher, before[name])  # moved
-    assert not torch.equal(teacher, student)  # but is not a copy (momentum < 1)
+    assert list(model.teacher) == (teacher_parts or ["backbone", "projector", "prototypes"])
+    assert_updates_follow_the_ramp(probe, 4, 0.9, 0.5)
+    assert trainer.callback_metrics["schedule/ema_momentum"].item() == pytest.approx(0.5)
     assert all(not p.requires_grad for p in model.teacher.parameters())
 
 
@@ -105,10 +158,33 @@ def test_prototypes_stay_frozen_as_configured(tmp_path, freeze, frozen):
     assert torch.equal(protos, model.prototypes.parameters_to_freeze()[0]) == frozen
 
 
-def test_mira_beta_follows_its_schedule(tmp_path):
-    model, trainer, dm = fit(tiny_cfg(tmp_path, "method=mira"), steps=4)
+class AttributeProbe(L.Callback):
+    """The labeler's value of ``attribute`` at each step (read after the module's batch-start hook)."""
+
+    def __init__(self, attribute: str) -> None:
+        self.attribute, self.values = attribute, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.values.append(float(getattr(pl_module.labeler, self.attribute)))
+
+
+def test_mira_beta_follows_its_cosine_schedule_step_by_step(tmp_path):
+    probe = AttributeProbe("beta")
+    model, trainer, dm = fit(tiny_cfg(tmp_path, "method=mira"), steps=4, callbacks=[probe])
     trainer.fit(model, dm)
-    assert 2 / 3 <= model.labeler.beta < 0.75  # cosine 0.75 -> 2/3 over the run, evaluated at step 3 of 4
+    # step k of T = 4 (0-based, as MIRA's train.py lines 392-394 and 428): 0.75 + (2/3 - 0.75)(1 - cos(pi k/4))/2
+    expected = [0.75 + (2 / 3 - 0.75) * (1 - math.cos(math.pi * k / 4)) / 2 for k in range(4)]
+    assert probe.values == pytest.approx(expected, rel=1e-12)
+    assert trainer.callback_metrics["schedule/beta"].item() == pytest.approx(expected[-1], rel=1e-6)
+
+
+def test_dino_teacher_temperature_warms_up_linearly_over_its_epochs_then_stays(tmp_path):
+    """0.04 -> 0.07 linearly over the first epoch of 2 steps, then 0.07 (DINO's warm-up, per step here)."""
+    cfg = tiny_cfg(tmp_path, "method=dino", "labeler.schedule.temperature.epochs=1")
+    probe = AttributeProbe("temperature")
+    model, trainer, dm = fit(cfg, steps=4, max_epochs=2, limit_train_batches=2, callbacks=[probe])
+    trainer.fit(model, dm)
+    assert probe.values == pytest.approx([0.04, 0.055, 0.07, 0.07], rel=1e-12)
 
 
 def test_swav_queue_fills_and_enlarges_the_labelled_batch(tmp_path):

@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from sslib.validation import check_unit_interval
+
 
 def make_teacher(student: nn.Module) -> nn.Module:
     """A frozen deep copy of ``student`` to be updated by :func:`ema_update`."""
@@ -17,7 +19,13 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """theta_t <- m theta_t + (1 - m) theta_s for every parameter (buffers stay the teacher's own)."""
+    """theta_t <- m theta_t + (1 - m) theta_s for every parameter, paired in ``parameters()`` order.
+
+    Buffers (BatchNorm running statistics) stay the teacher's own, updated by its own forward passes:
+    the official MIRA (``train.py`` lines 97-99) and DINO (``main_dino.py`` lines 346-350) codes average
+    parameters only.
+    """
+    check_unit_interval("momentum", momentum, closed_right=True)
     t_params = list(teacher.parameters())
     s_params = [p.detach() for p in student.parameters()]
     if len(t_params) != len(s_params):
