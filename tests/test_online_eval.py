@@ -49,21 +49,29 @@ def reference_knn(bank, bank_labels, val, val_labels, num_classes: int, k: int, 
 
 def test_logged_online_metrics_equal_an_independent_recomputation(tmp_path):
     """After a 2-step fit, the logged val/knn_top1, val/knn_top5 and val/probe_top1 equal kNN and probe
-    recomputed in float64 from features of the saved backbone, extracted outside the training loop."""
-    cfg = compose([*TINY, f"run_dir={tmp_path}", "trainer.max_epochs=1", "+trainer.limit_train_batches=2"])
+    recomputed in float64 from features of the saved backbone, extracted outside the training loop.
+
+    k = 200: at k = 20 the weights of this barely trained backbone's neighbours (cosine 0.89-1.0) hardly
+    differ, so a kNN that ignored T would give the same accuracy; at k = 200 it does not (asserted)."""
+    knn = ["online_eval.knn_k=200", "online_eval.bank_fraction=0.5"]
+    cfg = compose(
+        [*TINY, *knn, f"run_dir={tmp_path}", "trainer.max_epochs=1", "+trainer.limit_train_batches=2"]
+    )
     results = pretrain(cfg)
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     backbone, _ = load_backbone(ckpt)
-    bank_loader, val_loader = build_datamodule(cfg).val_dataloader()
+    data = build_datamodule(cfg)
+    bank_loader, val_loader = data.val_dataloader()
     bank, bank_labels = extract_features(backbone, bank_loader, device="cpu")
     val, val_labels = extract_features(backbone, val_loader, device="cpu")
-    assert (len(bank), len(val)) == (1437, 360)  # the whole digits train and val splits
+    assert (len(bank), len(val)) == (len(stratified_subset(data.train_set.targets, 0.5, 0)), 360)
     ev = cfg.online_eval
     top1, top5 = reference_knn(bank, bank_labels, val, val_labels, 10, ev.knn_k, ev.knn_temperature)
     one_sample = 100 / len(val)
     assert results["val/knn_top1"] == pytest.approx(top1, abs=one_sample / 10)
     assert results["val/knn_top5"] == pytest.approx(top5, abs=one_sample / 10)
     assert 0 < top1 < top5 < 100  # the comparison is not between two trivial values
+    assert reference_knn(bank, bank_labels, val, val_labels, 10, ev.knn_k, 1.0)[0] != pytest.approx(top1)
 
     state = load_checkpoint(ckpt)["state_dict"]
     logits = val.double() @ state["probe.weight"].double().T + state["probe.bias"].double()
