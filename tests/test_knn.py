@@ -70,6 +70,28 @@ def test_knn_accuracy():
     assert few["top5"] == 100.0
 
 
+def test_prenormalised_bank_is_used_as_it_is():
+    train, train_labels, test, _ = _random_split()
+    unit = nn.functional.normalize(train.double(), dim=1)
+    scores = knn_predict(unit, train_labels, test, num_classes=5, k=10)
+    as_is = knn_predict(unit, train_labels, test, num_classes=5, k=10, normalized=True)
+    torch.testing.assert_close(as_is, scores, rtol=1e-12, atol=0.0)  # renormalising moves the last bits
+    assert not torch.equal(knn_predict(train.double(), train_labels, test, 5, k=10, normalized=True), scores)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_bank_gives_float32_scores_close_to_float64(dtype):
+    """With k = N_train (no neighbour selection to flip), class scores from a half-precision bank stay
+    within 0.1% (float16, 11-bit mantissa) or 1% (bfloat16, 8-bit) of float64 at T = 0.5."""
+    train, train_labels, test, _ = _random_split()
+    bank = nn.functional.normalize(train, dim=1).to(dtype)
+    scores = knn_predict(bank, train_labels, test, num_classes=5, k=200, temperature=0.5, normalized=True)
+    exact = knn_predict(train.double(), train_labels, test, num_classes=5, k=200, temperature=0.5)
+    assert scores.dtype == torch.float32
+    rtol = 1e-3 if dtype == torch.float16 else 1e-2
+    torch.testing.assert_close(scores, exact.float(), rtol=rtol, atol=0.0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
