@@ -2,11 +2,12 @@
 
 Images are decoded on the GPU (``"mixed"``) when CUDA is present, else on the CPU, and every view
 op runs where its input lives. Each view follows ``Augment`` with its per-view probabilities: random
-resized crop, colour jitter, grayscale, Gaussian blur, solarize, horizontal flip and normalisation.
-DALI's colour ops differ in detail from torchvision's: brightness/contrast are applied before
-saturation/hue (torchvision draws a random order), contrast pivots on mid-grey instead of the image's
-mean grey, and hue is rotated in YIQ space instead of HSV. The crops have the same sizes, dtypes and
-statistics (``tests/test_dali.py``), not the same pixels.
+resized crop (``Augment.interpolation``: cubic or linear), colour jitter, grayscale, Gaussian blur
+(:func:`blur`), solarize, horizontal flip and normalisation. DALI's colour ops differ in detail from
+torchvision's: brightness/contrast are applied before saturation/hue (torchvision draws a random
+order), contrast pivots on mid-grey instead of the image's mean grey, and hue is rotated in YIQ space
+instead of HSV. The crops have the same sizes, dtypes and statistics (``tests/test_dali.py``), not the
+same pixels.
 
 Order: each epoch reshuffles the whole train split (same seed on every rank) and rank ``r`` of ``w``
 reads shard ``r`` of it, so the ranks see disjoint samples. Unlike the torchvision loader, crops and
@@ -49,13 +50,17 @@ def _factor(spread: float, apply):
 
 
 def blur(view, aug: Augment, blur_p: float):
-    """Each HWC image of ``view`` blurred with probability ``blur_p``, with a Gaussian of std ``U(aug.blur_sigma)``.
+    """Each HWC image of ``view`` blurred with probability ``blur_p``: a Gaussian of std ``U(*aug.blur_sigma)``.
 
-    The sources blur with ``PIL.ImageFilter.GaussianBlur(radius)``, whose ``radius`` is the Gaussian's
-    standard deviation in pixels (of the crop, as here), so DALI's ``sigma`` is that radius, drawn from
-    the same range. DALI then samples the Gaussian on a window of ``2 * ceil(3 * sigma) + 1`` pixels
-    (its default) where PIL runs three box filters of the same variance: the two agree to a few
-    levels of 255 for ``sigma >= 1`` and DALI blurs less for ``sigma < 0.5`` (docs/data.md).
+    The sources' transforms blur with ``PIL.ImageFilter.GaussianBlur(radius)``, whose ``radius`` is the
+    Gaussian's standard deviation in pixels of the crop; DALI's ``sigma`` is also a standard deviation
+    in pixels, so ``sigma = radius``, drawn from the same range, applied to the crop as there. This is
+    what the official MIRA DALI loader does (movinghoon/MIRA src/dali_loader.py:102-111, sigma
+    ``0.1 + 1.9 U(0, 1)``); its fixed 23-pixel window is replaced by DALI's default of
+    ``2 * ceil(3 * sigma) + 1``, which leaves out the tails beyond 3 sigma (0.3% of the mass per axis).
+    PIL approximates the Gaussian with three box filters of the same variance and repeats the edge
+    pixels; DALI samples it and reflects at the borders. Inside the image the two agree to 4/255 for
+    sigma >= 0.5, and DALI blurs less below (see docs/data.md).
     """
     low, high = aug.blur_sigma
     if blur_p > 0 and _coin(blur_p):
@@ -148,7 +153,8 @@ class DaliTrainLoader:
     ``crops`` is a list of float32 (B, 3, S, S) tensors (global views first), ``labels`` and
     ``indices`` are int64 (B,), exactly as the torchvision training loader. ``len()`` is
     ``n // (batch_size * world)`` on every rank: each epoch drops the tail of the rank's shard,
-    as ``drop_last`` does. ``samples`` are the ``(path, class)`` pairs of an ``ImageFolder``;
+    as ``drop_last`` does. Iterating again after leaving an epoch early yields only that epoch's
+    remaining batches; the next iteration starts a whole new epoch. ``samples`` are the ``(path, class)`` pairs of an ``ImageFolder``;
     ``seed`` and ``epoch`` (the first one: a resumed run's) seed the shuffling and the augmentation;
     ``rank`` reads shard ``rank`` of ``world``; ``num_threads`` are DALI's CPU threads.
     """

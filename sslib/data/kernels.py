@@ -86,8 +86,8 @@ def pil_gaussian_blur(image: Tensor, sigma: float) -> Tensor:
 
     PIL's ``radius`` is the Gaussian's standard deviation in pixels: PIL blurs each axis with
     :data:`BOX_PASSES` extended box filters of radius :func:`box_radius` (together of variance
-    ``sigma**2``), width first, repeating the edge pixels. The same passes here, in float instead of
-    PIL's uint8 after every pass: on uint8 input the result is PIL's to within 2/255
+    ``sigma**2``), width first, repeating the edge pixels. The same passes here, in float where PIL
+    rounds to uint8 after each of its six passes: on uint8 input the result is PIL's to within 3/255
     (``tests/test_data.py``).
     """
     radius = box_radius(sigma)

@@ -171,11 +171,12 @@ def _as_uint8_tensor(image: Any) -> Tensor:
 class ViewTransform:
     """uint8 (3, H, W) tensor -> one normalised float32 (3, crop.size, crop.size) view.
 
-    The ops of torchvision v2's ``RandomResizedCrop``, ``RandomHorizontalFlip``, ``ColorJitter``
-    (factors in 1 +- brightness/contrast/saturation and +-hue, random order), ``RandomGrayscale``,
-    ``GaussianBlur`` and ``RandomSolarize`` then ``Normalize``, called as kernels: crop and flip on
-    uint8, the rest on float in [0, 1], hue and blur by the faster :mod:`sslib.data.kernels`. Calling
-    the kernels directly skips the v2 wrappers' per-call overhead, which dominates on 32x32 images.
+    The ops of torchvision v2's ``RandomResizedCrop`` (antialiased, ``aug.interpolation``),
+    ``RandomHorizontalFlip``, ``ColorJitter`` (factors in 1 +- brightness/contrast/saturation and
+    +-hue, random order), ``RandomGrayscale``, PIL's ``GaussianBlur`` (radius ``U(*aug.blur_sigma)``)
+    and ``RandomSolarize`` then ``Normalize``, called as kernels: crop and flip on uint8, the rest on
+    float in [0, 1], hue and blur by :mod:`sslib.data.kernels`. Calling the kernels directly skips the
+    v2 wrappers' per-call overhead, which dominates on 32x32 images.
     """
 
     def __init__(
