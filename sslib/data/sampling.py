@@ -23,8 +23,10 @@ def _rank_and_world() -> tuple[int, int]:
 class EpochSampler(Sampler[tuple[int, int]]):
     """Yields ``(epoch, index)`` over a seeded permutation of ``range(n)``, sliced per rank.
 
-    Lightning calls :meth:`set_epoch` at every epoch start. Each rank gets ``n // world`` indices
-    (the tail is dropped, so every rank has the same number of batches).
+    Lightning calls :meth:`set_epoch` at every epoch start. The permutation depends only on
+    ``(seed, epoch)``; rank ``r`` of ``world`` takes its entries ``r, r + world, r + 2 world, ...`` up to
+    the last ``n % world``, which are dropped, so the ranks' shards are disjoint, cover the rest, and
+    hold ``n // world`` indices each (every rank then has the same number of batches).
     """
 
     def __init__(self, n: int, seed: int = 0, epoch: int = 0) -> None:
