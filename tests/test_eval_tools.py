@@ -163,11 +163,28 @@ def test_probe_settings_are_checked():
         ProbeSettings(weight_decay=-1.0)
 
 
-def test_augmented_probe_trains_through_the_backbone(tmp_path, monkeypatch):
+def test_augmented_probe_feeds_fresh_crops_through_the_frozen_backbone(tmp_path, monkeypatch):
+    """Each step passes newly augmented train images through the backbone in eval mode without gradients;
+    the backbone (weights and BatchNorm statistics) is unchanged and the seeded result repeats."""
     cache = FeatureCache(save_checkpoint(tmp_path / "a.ckpt"), "digits", image_size=8, device="cpu")
     monkeypatch.setattr(FeatureCache, "build", lambda self, split, transform: _two_digits(transform))
-    acc = linear_eval_augmented(cache, ProbeSettings(epochs=2, batch_size=2))
-    assert set(acc) == {"top1", "top5"} and 0 <= acc["top1"] <= 100
+    cache.features("val")  # cached now, so the calls below are the probe's training steps only
+    backbone = cache.backbone
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    calls = []
+    backbone.register_forward_hook(
+        lambda module, args, out: calls.append((args[0].clone(), module.training, torch.is_grad_enabled()))
+    )
+    settings = ProbeSettings(epochs=2, batch_size=2)
+    acc = linear_eval_augmented(cache, settings)
+    assert [(tuple(x.shape), training, grad) for x, training, grad in calls] == [
+        ((2, 3, 8, 8), False, False)
+    ] * 2
+    assert not torch.equal(calls[0][0], calls[1][0])  # epoch 2 draws other crops of the same two images
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())
+    assert all(p.grad is None for p in backbone.parameters())
+    assert set(acc) == {"top1", "top5"} and acc["top1"] in (0.0, 50.0, 100.0)  # 2 val images
+    assert linear_eval_augmented(cache, settings) == acc
 
 
 # --- scripts ---------------------------------------------------------------------------------------------
