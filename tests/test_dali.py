@@ -143,27 +143,45 @@ def checkerboards(tmp_path_factory):
     return root
 
 
+def board_views(root, loader: str, **augment) -> torch.Tensor:
+    """The first views of two epochs of the boards, (16, 3, 32, 32), in grey levels of 255."""
+    dm = SSLDataModule(
+        name="folder",
+        root=str(root),
+        batch_size=8,
+        loader=loader,
+        global_crops={"n": 1, "size": 32, "scale": [0.5, 1.0]},
+        augment={**NO_COLOUR, "hflip_p": 0.0, **augment},
+    )
+    mean, std = torch.tensor(STATS.mean).view(3, 1, 1), torch.tensor(STATS.std).view(3, 1, 1)
+    views = [crops[0].cpu() for epoch in epochs(dm.train_dataloader(), 2) for crops, _, _ in epoch]
+    return (torch.cat(views) * std + mean) * 255
+
+
 @pytest.mark.parametrize("loader", [pytest.param("dali", marks=needs_dali), "torchvision"])
 def test_crops_are_resized_with_the_configured_interpolation(checkerboards, loader):
     """Upsampling a board: bicubic (Keys' kernel has negative lobes) overshoots the two levels at the
     edges; bilinear only mixes them, so every pixel stays in [60, 190]."""
-    augment = {**NO_COLOUR, "hflip_p": 0.0}
-    mean, std = torch.tensor(STATS.mean).view(3, 1, 1), torch.tensor(STATS.std).view(3, 1, 1)
-    levels = {}
-    for interpolation in ("bicubic", "bilinear"):
-        dm = SSLDataModule(
-            name="folder",
-            root=str(checkerboards),
-            batch_size=8,
-            loader=loader,
-            global_crops={"n": 1, "size": 32, "scale": [0.5, 1.0]},
-            augment={**augment, "interpolation": interpolation},
-        )
-        crops, _, _ = next(iter(dm.train_dataloader()))
-        levels[interpolation] = (crops[0].cpu() * std + mean) * 255  # (8, 3, 32, 32) grey levels
+    levels = {
+        mode: board_views(checkerboards, loader, interpolation=mode) for mode in ("bicubic", "bilinear")
+    }
     bicubic, bilinear = levels["bicubic"], levels["bilinear"]
     assert bilinear.min() >= 60 - 0.5 and bilinear.max() <= 190 + 0.5
     assert bicubic.min() < 60 - 3 and bicubic.max() > 190 + 3
+
+
+@needs_dali
+def test_both_loaders_blur_their_views_alike(checkerboards):
+    """Blurring (sigma 1.5, where DALI's Gaussian and PIL's boxes agree) flattens the boards' squares by
+    the same amount in both loaders: the pixels' spread about their view's mean falls alike."""
+    spread = {}
+    for loader in ("dali", "torchvision"):
+        for blur_p in (0.0, 1.0):
+            views = board_views(checkerboards, loader, blur_p=[blur_p], blur_sigma=[1.5, 1.5])
+            spread[loader, blur_p] = views.flatten(1).std(1).mean().item()
+    for loader in ("dali", "torchvision"):
+        assert spread[loader, 1.0] < 0.7 * spread[loader, 0.0], spread
+    assert spread["dali", 1.0] == pytest.approx(spread["torchvision", 1.0], rel=0.1), spread
 
 
 @needs_dali
