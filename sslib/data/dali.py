@@ -154,9 +154,10 @@ class DaliTrainLoader:
     ``indices`` are int64 (B,), exactly as the torchvision training loader. ``len()`` is
     ``n // (batch_size * world)`` on every rank: each epoch drops the tail of the rank's shard,
     as ``drop_last`` does. Iterating again after leaving an epoch early yields only that epoch's
-    remaining batches; the next iteration starts a whole new epoch. ``samples`` are the ``(path, class)`` pairs of an ``ImageFolder``;
-    ``seed`` and ``epoch`` (the first one: a resumed run's) seed the shuffling and the augmentation;
-    ``rank`` reads shard ``rank`` of ``world``; ``num_threads`` are DALI's CPU threads.
+    remaining batches; the next iteration starts a whole new epoch. ``samples`` are the
+    ``(path, class)`` pairs of an ``ImageFolder``; ``seed`` and ``epoch`` (the first one: a resumed
+    run's) seed the shuffling and the augmentation; ``rank`` reads shard ``rank`` of ``world``;
+    ``num_threads`` are DALI's CPU threads.
     """
 
     def __init__(
