@@ -41,6 +41,10 @@ RUNTIME_KEYS = (
     "data.loader",
     "data.persistent_workers",
     "data.pin_memory",
+    "online_eval.every_n_epochs",  # how often and on what the monitor runs, not what is trained
+    "trainer.check_val_every_n_epoch",
+    "online_eval.bank_fraction",
+    "online_eval.bank_dtype",
 )
 
 

@@ -17,7 +17,7 @@ from sslib.data import SSLDataModule
 from sslib.data.module import shard, stratified_subset
 from sslib.eval import extract_features
 from sslib.methods.online import OnlineMonitor
-from sslib.train import build_datamodule, pretrain
+from sslib.train import build_datamodule, config_changes, pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,6 +117,16 @@ def test_bad_online_eval_settings_are_one_line(override, message):
     with pytest.raises(ValueError) as err:
         methods.build(compose([*TINY, override]), num_classes=10, n_global=2)
     assert str(err.value) == message
+
+
+def test_a_run_resumes_with_other_online_eval_settings():
+    settings = [
+        "online_eval.every_n_epochs=10",
+        "online_eval.bank_fraction=0.1",
+        "online_eval.bank_dtype=float16",
+    ]
+    assert config_changes(compose(TINY), compose([*TINY, *settings])) == []
+    assert config_changes(compose(TINY), compose([*TINY, "online_eval.knn_k=10"])) == ["online_eval.knn_k"]
 
 
 def test_shards_are_contiguous_disjoint_and_cover_in_order():
