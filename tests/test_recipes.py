@@ -22,7 +22,7 @@ from sslib.recipes.__main__ import BEGIN, END
 from sslib.recipes.record import flat_config, recipe_config, required_keys
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = {"digits", "cifar"}  # budgets that recipes build on, not recipes of their own
+SHARED = {"digits", "cifar", "imagenet100"}  # budgets that recipes build on, not recipes of their own
 
 
 # --- the records -------------------------------------------------------------------------------
