@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -11,6 +12,8 @@ from hydra import initialize_config_module
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+
+log = logging.getLogger(__name__)
 
 CONF_MODULE = "sslib.conf"
 GROUPS = ("method", "labeler", "backbone", "data", "optim", "trainer", "logger", "recipe")
@@ -164,14 +167,23 @@ def _unknown_recipe_key(cfg: DictConfig, bare: DictConfig, path: str = "") -> st
 
 
 def _check_recipe_keys(cfg: DictConfig, overrides: list[str], chosen: dict[str, str]) -> None:
-    """Fail with one line when the recipe sets a key that the composed groups do not define."""
+    """Fail with one line when the recipe sets a key that the composed groups do not define.
+
+    Under a group that the command line swapped (e.g. ``optim=sgd`` on a LARS recipe), such keys are the
+    recipe's settings of the option it was written for (LARS's ``eta``): they are dropped, with a log line.
+    """
     recipe = chosen.get("recipe") or f"{cfg.method.name}_{cfg.data.name}"
     bare = _compose_labeled([*overrides, "~recipe"], chosen) if "~recipe" not in overrides else cfg
     with open_dict(bare):
         bare[RECIPE_GROUPS_KEY] = None
-    unknown = _unknown_recipe_key(cfg, bare)
-    if unknown is not None:
-        raise ConfigError(f"recipe {recipe} sets '{unknown}', which the composed config does not have")
+    while (unknown := _unknown_recipe_key(cfg, bare)) is not None:
+        group = unknown.split(".", 1)[0]
+        if group not in chosen or group == "recipe":
+            raise ConfigError(f"recipe {recipe} sets '{unknown}', which the composed config does not have")
+        parent, _, key = unknown.rpartition(".")
+        with open_dict(cfg):
+            OmegaConf.select(cfg, parent).pop(key)
+        log.info("recipe %s: %s does not apply to %s=%s; dropped", recipe, unknown, group, chosen[group])
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:

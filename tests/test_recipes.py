@@ -207,3 +207,9 @@ def test_labeler_input_is_float32_in_a_bf16_autocast_step(tmp_path):
     assert seen == [torch.float32, torch.float32] and feats.dtype == torch.bfloat16
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
+
+
+def test_a_swapped_optimiser_drops_the_recipes_settings_of_the_other_one():
+    cfg = compose(["method=mira", "data=imagenet", "data.root=/x", "optim=sgd", "optim.weight_decay=1e-4"])
+    assert cfg.optim.name == "sgd" and dict(cfg.optim.kwargs) == {} and cfg.optim.weight_decay == 1e-4
+    assert cfg.optim.lr == 0.3 and cfg.optim.warmup_start_ratio == "base"  # settings SGD has are kept
