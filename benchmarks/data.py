@@ -13,8 +13,10 @@ ImageFolder tree, or a CIFAR-10 archive folder of random 32x32 images. Loaders, 
 - ``dali``: ``SSLDataModule(loader="dali")`` for image folders when DALI is installed (decoding on the
   GPU when CUDA is present, on the CPU otherwise).
 
-Each loader first serves ``--warmup`` batches (worker start-up), then ``--batches`` are timed; the
-loaders take turns ``--repeats`` times and the table shows each one's median.
+Each loader first serves ``--warmup`` batches (worker start-up), then ``--batches`` are timed. A round
+times every loader once, back to back (``paired.run_rounds``); over ``--repeats`` rounds the table shows each
+loader's median images/s and the median of its per-round ratio to the baseline, and the verdict (sslib's
+loader >= 1x the baseline) sets the exit status (1 on a FAIL, unless ``--no-fail``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import os
 import pickle
 import platform
 import random
-import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from unittest import mock
 
@@ -43,11 +45,15 @@ from sslib.data import SSLDataModule, dataset_stats
 from sslib.data.loaders import dali_installed
 from sslib.data.transforms import INTERPOLATIONS, Augment, CropGroup
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/paired.py, also when imported by path
+from paired import Verdict, add_verdict_arguments, median, paired_ratio, report, run_rounds  # noqa: E402
+
 CLASSES = 4
 PRESETS = {  # name: (dataset, global crops, local crops, augment preset)
     "imagenet": ("folder", CropGroup(2, 224), CropGroup(6, 96, (0.05, 0.14)), "imagenet"),
     "cifar": ("cifar10", CropGroup(2, 32), None, "cifar"),
 }
+SSLIB_MIN_RATIO = 1.0  # target: sslib's torchvision loader serves at least the baseline's images/s
 
 
 def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -176,17 +182,19 @@ def forever(loader: Iterable) -> Iterator:
         yield from loader
 
 
-def images_per_second(loader: Iterable, warmup: int, batches: int) -> float:
+def seconds_per_image(loader: Iterable, warmup: int, batches: int) -> float:
+    """Wall time per image of ``batches`` batches, after ``warmup`` untimed ones (worker start-up)."""
     stream = forever(loader)
     for _ in range(warmup):
         next(stream)
     start, images = time.perf_counter(), 0
     for _ in range(batches):
         images += len(next(stream)[1])  # (crops, labels[, indices])
-    return images / (time.perf_counter() - start)
+    return (time.perf_counter() - start) / images
 
 
 def run_preset(preset: str, args) -> list[dict]:
+    """One row per loader: median images/s and the paired ratio of its speed to the baseline's."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if preset == "imagenet":
@@ -200,14 +208,18 @@ def run_preset(preset: str, args) -> list[dict]:
         if preset == "imagenet" and dali_installed():
             device = "gpu" if torch.cuda.is_available() else "cpu"
             loaders[f"dali ({device})"] = lambda: sslib_loader(preset, root, args, "dali")
-        rates: dict[str, list[float]] = {label: [] for label in loaders}
-        for _ in range(args.repeats):  # interleaved, so that a change of machine load hits every loader
-            for label, build in loaders.items():
-                rates[label].append(images_per_second(build(), args.warmup, args.batches))
-        medians = {label: statistics.median(values) for label, values in rates.items()}
+        measures = {
+            label: lambda build=build: seconds_per_image(build(), args.warmup, args.batches)
+            for label, build in loaders.items()
+        }
+        per_image = run_rounds(measures, args.repeats)
         return [
-            {"loader": label, "images_s": rate, "ratio": rate / medians["baseline"]}
-            for label, rate in medians.items()
+            {
+                "loader": label,
+                "images_s": median([1 / s for s in values]),
+                "ratio": paired_ratio(per_image["baseline"], values),  # baseline time / this loader's time
+            }
+            for label, values in per_image.items()
         ]
 
 
@@ -234,7 +246,8 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the table and the verdicts; return the exit status (1 when a verdict fails, see ``--no-fail``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default="imagenet,cifar", help="comma-separated: imagenet, cifar")
     parser.add_argument("--images", type=int, default=192, help="ImageNet-style train JPEGs")
@@ -245,8 +258,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, DALI threads")
     parser.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     parser.add_argument("--batches", type=int, default=8, help="timed batches")
-    parser.add_argument("--repeats", type=int, default=3, help="measurements per loader (median reported)")
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=3, help="rounds, each timing every loader once")
+    add_verdict_arguments(parser)
+    args = parser.parse_args(argv)
     args.image_size = tuple(int(v) for v in args.image_size.split("x"))
     torch.set_num_threads(1)  # the main process only collects batches
 
@@ -258,13 +272,20 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     print(f"{cpu_name()} ({os.cpu_count()} cores), {args.workers} workers; {device}; {versions}")
     print("| preset | loader | images/s | x baseline |\n|---|---|---:|---:|")
+    verdicts = []
     for preset in args.presets.split(","):
         for row in run_preset(preset, args):
             print(
                 f"| {describe(preset, args)} | {row['loader']} | {row['images_s']:.1f} | {row['ratio']:.2f} |",
                 flush=True,
             )
+            if row["loader"] == "sslib":
+                subject = f"{describe(preset, args)}: sslib"
+                verdicts.append(
+                    Verdict(subject, row["ratio"], "the baseline's images/s", at_least=SSLIB_MIN_RATIO)
+                )
+    return report(verdicts, args.no_fail)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

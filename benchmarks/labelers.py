@@ -5,7 +5,8 @@ random unit embeddings (dim 128) and K random unit prototypes; each timed call f
 of the same case (the steady state of a training loop, see ``time_cases``; on glibc, freed memory also
 stays in the process, see ``steady_allocator``), and the median of
 ``--repeats`` rounds is reported with the median minor page faults per call. Ratios are medians of
-per-round ratios (``paired_ratio``). Rows:
+per-round ratios (``paired.paired_ratio``), and the verdicts (MIRA <= 1.5x the bare loop, >= 3x faster
+than the naive form) set the exit status (1 on a FAIL, unless ``--no-fail``). Rows:
 
 * ``mira``, ``sinkhorn``, ``dino``: sslib's labelers (eval mode, so including the input checks); ``mira``
   is the default ``backend="auto"`` (on CPU the fused C pass of ``mira_kernels.c`` where it builds),
@@ -17,7 +18,7 @@ per-round ratios (``paired_ratio``). Rows:
   native path's own floor; MKL runs the bare loop's mat-vecs on one thread at these sizes;
 * ``naive MIRA``: Eq. 7 and Eq. 5 as written in the paper, float32, plain out-of-place ops.
 
-Usage: ``python benchmarks/labelers.py [--device cpu|cuda] [--repeats N] [--shapes 256x3000,...]``
+Usage: ``python benchmarks/labelers.py [--device cpu|cuda] [--repeats N] [--shapes 256x3000,...] [--no-fail]``
 (``--threads 1`` when other processes load the CPU: OpenMP threads that wait for a descheduled
 sibling make every op cost a scheduler time slice, which swamps MIRA's ~100 small calls).
 """
@@ -29,8 +30,10 @@ import ctypes
 import functools
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +45,9 @@ except ImportError:  # not on Windows
 
 import sslib.labelers as L
 from sslib.labelers.mira import _kernels, native_kernels
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/paired.py, also when imported by path
+from paired import Verdict, add_verdict_arguments, median, paired_ratio, report, run_rounds, seconds  # noqa: E402
 
 TAU, BETA, N_ITERS = 0.225, 2 / 3, 30
 EPSILON, SK_ITERS = 0.05, 3
@@ -124,7 +130,9 @@ def steady_allocator() -> bool:
     except OSError:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(
+        libc.mallopt(m_trim_threshold, 2**31 - 1)
+    )
 
 
 def minor_faults() -> int:
@@ -134,35 +142,30 @@ def minor_faults() -> int:
 
 def time_cases(
     cases: dict[str, Callable[[], torch.Tensor]], repeats: int, sync: Callable[[], None]
-) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Wall times (ms, one per round) and median minor page faults per call of each case.
 
-    Each round runs every case (in a rotated order) once untimed, then once timed: the timed call
-    sees the allocator and caches as a repeated call does (as in training, where the labeler runs on
-    the same shapes every step). Back-to-back interleaving instead lets the previous case's frees be
-    returned to the OS, and MIRA's one B x K allocation then pays a page fault per 4 KiB page on
-    first touch (measured here: ~720 faults, ~4 ms at 256 x 3000, vs 0 faults inside a training loop).
+    Each round runs every case (in a rotated order, ``paired.run_rounds``) once untimed, then once timed:
+    the timed call sees the allocator and caches as a repeated call does (as in training, where the
+    labeler runs on the same shapes every step). Back-to-back interleaving instead lets the previous
+    case's frees be returned to the OS, and MIRA's one B x K allocation then pays a page fault per 4 KiB
+    page on first touch (measured here: ~720 faults, ~4 ms at 256 x 3000, vs 0 faults inside a training loop).
     """
-    times: dict[str, list[float]] = {name: [] for name in cases}
     faults: dict[str, list[int]] = {name: [] for name in cases}
-    names = list(cases)
-    for rep in range(repeats):
-        for name in names[rep % len(names) :] + names[: rep % len(names)]:  # rotate the order each round
+
+    def steady_ms(name: str) -> Callable[[], float]:
+        def measure() -> float:
             cases[name]()
             sync()
-            f0, t0 = minor_faults(), time.perf_counter()
-            cases[name]()
-            sync()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-            faults[name].append(minor_faults() - f0)
-    per_round = {name: torch.tensor(ts, dtype=torch.float64) for name, ts in times.items()}
-    return per_round, {name: int(torch.tensor(fs).median()) for name, fs in faults.items()}
+            before = minor_faults()
+            ms = seconds(cases[name], sync) * 1e3
+            faults[name].append(minor_faults() - before)
+            return ms
 
+        return measure
 
-def paired_ratio(num: torch.Tensor, den: torch.Tensor) -> float:
-    """Median over rounds of num_r / den_r: both timed in the same round, so slow drifts of a shared
-    machine's speed (seconds long, often +-30% here) cancel."""
-    return float((num / den).median())
+    times = run_rounds({name: steady_ms(name) for name in cases}, repeats)
+    return times, {name: int(median(fs)) for name, fs in faults.items()}
 
 
 def machine(device: torch.device) -> str:
@@ -192,7 +195,8 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     return shapes  # type: ignore[return-value]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the table and the verdicts; return the exit status (1 when a verdict fails, see ``--no-fail``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
@@ -202,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a busy CPU"
     )
+    add_verdict_arguments(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -232,19 +237,31 @@ def main(argv: Sequence[str] | None = None) -> None:
             gain = {"mira": f"{speedup:.1f}x", "mira (torch path)": f"{torch_speedup:.1f}x"}.get(name, "")
             nan = "" if name in FLOORS else ("yes" if has_nan[name] else "no")
             print(
-                f"| {batch}x{n_clusters} | {name} | {float(ts.median()):.2f} | {ratios[name]:.2f} | {gain} | {faults[name]} | {nan} |"
+                f"| {batch}x{n_clusters} | {name} | {median(ts):.2f} | {ratios[name]:.2f} | {gain} | {faults[name]} | {nan} |"
             )
-        ratio = ratios["mira"]
+        shape = f"{batch}x{n_clusters}: mira"
+        torch_ratio = ratios["mira (torch path)"]
         verdicts.append(
-            f"{'PASS' if ratio <= MIRA_MAX_RATIO else 'FAIL'} {batch}x{n_clusters}: mira {ratio:.3f}x bare loop (target <= {MIRA_MAX_RATIO}x; torch path {ratios['mira (torch path)']:.3f}x)"
+            Verdict(
+                shape,
+                ratios["mira"],
+                "the bare loop's time",
+                at_most=MIRA_MAX_RATIO,
+                note=f"torch path {torch_ratio:.3f}x",
+            )
         )
         verdicts.append(
-            f"{'PASS' if speedup >= MIRA_MIN_SPEEDUP else 'FAIL'} {batch}x{n_clusters}: mira {speedup:.1f}x faster than naive (target >= {MIRA_MIN_SPEEDUP}x; torch path {torch_speedup:.1f}x)"
+            Verdict(
+                shape,
+                speedup,
+                "faster than naive MIRA",
+                at_least=MIRA_MIN_SPEEDUP,
+                note=f"torch path {torch_speedup:.1f}x",
+            )
         )
         del logits, cases
-    print()
-    print("\n".join(verdicts))
+    return report(verdicts, args.no_fail)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
