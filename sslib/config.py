@@ -169,8 +169,9 @@ def _unknown_recipe_key(cfg: DictConfig, bare: DictConfig, path: str = "") -> st
 def _check_recipe_keys(cfg: DictConfig, overrides: list[str], chosen: dict[str, str]) -> None:
     """Fail with one line when the recipe sets a key that the composed groups do not define.
 
-    Under a group that the command line swapped (e.g. ``optim=sgd`` on a LARS recipe), such keys are the
-    recipe's settings of the option it was written for (LARS's ``eta``): they are dropped, with a log line.
+    Under a group other than method and data that the command line chose (e.g. ``optim=sgd`` on a LARS
+    recipe, ``backbone=timm`` on a ResNet one), such keys are the recipe's settings of the option it was
+    written for (LARS's ``eta``): they are dropped, with a log line.
     """
     recipe = chosen.get("recipe") or f"{cfg.method.name}_{cfg.data.name}"
     bare = _compose_labeled([*overrides, "~recipe"], chosen) if "~recipe" not in overrides else cfg
@@ -178,7 +179,7 @@ def _check_recipe_keys(cfg: DictConfig, overrides: list[str], chosen: dict[str, 
         bare[RECIPE_GROUPS_KEY] = None
     while (unknown := _unknown_recipe_key(cfg, bare)) is not None:
         group = unknown.split(".", 1)[0]
-        if group not in chosen or group == "recipe":
+        if group not in chosen or group in ("method", "data", "recipe"):  # the recipe is written for these
             raise ConfigError(f"recipe {recipe} sets '{unknown}', which the composed config does not have")
         parent, _, key = unknown.rpartition(".")
         with open_dict(cfg):
