@@ -94,11 +94,11 @@ def test_bank_subset_is_stratified_and_seeded():
     assert len(bank.dataset) == sum(round(0.1 * n) for n in per_class) and len(val.dataset) == 360
 
 
-@pytest.mark.parametrize("fraction", [0, 1.5, float("nan"), "all"])
+@pytest.mark.parametrize("fraction", [0, 1.5, float("nan"), "all", True])
 def test_bad_bank_fraction_is_one_line(fraction):
-    with pytest.raises(ValueError, match=r"bank_fraction must be .*got") as err:
+    with pytest.raises(ValueError) as err:
         SSLDataModule("digits", bank_fraction=fraction)
-    assert "\n" not in str(err.value)
+    assert str(err.value) == f"bank_fraction must be a number in (0, 1], got {fraction!r}"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from sslib.data.loaders import choose_loader
 from sslib.data.sampling import EpochSampler, SeededDataset
 from sslib.data.transforms import AUGMENT_PRESETS, Augment, CropGroup, MultiCropTransform, eval_transform
 from sslib.distributed import rank, world_size
-from sslib.validation import check_int_at_least, check_positive
+from sslib.validation import check_int_at_least
 
 DEFAULT_GLOBAL_CROPS = CropGroup(n=2, size=32)  # two 32x32 views, scale (0.08, 1)
 
@@ -97,9 +97,11 @@ class SSLDataModule(lightning.LightningDataModule):
         self.batch_size = check_int_at_least("batch_size", batch_size, 1)
         self.num_workers = check_int_at_least("num_workers", num_workers, 0)
         self.val_fraction, self.seed = val_fraction, seed
-        self.bank_fraction = check_positive("bank_fraction", bank_fraction)
-        if self.bank_fraction > 1:
-            raise ValueError(f"bank_fraction must be in (0, 1], got {bank_fraction!r}")
+        if isinstance(bank_fraction, bool) or not (
+            isinstance(bank_fraction, (int, float)) and 0 < bank_fraction <= 1
+        ):
+            raise ValueError(f"bank_fraction must be a number in (0, 1], got {bank_fraction!r}")
+        self.bank_fraction = float(bank_fraction)
         self.class_list, self.skip_corrupt = class_list, skip_corrupt
         self.pin_memory, self.drop_last = pin_memory, drop_last
         self.persistent_workers = persistent_workers and num_workers > 0
