@@ -3,7 +3,6 @@ written from the papers' formulas, the EMA target, equivalence under 2-process g
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 
@@ -11,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 from ddp import run_on_ranks
+from probes import EMAProbe, LossSpy, assert_updates_follow_the_ramp
 
 from sslib import methods
 from sslib.cli import pretrain_main
@@ -125,12 +125,33 @@ class RandomCrops(torch.utils.data.Dataset):
         return [torch.randn(3, 16, 16, generator=g) for _ in range(2)], i % 10, i
 
 
+LOSS_FUNCTIONS = {
+    "byol": ("sslib.methods.byol.byol_loss", byol_reference),
+    "barlow": ("sslib.methods.barlow.barlow_twins_loss", barlow_reference),
+    "simclr": ("sslib.methods.simclr.nt_xent_loss", nt_xent_reference),
+}
+EMA_RAMP = ["method.ema.base_momentum=0.9", "method.ema.final_momentum=0.5"]  # BYOL: each step moves
+
+
+def in_float64(arg):
+    """A recorded loss argument for the references: tensors (or lists of them) in float64."""
+    if isinstance(arg, list):
+        return [a.double() for a in arg]
+    return arg.double() if torch.is_tensor(arg) else arg
+
+
 @pytest.mark.parametrize("method", BASELINES)
-def test_baseline_trains_a_few_cpu_steps(method):
+def test_baseline_trains_a_few_cpu_steps(method, monkeypatch):
+    """Each step's loss is the reference loss of the embeddings the step fed it and the last one is logged;
+    the backbone changed; BYOL's target follows the EMA formula with the ramped momentum."""
+    target, reference = LOSS_FUNCTIONS[method]
+    spy = LossSpy.install(monkeypatch, target)
     torch.manual_seed(0)
-    model = methods.build(tiny_cfg(method), num_classes=10, n_global=2)
-    target = copy.deepcopy(model.teacher.state_dict()) if method == "byol" else None
+    model = methods.build(
+        tiny_cfg(method, *(EMA_RAMP if method == "byol" else [])), num_classes=10, n_global=2
+    )
     conv = model.backbone.conv1.weight.detach().clone()
+    probe = EMAProbe()
     trainer = L.Trainer(
         max_steps=2,
         limit_val_batches=0,
@@ -139,19 +160,20 @@ def test_baseline_trains_a_few_cpu_steps(method):
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
+        callbacks=[probe] if method == "byol" else [],
     )
     trainer.fit(model, torch.utils.data.DataLoader(RandomCrops(), batch_size=8, drop_last=True))
-    loss = trainer.callback_metrics["train/loss"]
-    assert torch.isfinite(loss) and loss > 0
+    assert len(spy.calls) == 2
+    for args, value in spy.calls:
+        expected = reference(*[in_float64(x) for x in args])
+        assert value.item() == pytest.approx(expected, rel=1e-5)
+    assert trainer.callback_metrics["train/loss"].item() == pytest.approx(value.item(), rel=1e-6)
     assert 0 < trainer.callback_metrics["embedding/std"] < 1
     assert not torch.equal(conv, model.backbone.conv1.weight)
-    if method == "byol":  # the EMA target moved towards the online network, but is not a copy of it
-        name = "backbone.conv1.weight"
-        moved = model.teacher.state_dict()[name]
-        assert not torch.equal(moved, target[name]) and not torch.equal(moved, model.backbone.conv1.weight)
+    if method == "byol":
+        assert list(model.teacher) == ["backbone", "projector"] and "predictor" in model.ssl_modules()
+        assert_updates_follow_the_ramp(probe, 2, 0.9, 0.5)
         assert all(not p.requires_grad for p in model.teacher.parameters())
-        assert 0.99 <= trainer.callback_metrics["schedule/ema_momentum"] <= 1.0
-        assert "predictor" in model.ssl_modules()
 
 
 def test_byol_takes_local_crops_and_the_others_refuse_them():

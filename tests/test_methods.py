@@ -9,12 +9,11 @@ import math
 import lightning as L
 import pytest
 import torch
+from probes import EMAProbe, LossSpy, assert_updates_follow_the_ramp
 from reference import cluster_prediction, swapped_prediction
-from test_ema import EMAProbe, assert_updates_follow_the_ramp
 
 from sslib import methods
 from sslib.config import ConfigError, compose
-from sslib.methods import losses
 from sslib.methods.deepcluster import CHECKPOINT_KEY
 from sslib.train import build_datamodule, pretrain
 
@@ -54,30 +53,8 @@ def fit(cfg, steps: int, **trainer_kwargs):
     return model, trainer, dm
 
 
-class LossSpy:
-    """Stands in for a loss function of a method module: records each call's arguments and value."""
-
-    def __init__(self, fn) -> None:
-        self.fn, self.calls = fn, []
-
-    def __call__(self, *args):
-        value = self.fn(*args)
-        self.calls.append(([a.detach() if torch.is_tensor(a) else a for a in args], value.detach()))
-        return value
-
-
-def spy_on_loss(monkeypatch, method: str) -> LossSpy:
-    module, name = (
-        ("deepcluster", "cluster_prediction_loss")
-        if method == "deepclusterv2"
-        else (
-            "clustering",
-            "swapped_prediction_loss",
-        )
-    )
-    spy = LossSpy(getattr(losses, name))
-    monkeypatch.setattr(f"sslib.methods.{module}.{name}", spy)
-    return spy
+LOSSES = {"deepclusterv2": "sslib.methods.deepcluster.cluster_prediction_loss"}
+SWAPPED = "sslib.methods.clustering.swapped_prediction_loss"  # MIRA, SwAV, DINO
 
 
 @pytest.mark.parametrize(
@@ -93,7 +70,7 @@ def test_every_method_trains_with_every_labeler(tmp_path, monkeypatch, method, l
     the cluster usage is that of the last targets, and the backbone and projector weights changed."""
     cfg = tiny_cfg(tmp_path, f"method={method}", f"labeler={labeler}")
     assert cfg.labeler.name == labeler and cfg.method.name == method
-    spy = spy_on_loss(monkeypatch, method)
+    spy = LossSpy.install(monkeypatch, LOSSES.get(method, SWAPPED))
     model, trainer, dm = fit(cfg, steps=2, limit_train_batches=3)  # DeepCluster-v2 embeds 3 batches first
     before = {k: copy.deepcopy(model.ssl_modules()[k].state_dict()) for k in ("backbone", "projector")}
     trainer.fit(model, dm)
@@ -180,7 +157,9 @@ def test_mira_beta_follows_its_cosine_schedule_step_by_step(tmp_path):
 
 def test_dino_teacher_temperature_warms_up_linearly_over_its_epochs_then_stays(tmp_path):
     """0.04 -> 0.07 linearly over the first epoch of 2 steps, then 0.07 (DINO's warm-up, per step here)."""
-    cfg = tiny_cfg(tmp_path, "method=dino", "labeler.schedule.temperature.epochs=1")
+    cfg = tiny_cfg(
+        tmp_path, "method=dino", "labeler.schedule.temperature.epochs=1", "data.global_crops.size=8"
+    )
     probe = AttributeProbe("temperature")
     model, trainer, dm = fit(cfg, steps=4, max_epochs=2, limit_train_batches=2, callbacks=[probe])
     trainer.fit(model, dm)

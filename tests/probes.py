@@ -1,0 +1,104 @@
+"""Spies and callbacks that record what a training run did, for the methods' tests: each call of a loss
+function, each EMA update, and the closed form the momentum of those updates must follow."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import lightning as L
+import torch
+from torch import nn
+
+
+def _detached(arg):
+    """A tensor or a list of tensors detached (graph-free copies to keep), anything else as it is."""
+    if torch.is_tensor(arg):
+        return arg.detach()
+    if isinstance(arg, (list, tuple)):
+        return [_detached(a) for a in arg]
+    return arg
+
+
+class LossSpy:
+    """Stands in for a loss function of a method module: records each call's arguments and value.
+
+    Install it with :meth:`install`.
+    """
+
+    def __init__(self, fn) -> None:
+        self.fn, self.calls = fn, []
+
+    @classmethod
+    def install(cls, monkeypatch, target: str) -> LossSpy:
+        """A spy in place of the function at dotted path ``target``, where the method module looks it up."""
+        module, name = target.rsplit(".", 1)
+        spy = cls(getattr(importlib.import_module(module), name))
+        monkeypatch.setattr(target, spy)
+        return spy
+
+    def __call__(self, *args):
+        value = self.fn(*args)
+        self.calls.append(([_detached(a) for a in args], value.detach()))
+        return value
+
+
+def momentum_closed_form(step: int, total_steps: int, base: float, final: float) -> float:
+    """BYOL's tau_k = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2 with 1 generalised to ``final``, written
+    as base + (final - base)(1 - cos(pi t / T)) / 2 (MIRA ``train.py`` lines 397-399), held from T on."""
+    t = min(step, total_steps)
+    return base + (final - base) * (1 - math.cos(math.pi * t / total_steps)) / 2
+
+
+def _params(module: nn.Module, n: int = 256) -> list[torch.Tensor]:
+    """The first ``n`` entries of every parameter (a ResNet's whole weights, 4 copies a step, would be slow)."""
+    return [p.detach().flatten()[:n].clone() for p in module.parameters()]
+
+
+class EMAProbe(L.Callback):
+    """Records every EMA update of a run: ``(global_step, teacher before, student, teacher after)``, each
+    a list of the first entries of every parameter.
+
+    Callback hooks run before the module's own, so ``on_train_batch_end`` sees the teacher before the
+    module's update (and the student after its optimiser step); the next ``on_train_batch_start``, or
+    ``on_train_end``, sees the teacher after it.
+    """
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[int, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = []
+        self._pending: tuple | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        student = pl_module.ssl_modules()
+        parts = nn.ModuleDict({k: student[k] for k in pl_module.teacher})
+        self._pending = (trainer.global_step, _params(pl_module.teacher), _params(parts))
+
+    def _record(self, pl_module) -> None:
+        if self._pending is not None:
+            self.updates.append((*self._pending, _params(pl_module.teacher)))
+            self._pending = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._record(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._record(pl_module)
+
+
+def assert_updates_follow_the_ramp(probe: EMAProbe, total_steps: int, base: float, final: float) -> None:
+    """The update after optimiser step k (k = 1..T, Lightning's ``global_step`` then) used momentum
+    m_k = cosine_ramp(k, T): theta_t <- m_k theta_t + (1 - m_k) theta_s, to float32 rounding.
+
+    This is MIRA's convention (``train.py`` lines 351, 397-399, 437: the update before the forward of
+    step index k, after k steps, uses m(k)); DINO's ``main_dino.py`` line 348 uses m[k - 1]. The check
+    also asserts the teacher moved enough for m_{k-1} to fail it.
+    """
+    assert [k for k, *_ in probe.updates] == list(range(1, total_steps + 1))
+    atol, margin = 1e-6, 0.0
+    for k, before, student, after in probe.updates:
+        m = momentum_closed_form(k, total_steps, base, final)
+        off_by_one = abs(m - momentum_closed_form(k - 1, total_steps, base, final))
+        for t0, s, t1 in zip(before, student, after, strict=True):
+            torch.testing.assert_close(t1, m * t0 + (1 - m) * s, rtol=0, atol=atol)
+            margin = max(margin, off_by_one * float((s - t0).abs().max()))
+    assert margin > 100 * atol
