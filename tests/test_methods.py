@@ -157,9 +157,7 @@ def test_mira_beta_follows_its_cosine_schedule_step_by_step(tmp_path):
 
 def test_dino_teacher_temperature_warms_up_linearly_over_its_epochs_then_stays(tmp_path):
     """0.04 -> 0.07 linearly over the first epoch of 2 steps, then 0.07 (DINO's warm-up, per step here)."""
-    cfg = tiny_cfg(
-        tmp_path, "method=dino", "labeler.schedule.temperature.epochs=1", "data.global_crops.size=8"
-    )
+    cfg = tiny_cfg(tmp_path, "method=dino", "labeler.schedule.temperature.epochs=1")
     probe = AttributeProbe("temperature")
     model, trainer, dm = fit(cfg, steps=4, max_epochs=2, limit_train_batches=2, callbacks=[probe])
     trainer.fit(model, dm)
