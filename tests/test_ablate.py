@@ -259,7 +259,7 @@ BAD = [
     (["methods=[mira]", "data=mnist"], "unknown data 'mnist'"),
     (
         ["methods=[mira,swav]", "data=imagenet100", "data.root=/x"],
-        "runs mira-mira and swav-sinkhorn differ in data.batch_size",
+        "runs mira-mira and swav-sinkhorn differ in backbone.zero_init_residual",
     ),
     (["methods=[mira]", "verbose"], "argument 'verbose' is not of the form key=value"),
 ]
