@@ -9,8 +9,8 @@ from torch import nn
 class Labeler(nn.Module):
     """Base class of all pseudo-labelers.
 
-    Subclasses implement :meth:`assign`, mapping float32 logits ``(B, K)`` to row-stochastic
-    targets ``(B, K)``. Batch statistics must be all-reduced (see :mod:`sslib.distributed`) so
+    Subclasses implement :meth:`assign`, mapping logits ``(B, K)`` to row-stochastic targets ``(B, K)``
+    of the same dtype: float32, or float64 for float64 logits (half-precision logits are cast to float32). Batch statistics must be all-reduced (see :mod:`sslib.distributed`) so
     that N ranks holding B rows each return the rows one process returns for the N·B batch.
     Stateful labelers keep their state in buffers so that it is checkpointed.
     """
@@ -23,7 +23,7 @@ class Labeler(nn.Module):
 
     @torch.no_grad()
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        """Targets for one batch of logits ``(B, K)``: float32 ``(B, K)``, rows summing to 1."""
+        """Targets for one batch of logits ``(B, K)``: ``(B, K)`` in float32 (float64 for float64 logits), rows summing to 1."""
         x = check_logits(logits)
         targets = self.assign(x)
         if self.training:
@@ -45,13 +45,14 @@ class Labeler(nn.Module):
 
 
 def check_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Validate ``logits`` (2-D, non-empty, finite) and return them detached as float32."""
+    """Validate ``logits`` (2-D, non-empty, finite) and return them detached, in float32 unless float64."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be a 2-D tensor (batch, clusters), got shape {shape}")
     if logits.shape[0] == 0 or logits.shape[1] == 0:
         raise ValueError(f"logits must be non-empty, got shape {tuple(logits.shape)}")
-    x = logits.detach().float()
+    x = logits.detach()
+    x = x if x.dtype == torch.float64 else x.float()
     # One reduction is the fast path; the elementwise check (several passes) runs only when the sum is
     # not finite, which NaN/Inf entries guarantee (finite values can overflow the sum, hence the check).
     if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
