@@ -34,7 +34,9 @@ class TrainTimer(L.Callback):
     """Training wall time (online evaluation included) of the epochs done, summed over resumed launches.
 
     The time is kept in the checkpoint with the weights (``state_dict``), so a resumed launch adds its own
-    time to that of the checkpoint's epochs exactly, whatever a killed launch did after its last checkpoint.
+    time to that of the checkpoint's epochs exactly, whatever a killed launch did after its last checkpoint:
+    ``sslib.train`` writes ``last.ckpt`` at each training epoch end, and Lightning runs checkpointing
+    callbacks after the others, so the checkpoint of epoch e holds the time this hook measured for e.
     At every epoch end it is also written to ``run_dir/train_time.json`` as ``{"epochs", "seconds"}``;
     ``seconds`` is ``None`` when the resumed checkpoint carries no time (it was trained without the timer).
     ``clock`` returns seconds (``time.monotonic`` by default; tests pass a fake one).
