@@ -333,3 +333,17 @@ def test_schedules_of_missing_attributes_fail_and_recipes_do_not_reach_a_swapped
     mira = compose(["method=dino", "labeler=mira"])  # MIRA's own defaults, not DINO's temperature schedule
     assert mira.labeler == compose(["method=mira", "recipe=null"]).labeler
     assert set(build_labeler(mira)[1]) == {"beta"}
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("method.student_temperature=0", r"method.student_temperature must be a finite number > 0, got 0"),
+        ("method.crop_forward=pairs", r"method.crop_forward must be one of resolution, per_crop, got 'pairs'"),
+        ("method.projector_norm=layer", r"MLP norm must be one of batchnorm, none, got 'layer'"),
+        ("method.projector_activation=tanh", r"MLP activation must be one of relu, gelu, got 'tanh'"),
+    ],
+)
+def test_bad_method_values_are_one_line_errors_when_the_method_is_built(override, match):
+    with pytest.raises(ValueError, match=f"^{match}$"):
+        methods.build(compose(["method=mira", override]), num_classes=10, n_global=2)

@@ -16,6 +16,7 @@ from sslib.methods.ema import make_teacher
 from sslib.methods.losses import swapped_prediction_loss
 from sslib.methods.queue import EmbeddingQueue
 from sslib.methods.schedule import Ramp, ramps
+from sslib.validation import check_positive
 
 
 def build_labeler(cfg: DictConfig) -> tuple[labelers.Labeler, dict[str, Ramp]]:
@@ -51,6 +52,7 @@ class ClusteringMethod(SSLMethod):
         super().__init__(cfg, num_classes)
         m = cfg.method
         self.n_global = n_global
+        check_positive("method.student_temperature", m.student_temperature)
         self.crop_forward = check_crop_forward(m.get("crop_forward", "resolution"))
         self.projector = build_projector(self.feat_dim, m)
         self.prototypes = PrototypeHead(m.projector_dims[-1], m.num_prototypes)
