@@ -86,6 +86,25 @@ class FeatureCache:
         """Split ``split`` of the dataset with ``transform``."""
         return build_dataset(self.dataset, self.root, split, transform)
 
+    def eval_transform(self) -> Callable:
+        """Center crop at ``image_size`` (after a resize of the short side for variable-size images)."""
+        resize = _eval_resize(self.image_size, self.stats.native_size)
+        return eval_transform(self.image_size, self.stats.mean, self.stats.std, resize=resize)
+
+    def train_transform(self) -> Callable:
+        """Random resized crop (scale 0.08-1) at ``image_size`` and horizontal flip, then normalisation:
+        the training augmentation of the augmented probe and of fine-tuning (SwAV's ``eval_semisup.py``,
+        SimCLR appendix B.5)."""
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.RandomResizedCrop(self.image_size, scale=CROP_SCALE, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(self.stats.mean, self.stats.std),
+            ]
+        )
+
     def key(self, split: str) -> dict[str, str | int]:
         """What the features of ``split`` depend on."""
         return {
@@ -108,14 +127,8 @@ class FeatureCache:
         cached = _load_cached(path, key)
         if cached is not None:
             return cached
-        transform = eval_transform(
-            self.image_size,
-            self.stats.mean,
-            self.stats.std,
-            resize=_eval_resize(self.image_size, self.stats.native_size),
-        )
         loader = DataLoader(
-            self.build(split, transform), batch_size=self.batch_size, num_workers=self.num_workers
+            self.build(split, self.eval_transform()), batch_size=self.batch_size, num_workers=self.num_workers
         )
         features, labels = extract_features(self.backbone, loader, self.device)
         buffer = io.BytesIO()
@@ -310,17 +323,7 @@ def linear_eval_augmented(cache: FeatureCache, settings: ProbeSettings | None = 
     """
     settings = settings or ProbeSettings()
     device = _default_device(cache.device)
-    stats = cache.stats
-    augment = v2.Compose(
-        [
-            v2.ToImage(),
-            v2.RandomResizedCrop(cache.image_size, scale=CROP_SCALE, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(stats.mean, stats.std),
-        ]
-    )
-    train_set = cache.build("train", augment)
+    train_set = cache.build("train", cache.train_transform())
     val_features, val_labels = cache.features("val")
     backbone = cache.backbone.to(device).eval()
 
@@ -337,7 +340,7 @@ def linear_eval_augmented(cache: FeatureCache, settings: ProbeSettings | None = 
                 features = backbone(images.to(device))
             yield features, labels
 
-    num_classes = stats.num_classes or len(train_set.classes)
+    num_classes = cache.stats.num_classes or len(train_set.classes)
     steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
     with torch.random.fork_rng(devices=[]):  # seeded crops (drawn from the global RNG), restored afterwards
         torch.manual_seed(settings.seed)
