@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 from PIL import Image
 
@@ -126,50 +127,83 @@ def test_metrics_readers_handle_baseline_and_resumed_launches(tmp_path):
     assert knn_curve(tmp_path / "none") == [] and last_clusters_used(tmp_path / "none") is None
 
 
-def fake_clock(*readings: float):
-    """A clock that returns ``readings`` in turn and fails when read once more."""
-    return iter(readings).__next__
+class FakeClock:
+    """Seconds that pass only when a test, or a :class:`Ticker`, moves ``now``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Ticker(L.Callback):
+    """Advances ``clock`` by ``seconds`` per training batch: a launch's time, set by the test."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        self.clock, self.seconds = clock, seconds
+
+    def on_train_batch_end(self, *args) -> None:
+        self.clock.now += self.seconds
 
 
 def test_train_timer_adds_the_checkpointed_time_of_a_resumed_launch(tmp_path):
-    def trainer(epoch: int) -> SimpleNamespace:
-        return SimpleNamespace(current_epoch=epoch, is_global_zero=True)
+    def trainer(epoch: int, ckpt_path: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(current_epoch=epoch, is_global_zero=True, ckpt_path=ckpt_path)
 
     def record() -> dict:
         return json.loads((tmp_path / runner.TIME_FILE).read_text())
 
-    clock = fake_clock(0.0, 40.0, 100.0, 1000.0, 1030.0, 5000.0, 5007.0, 9000.0)
+    clock = FakeClock()
     first = runner.TrainTimer(tmp_path, clock)
     first.on_train_start(trainer(0), None)
+    clock.now = 40.0
     first.on_train_epoch_end(trainer(0), None)
     checkpoint = first.state_dict()  # what the checkpoint of epoch 1 holds
+    clock.now = 100.0
     first.on_train_epoch_end(trainer(1), None)  # epoch 2 ends, then the launch dies before its checkpoint
     assert checkpoint == {"seconds": 40.0} and record() == {"epochs": 2, "seconds": 100.0}
 
+    clock.now = 1000.0
     resumed = runner.TrainTimer(tmp_path, clock)
     resumed.load_state_dict(checkpoint)
-    resumed.on_train_start(trainer(1), None)
+    resumed.on_train_start(trainer(1, "last.ckpt"), None)
+    clock.now = 1030.0
     resumed.on_train_epoch_end(trainer(1), None)
     assert record() == {"epochs": 2, "seconds": 70.0}  # 40 s of epoch 1, 30 s of the repeated epoch 2
+    clock.now = 1045.0
+    mid_epoch = resumed.state_dict()  # a checkpoint written 15 s into epoch 3
+    assert mid_epoch == {"seconds": 85.0}
+
+    clock.now = 2000.0
+    again = runner.TrainTimer(tmp_path, clock)
+    again.load_state_dict(mid_epoch)
+    again.on_train_start(trainer(2, "last.ckpt"), None)
+    clock.now = 2010.0
+    again.on_train_epoch_end(trainer(2), None)
+    assert record() == {"epochs": 3, "seconds": 95.0}
 
     fresh = runner.TrainTimer(tmp_path, clock)  # a fresh start ignores the stale record
-    fresh.load_state_dict({"seconds": 70.0})
     fresh.on_train_start(trainer(0), None)
+    clock.now = 2017.0
     fresh.on_train_epoch_end(trainer(0), None)
     assert record() == {"epochs": 1, "seconds": 7.0} and runner.train_seconds(tmp_path) == 7.0
 
     untimed = runner.TrainTimer(tmp_path, clock)  # resumed from a checkpoint trained without the timer
-    untimed.on_train_start(trainer(3), None)
+    untimed.on_train_start(trainer(3, "other.ckpt"), None)
     untimed.on_train_epoch_end(trainer(3), None)
-    assert record() == {"epochs": 4, "seconds": None}
+    assert record() == {"epochs": 4, "seconds": None} and untimed.state_dict() == {"seconds": None}
 
 
-# A launch of a 2-epoch ablation row, SIGKILLed at the end of epoch 2: after the timer has written that
-# epoch's time, before its checkpoint (Lightning runs checkpointing callbacks last). argv: the ablation's.
+# A launch of a 2-epoch ablation row whose batches take 50 s each on a fake clock, SIGKILLed at the end of
+# epoch 2: after the timer has written that epoch's time, before its checkpoint (Lightning runs
+# checkpointing callbacks last). argv: the ablation's arguments.
 KILLED_LAUNCH = """
 import os, signal, sys
 import lightning as L
 import torch
+sys.path.insert(0, "tests")
+from test_ablate import FakeClock, Ticker
 from sslib.ablate import plan, runner
 
 class KillAtSecondEpochEnd(L.Callback):
@@ -178,9 +212,9 @@ class KillAtSecondEpochEnd(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 torch.set_num_threads(1)
-pretrain = runner.pretrain
-runner.pretrain = lambda cfg, callbacks: pretrain(cfg, [*callbacks, KillAtSecondEpochEnd()])
-runner.run_ablation(plan.make_plan(sys.argv[1:]), clock=iter([0.0, 100.0, 250.0]).__next__)
+clock, pretrain = FakeClock(), runner.pretrain
+runner.pretrain = lambda cfg, callbacks: pretrain(cfg, [*callbacks, Ticker(clock, 50.0), KillAtSecondEpochEnd()])
+runner.run_ablation(plan.make_plan(sys.argv[1:]), clock=clock)
 """
 
 
@@ -189,7 +223,7 @@ def test_killed_run_resumes_after_its_checkpoint_and_new_eval_settings_only_reev
 ):
     folder = tmp_path / "out"
     args = [a for a in TINY if not a.startswith("trainer.max_epochs=")]
-    args += ["methods=[mira]", "trainer.max_epochs=2", f"out={folder}"]
+    args += ["methods=[mira]", "trainer.max_epochs=2", f"out={folder}"]  # 2 epochs of 2 batches
     run_dir = folder / "mira-mira"
 
     killed = subprocess.run(
@@ -197,14 +231,18 @@ def test_killed_run_resumes_after_its_checkpoint_and_new_eval_settings_only_reev
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert runner.trained_epochs(run_dir) == 1 and not (folder / "ablation.csv").exists()
-    assert json.loads((run_dir / runner.TIME_FILE).read_text()) == {"epochs": 2, "seconds": 250.0}
+    assert json.loads((run_dir / runner.TIME_FILE).read_text()) == {"epochs": 2, "seconds": 200.0}
 
     lines: list[str] = []
-    runner.run_ablation(make_plan(args), log=lines.append, clock=fake_clock(1000.0, 1030.0))
+    clock, pretrain = FakeClock(1000.0), runner.pretrain
+    monkeypatch.setattr(
+        runner, "pretrain", lambda cfg, callbacks: pretrain(cfg, [*callbacks, Ticker(clock, 15.0)])
+    )
+    runner.run_ablation(make_plan(args), log=lines.append, clock=clock)
     assert f"mira-mira: resuming after epoch 1, 2 epochs in {run_dir}" in lines
     [row] = csv.DictReader((folder / "ablation.csv").open())
     assert row["epochs"] == "2" and runner.trained_epochs(run_dir) == 2
-    # 100 s for epoch 1 (from its checkpoint) + 30 s for epoch 2 trained again; not the killed launch's 250
+    # 100 s for epoch 1 (from its checkpoint) + 30 s for epoch 2 trained again; not the killed launch's 200
     assert float(row["wall_time_s"]) == 130.0 and runner.train_seconds(run_dir) == 130.0
     assert [epoch for epoch, _ in knn_curve(run_dir)] == [0, 1, 2]
 
@@ -214,7 +252,7 @@ def test_killed_run_resumes_after_its_checkpoint_and_new_eval_settings_only_reev
     monkeypatch.setattr(runner, "pretrain", no_training)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     mtime, lines[:] = ckpt.stat().st_mtime_ns, []
-    runner.run_ablation(make_plan([*args, "eval.knn_k=5"]), log=lines.append, clock=fake_clock())
+    runner.run_ablation(make_plan([*args, "eval.knn_k=5"]), log=lines.append, clock=clock)
     assert lines == ["[1/1] mira-mira", f"mira-mira: evaluating {ckpt}"]
     saved = json.loads((run_dir / runner.RESULT_FILE).read_text())
     assert saved["eval"]["knn_k"] == 5 and saved["result"]["epochs"] == 2

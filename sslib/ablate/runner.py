@@ -15,14 +15,16 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from sslib.ablate.metrics import knn_curve, last_clusters_used
 from sslib.ablate.plan import EvalSettings, Plan, Run
 from sslib.ablate.plot import plot_knn_curves
 from sslib.ablate.table import Result, markdown, write_csv
+from sslib.checkpoint import trained_epochs as checkpoint_epochs
 from sslib.eval.offline import FeatureCache, knn_eval, linear_eval
 from sslib.io import atomic_write_text
-from sslib.train import LAST_CHECKPOINT, check_same_run, pretrain, resume_epoch
+from sslib.train import LAST_CHECKPOINT, check_same_run, pretrain
 
 RESULT_FILE = "result.json"
 TIME_FILE = "train_time.json"
@@ -31,38 +33,44 @@ PRINT = partial(print, flush=True)  # progress lines stay in order with the trai
 
 
 class TrainTimer(L.Callback):
-    """Training wall time (online evaluation included) of the epochs done, summed over resumed launches.
+    """Training wall time (online evaluation included) of what the last checkpoint holds, summed over
+    resumed launches.
 
-    The time is kept in the checkpoint with the weights (``state_dict``), so a resumed launch adds its own
-    time to that of the checkpoint's epochs exactly, whatever a killed launch did after its last checkpoint:
-    ``sslib.train`` writes ``last.ckpt`` at each training epoch end, and Lightning runs checkpointing
-    callbacks after the others, so the checkpoint of epoch e holds the time this hook measured for e.
-    At every epoch end it is also written to ``run_dir/train_time.json`` as ``{"epochs", "seconds"}``;
-    ``seconds`` is ``None`` when the resumed checkpoint carries no time (it was trained without the timer).
+    Each checkpoint stores the time trained so far (``state_dict``, read when it is written, at an epoch
+    end or mid-epoch), and a launch that resumes it adds its own time to that: a killed launch's work
+    after its last checkpoint, which the resumed launch trains again, is not counted twice. At every epoch
+    end the time is also written to ``run_dir/train_time.json`` as ``{"epochs", "seconds"}``; ``seconds``
+    is ``None`` after resuming a checkpoint that carries no time (trained without this callback).
     ``clock`` returns seconds (``time.monotonic`` by default; tests pass a fake one).
     """
 
     def __init__(self, run_dir: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.run_dir = run_dir
         self.clock = clock
-        self.seconds: float | None = None  # time of the epochs done; set by load_state_dict on resume
-        self.before: float | None = 0.0
-        self.start = 0.0
+        self.restored: float | None = 0.0  # the time of the resumed checkpoint (0: a fresh start)
+        self.loaded = False
+        self.start: float | None = None  # the clock when this launch's training started
+
+    def elapsed(self) -> float | None:
+        """Seconds trained so far, the resumed checkpoint's included; ``None`` when they are unknown."""
+        if self.restored is None or self.start is None:
+            return self.restored
+        return self.restored + self.clock() - self.start
 
     def state_dict(self) -> dict[str, float | None]:
-        return {"seconds": self.seconds}
+        return {"seconds": self.elapsed()}
 
     def load_state_dict(self, state_dict: dict[str, float | None]) -> None:
-        self.seconds = state_dict["seconds"]
+        self.restored, self.loaded = state_dict["seconds"], True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.before = self.seconds if trainer.current_epoch > 0 else 0.0
+        if trainer.ckpt_path is not None and not self.loaded:  # resumed, but the checkpoint has no time
+            self.restored = None
         self.start = self.clock()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds = None if self.before is None else self.before + self.clock() - self.start
         if trainer.is_global_zero:
-            record = {"epochs": trainer.current_epoch + 1, "seconds": self.seconds}
+            record = {"epochs": trainer.current_epoch + 1, "seconds": self.elapsed()}
             atomic_write_text(self.run_dir / TIME_FILE, json.dumps(record))
 
 
@@ -73,9 +81,11 @@ def train_seconds(run_dir: Path) -> float | None:
 
 
 def trained_epochs(run_dir: Path) -> int:
-    """Epochs in the run's ``last.ckpt`` (0 without one)."""
+    """Finished epochs in the run's ``last.ckpt`` (0 without one)."""
     ckpt = run_dir / LAST_CHECKPOINT
-    return resume_epoch(str(ckpt)) if ckpt.is_file() else 0
+    if not ckpt.is_file():
+        return 0
+    return checkpoint_epochs(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True))
 
 
 def evaluate(run: Run, settings: EvalSettings) -> dict[str, float]:
