@@ -35,11 +35,15 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", default="2x32,2x32+6x16", help="comma-separated crop sets (default: 2x32,2x32+6x16)")
+    parser.add_argument(
+        "--shapes", default="2x32,2x32+6x16", help="comma-separated crop sets (default: 2x32,2x32+6x16)"
+    )
     parser.add_argument("--batch", type=int, default=32, help="samples per crop (default: 32)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max-overhead", type=float, default=2.0, help="target: per_crop / resolution at most")
+    parser.add_argument(
+        "--max-overhead", type=float, default=2.0, help="target: per_crop / resolution at most"
+    )
     add_verdict_arguments(parser)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -51,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
     verdicts, rows = [], []
     for text in args.shapes.split(","):
-        crops = [torch.randn(args.batch, 3, s, s, device=device) for n, s in parse_shapes(text) for _ in range(n)]
+        crops = [
+            torch.randn(args.batch, 3, s, s, device=device) for n, s in parse_shapes(text) for _ in range(n)
+        ]
 
         def step(mode: str, crops: list[torch.Tensor] = crops) -> float:
             def run() -> None:
@@ -61,11 +67,15 @@ def main(argv: list[str] | None = None) -> int:
             return seconds(run, sync)
 
         step("resolution"), step("per_crop")  # warm-up
-        times = run_rounds({"resolution": lambda: step("resolution"), "per_crop": lambda: step("per_crop")}, args.rounds)
+        times = run_rounds(
+            {"resolution": lambda: step("resolution"), "per_crop": lambda: step("per_crop")}, args.rounds
+        )
         ratio = paired_ratio(times["per_crop"], times["resolution"])
         rows.append((text, median(times["resolution"]), median(times["per_crop"]), ratio))
         verdicts.append(
-            Verdict(f"per_crop on {text} (batch {args.batch})", ratio, "x resolution", at_most=args.max_overhead)
+            Verdict(
+                f"per_crop on {text} (batch {args.batch})", ratio, "x resolution", at_most=args.max_overhead
+            )
         )
 
     print("| crops | resolution (ms) | per_crop (ms) | per_crop / resolution |\n|---|---|---|---|")
