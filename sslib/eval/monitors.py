@@ -21,8 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sslib.methods.online import gather_rows
-
 RANKME_EPS = 1e-7  # Garrido et al. 2023, section 3
 
 
@@ -80,6 +78,8 @@ class RepresentationMonitor:
 
     def _gathered(self, key: str) -> Tensor:
         """The last ``samples`` rows of ``key`` on this rank, then every rank's in rank order."""
+        from sslib.methods.online import gather_rows  # not at import time: sslib.methods imports this module
+
         return gather_rows(torch.cat(self._rows[key])[-self.samples :].float())
 
     def compute(self) -> dict[str, float]:

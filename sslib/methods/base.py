@@ -8,10 +8,12 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sslib import backbones
+from sslib.eval.monitors import RepresentationMonitor
 from sslib.methods.ema import ema_update
 from sslib.methods.online import CHECKPOINT_KEY, OnlineMonitor
 from sslib.optim import cosine_ramp
@@ -60,6 +62,10 @@ class SSLMethod(L.LightningModule):
         self.teacher: nn.ModuleDict | None = None
         self.online = OnlineMonitor.from_config(cfg.online_eval, num_classes)
         self.online_record: dict[str, float] | None = None  # last online metrics of training, + epoch
+        # label-free monitors (sslib.eval.monitors) on rows the steps already computed; a method sets
+        # monitor_views to two global crops' embeddings (B, d) in ssl_step for alignment/uniformity
+        self.representation = RepresentationMonitor(cfg.online_eval.get("monitor_samples", 2048))
+        self.monitor_views: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- to be provided by methods ---------------------------------------------------------------
 
@@ -91,6 +97,8 @@ class SSLMethod(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         crops, labels = batch[0], batch[1]
         loss, feats, metrics = self.ssl_step(crops, batch[2] if len(batch) > 2 else None)
+        self.representation.add(feats, self.monitor_views)
+        self.monitor_views = None  # do not keep this step's graph alive into the next one
         probe_logits = self.probe(feats.detach())
         probe_loss = F.cross_entropy(probe_logits, labels)
         acc = (probe_logits.argmax(1) == labels).float().mean()
@@ -110,6 +118,22 @@ class SSLMethod(L.LightningModule):
         student = self.ssl_modules()
         ema_update(self.teacher, nn.ModuleDict({k: student[k] for k in self.teacher}), momentum)
         self.log("schedule/ema_momentum", momentum)
+
+    def on_train_epoch_end(self) -> None:
+        """Log ``monitor/rankme`` (backbone features), ``monitor/alignment`` and ``monitor/uniformity``
+        (the two views' embeddings) of the epoch's last steps; warn when RankMe falls below
+        ``online_eval.rank_collapse_threshold`` of its maximum."""
+        metrics = self.representation.compute()
+        if not metrics:
+            return
+        self.log_dict({f"monitor/{k}": v for k, v in metrics.items()})
+        threshold = self.cfg.online_eval.get("rank_collapse_threshold", 0.01)
+        top = self.representation.max_rank(self.feat_dim)
+        if metrics["rankme"] < threshold * top:
+            rank_zero_warn(
+                f"possible dimensional collapse at epoch {self.current_epoch}: RankMe {metrics['rankme']:.1f} "
+                f"of at most {top} (< {threshold:.0%})"
+            )
 
     def configure_optimizers(self):
         world = self.trainer.world_size if self._trainer is not None else 1

@@ -77,6 +77,7 @@ class ClusteringMethod(SSLMethod):
     def ssl_step(self, crops: list[torch.Tensor], indices: torch.Tensor | None = None):
         m = self.cfg.method
         feats, z, student = self._student_outputs(crops)
+        self.monitor_views = (z[0], z[1]) if self.n_global > 1 else None
         teacher_logits, teacher_z = self._teacher_outputs(crops[: self.n_global], student, z)
         targets = self.labeler.label_views(self._with_queue(teacher_logits))
         targets = [t[: len(crops[v])] for v, t in enumerate(targets)]
@@ -143,6 +144,7 @@ class ClusteringMethod(SSLMethod):
                 p.grad = None
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         stats = self._last_stats
         if stats is None:
             return
