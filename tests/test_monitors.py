@@ -42,7 +42,9 @@ def test_alignment_and_uniformity_match_float64_loops():
     z1 = torch.randn(40, 8, generator=g)
     z2 = z1 + 0.3 * torch.randn(40, 8, generator=g)
     a, b = unit(z1.double().numpy()), unit(z2.double().numpy())
-    assert alignment(z1, z2) == pytest.approx(np.mean([np.sum((x - y) ** 2) for x, y in zip(a, b)]), rel=1e-5)
+    assert alignment(z1, z2) == pytest.approx(
+        np.mean([np.sum((x - y) ** 2) for x, y in zip(a, b, strict=True)]), rel=1e-5
+    )
     pairs = [np.exp(-2 * np.sum((a[i] - a[j]) ** 2)) for i, j in itertools.combinations(range(40), 2)]
     assert uniformity(z1) == pytest.approx(math.log(np.mean(pairs)), rel=1e-5)
     assert alignment(z1, z1) == pytest.approx(0.0, abs=1e-6)
@@ -60,7 +62,9 @@ def test_monitor_keeps_the_last_rows_of_the_epoch_and_clears():
     assert len(kept) == 12 and torch.equal(kept[-10:], torch.cat(batches)[-10:])  # whole batches, >= 10 rows
     out = monitor.compute()
     assert out["rankme"] == pytest.approx(rankme(torch.cat(batches)[-10:]), rel=1e-5)
-    assert out["alignment"] == pytest.approx(alignment(torch.cat(batches)[-10:], torch.cat(batches)[-10:] + 1))
+    assert out["alignment"] == pytest.approx(
+        alignment(torch.cat(batches)[-10:], torch.cat(batches)[-10:] + 1)
+    )
     assert monitor.compute() == {}  # cleared
     off = RepresentationMonitor(samples=0)
     off.add(batches[0])
@@ -70,12 +74,16 @@ def test_monitor_keeps_the_last_rows_of_the_epoch_and_clears():
 
 
 def test_pretraining_logs_the_monitors_each_epoch_and_warns_on_rank_collapse(tmp_path):
-    cfg = tiny_cfg(tmp_path, "method=mira", "online_eval.monitor_samples=16", "online_eval.rank_collapse_threshold=1.0")
+    cfg = tiny_cfg(
+        tmp_path, "method=mira", "online_eval.monitor_samples=16", "online_eval.rank_collapse_threshold=1.0"
+    )
     model, trainer, dm = fit(cfg, steps=3, limit_train_batches=3)
     added = []
     add = model.representation.add
     model.representation.add = lambda f, v=None: (added.append((f.shape, v is not None)), add(f, v))[1]
-    with pytest.warns(UserWarning, match=r"possible dimensional collapse at epoch 0: RankMe \d+\.\d of at most 16"):
+    with pytest.warns(
+        UserWarning, match=r"possible dimensional collapse at epoch 0: RankMe \d+\.\d of at most 16"
+    ):
         trainer.fit(model, dm)
     assert added == [(torch.Size([8, model.feat_dim]), True)] * 3  # the step's features and two views
     logged = trainer.callback_metrics

@@ -1,4 +1,4 @@
-"""Command lines of ``scripts/knn.py``, ``scripts/linear.py`` and ``scripts/umap.py``.
+"""Command lines of ``scripts/knn.py``, ``linear.py``, ``umap.py``, ``finetune.py`` and ``transfer.py``.
 
 Each evaluates a checkpoint's frozen backbone on a dataset through a :class:`FeatureCache` and prints a
 Markdown table (``umap.py``: the PNG's path); errors are one line on stderr, exit status 2.
@@ -11,8 +11,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sslib.checkpoint import load_backbone
 from sslib.data import DATASET_STATS
 from sslib.eval.embedding import import_umap, plot_embedding, umap_embedding
+from sslib.eval.finetune import finetune_eval, finetune_settings
 from sslib.eval.offline import (
     FeatureCache,
     ProbeSettings,
@@ -21,6 +23,8 @@ from sslib.eval.offline import (
     linear_eval,
     linear_eval_augmented,
 )
+from sslib.eval.transfer import c_grid
+from sslib.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval
 
 ERRORS = (ValueError, OSError, ImportError)  # reported as one line, exit status 2
 
@@ -164,5 +168,80 @@ def umap_main(argv: Sequence[str] | None = None) -> int:
         ckpt = Path(args.ckpt)
         out = args.out or ckpt.with_name(f"{ckpt.stem}-umap-{args.data}-{args.split}.png")
         return str(plot_embedding(points, labels, out, title=f"{ckpt.name}: {args.data} {args.split}"))
+
+    return _run(task)
+
+
+def finetune_main(argv: Sequence[str] | None = None) -> int:
+    """Top-1/top-5 of the val split after fine-tuning the backbone + a linear head on 1%, 10% of labels."""
+    parser = _parser("scripts/finetune.py", "semi-supervised fine-tuning of the whole backbone")
+    parser.add_argument("--fractions", default="0.01,0.1", help="labelled fractions (default: 0.01,0.1)")
+    parser.add_argument("--protocol", default="swav", help="settings preset: swav or simclr (default: swav)")
+    parser.add_argument("--subset-file", help="train images to label, one file name per line (one fraction)")
+    parser.add_argument("--epochs", type=int, help="override the preset's epochs")
+    parser.add_argument("--backbone-lr", type=float, help="override the preset's backbone lr (batch 256)")
+    parser.add_argument("--head-lr", type=float, help="override the preset's head lr (batch 256)")
+    parser.add_argument("--finetune-batch-size", type=int, help="override the preset's batch size (256)")
+    args = parser.parse_args(argv)
+    overrides = {
+        "epochs": args.epochs,
+        "backbone_lr": args.backbone_lr,
+        "head_lr": args.head_lr,
+        "batch_size": args.finetune_batch_size,
+    }
+
+    def task() -> str:
+        fractions = parse_fractions(args.fractions)
+        if args.subset_file and len(fractions) != 1:
+            raise ValueError(
+                f"--subset-file gives one labelled subset; pass one --fractions, got {args.fractions}"
+            )
+        cache = _cache(args)
+        rows = []
+        for fraction in fractions:
+            settings = finetune_settings(args.protocol, fraction, args.seed, overrides)
+            acc = finetune_eval(cache, fraction, settings, args.subset_file)
+            label = Path(args.subset_file).name if args.subset_file else f"{100 * fraction:g}%"
+            rows.append(
+                [label, args.protocol, str(settings.epochs), f"{acc['top1']:.2f}", f"{acc['top5']:.2f}"]
+            )
+        return markdown_table(["labels", "protocol", "epochs", "top-1", "top-5"], rows)
+
+    return _run(task)
+
+
+def transfer_main(argv: Sequence[str] | None = None) -> int:
+    """Linear transfer (Table 5): logistic regression on frozen features of each ``--data NAME:ROOT``."""
+    parser = argparse.ArgumentParser(
+        prog="scripts/transfer.py", description="linear transfer evaluation of a frozen backbone"
+    )
+    parser.add_argument("--ckpt", required=True, help="an sslib training checkpoint (.ckpt)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        help=f"NAME:ROOT, repeatable; NAME: {', '.join(TRANSFER_DATASETS)}",
+    )
+    parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+    parser.add_argument("--image-size", type=int, default=224, help="evaluation image side (default: 224)")
+    parser.add_argument("--num-c", type=int, default=45, help="values of C tried on val (default: 45)")
+    parser.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations (default: 1000)")
+    parser.add_argument("--batch-size", type=int, default=256, help="feature-extraction batch size")
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
+    parser.add_argument("--device", help="e.g. cpu or cuda:0 (default: cuda when available)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the val split drawn from train")
+    args = parser.parse_args(argv)
+
+    def task() -> str:
+        sources = [parse_source(text) for text in args.data]
+        backbone = load_backbone(args.ckpt)[0]
+        rows = []
+        for name, root in sources:
+            result = transfer_eval(
+                backbone, name, root, args.image_size, args.batch_size, args.num_workers, args.device,
+                args.download, c_grid(args.num_c), args.max_iter, args.seed,
+            )  # fmt: skip
+            rows.append([name, str(root), result.metric, f"{result.c:.3g}", f"{result.score:.2f}"])
+        return markdown_table(["dataset", "root", "metric", "C", "score"], rows)
 
     return _run(task)

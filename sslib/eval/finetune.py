@@ -97,6 +97,14 @@ def preset(protocol: str, fraction: float) -> FinetuneSettings:
     return PRESETS.get((protocol, fraction), PRESETS[(protocol, 0.1)])
 
 
+def finetune_settings(
+    protocol: str, fraction: float, seed: int = 0, overrides: dict[str, float | int | None] | None = None
+) -> FinetuneSettings:
+    """:func:`preset` with ``seed`` and the ``overrides`` that are not ``None``."""
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return replace(preset(protocol, fraction), seed=seed, **changes)
+
+
 def _head(
     feat_dim: int, num_classes: int, settings: FinetuneSettings, generator: torch.Generator
 ) -> nn.Linear:

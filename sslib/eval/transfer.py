@@ -53,7 +53,7 @@ def voc11_average_precision(scores: Tensor, positive: Tensor) -> float:
     """11-point interpolated AP in [0, 1] of ``scores`` ``(N,)`` against the boolean ``positive`` ``(N,)``.
 
     Samples are ranked by decreasing score (ties share the precision and recall of the last of them);
-    for each recall level ``t`` in 0, 0.1, ..., 1 the precision is the largest reached at recall >= t
+    for each recall level ``t = k / 10``, ``k = 0..10``, the precision is the largest reached at recall >= t
     (0 if none), and AP is their mean.
     """
     positive = positive.bool()
@@ -65,7 +65,7 @@ def voc11_average_precision(scores: Tensor, positive: Tensor) -> float:
     last_of_tie = torch.cat([ranked[1:] != ranked[:-1], torch.tensor([True])])
     tp, seen = tp[last_of_tie], torch.arange(1, len(scores) + 1, dtype=torch.float64)[last_of_tie]
     precision, recall = tp / seen, tp / positive.sum()
-    levels = torch.linspace(0, 1, 11, dtype=torch.float64)
+    levels = [k / 10 for k in range(11)]  # exact: linspace's 0.30000000000000004 would skip recall 0.3
     return sum(precision[recall >= t].max().item() if (recall >= t).any() else 0.0 for t in levels) / 11
 
 
