@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -20,7 +21,10 @@ groups:
 """
 
 
-def pretrain_main(argv: Sequence[str] | None = None) -> int:
+def pretrain_main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); ``callbacks`` (Lightning callbacks) are
+    added to the trainer's. Exit status: 0 when done, 2 on bad input, ``128 + signal`` when SIGTERM or
+    SIGUSR1 stopped training after saving ``last.ckpt`` (what a shell reports for a job ended by it)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if {"-h", "--help"} & set(args):
         print(USAGE + "\n".join(f"  {g:9s} {', '.join(options(g))}" for g in GROUPS))
@@ -32,14 +36,27 @@ def pretrain_main(argv: Sequence[str] | None = None) -> int:
         if show_cfg:
             print(OmegaConf.to_yaml(cfg))
             return 0
-        from sslib.train import pretrain  # heavy imports only when training
+        from sslib.callbacks import Preempted  # heavy imports only when training
+        from sslib.train import pretrain
 
-        results = pretrain(cfg)
+        results = pretrain(cfg, list(callbacks))
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report(results, cfg.run_dir)
+    except Preempted as stop:
+        if stop.rank == 0:
+            print(stop, file=sys.stderr)
+        return 128 + stop.signum
+    if rank_zero():
+        report(results, cfg.run_dir)
     return 0
+
+
+def rank_zero() -> bool:
+    """Whether this process is the first of its run (each of several processes runs the command line)."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def report(results: dict[str, float], run_dir: str) -> None:

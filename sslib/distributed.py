@@ -1,9 +1,11 @@
-"""Collectives that are the identity in a single process, so labelers run unchanged with or without DDP."""
+"""Collectives that are the identity in a single process, so labelers run unchanged with or without DDP,
+and a synchronised BatchNorm that also runs on the CPU."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def world_size() -> int:
@@ -82,3 +84,63 @@ def all_reduce_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     rank's gradient is world_size x dL/d(its rows), which DDP's averaging turns into dL/d(parameters).
     """
     return tensor if world_size() == 1 else _AllReduceWithGrad.apply(tensor)
+
+
+class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over the global batch of all CPU processes (gloo), which torch's SyncBatchNorm refuses.
+
+    In training under ``torch.distributed`` the statistics of the ``n = sum_r n_r`` values per channel
+    come from two differentiable all-reduces, ``mean = sum(x) / n`` and ``var = sum((x - mean)^2) / n``;
+    the running statistics get ``var * n / (n - 1)``, as torch's SyncBatchNorm does on GPUs. The backward
+    all-reduces the gradients of both sums (:func:`all_reduce_with_grad`), so once DDP has averaged the
+    ranks' gradients they are those of one process on the whole batch. Otherwise it is a plain BatchNorm.
+    Any input of 2 or more dimensions, channels in dim 1.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected an input of 2 or more dimensions (N, C, ...), got {input.dim()}")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not (self.training and world_size() > 1):
+            return super().forward(input)
+        self._check_input_dim(input)
+        dims = [d for d in range(input.dim()) if d != 1]
+        shape = [1, -1] + [1] * (input.dim() - 2)
+        count = float(all_reduce(torch.tensor([input.numel() // input.shape[1]])).item())
+        mean = all_reduce_with_grad(input.sum(dims)) / count
+        centred = input - mean.view(shape)
+        var = all_reduce_with_grad(centred.pow(2).sum(dims)) / count
+        if self.track_running_stats:
+            self._update_running_stats(mean.detach(), var.detach() * count / max(count - 1, 1))
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(var.to(self.running_var.dtype), factor)
+
+
+def convert_batchnorm(
+    module: nn.Module, target: type[nn.modules.batchnorm._BatchNorm] = AllReduceBatchNorm
+) -> nn.Module:
+    """``module`` with every BatchNorm layer not already of class ``target`` replaced by one of ``target``
+    (parameters shared, running statistics kept): :class:`AllReduceBatchNorm` by default."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and type(module) is not target:
+        converted = target(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+        if module.affine:
+            converted.weight, converted.bias = module.weight, module.bias
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(converted, name, getattr(module, name))
+        converted.train(module.training)
+        module = converted
+    for name, child in list(module.named_children()):
+        module.add_module(name, convert_batchnorm(child, target))
+    return module

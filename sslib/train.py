@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig, OmegaConf
 
 from sslib import methods
+from sslib.callbacks import AtomicCheckpointIO, SaveAndStop, SyncBatchNormPlugin
 from sslib.checkpoint import trained_epochs
 from sslib.data import SSLDataModule
 from sslib.io import atomic_write_text
@@ -45,6 +49,7 @@ RUNTIME_KEYS = (
     "trainer.check_val_every_n_epoch",
     "online_eval.bank_fraction",
     "online_eval.bank_dtype",
+    "checkpoint",  # how often last.ckpt is written
 )
 
 
@@ -78,13 +83,20 @@ def check_same_run(
         )
 
 
-def resume_epoch(ckpt: str) -> int:
-    """The epoch a resumed run starts with: the number of training epochs the checkpoint had run.
+def resume_position(ckpt: str) -> tuple[int, int]:
+    """``(epoch, batches)``: the epoch a resumed run starts in and the batches of it already trained
+    (0 unless the checkpoint was written mid-epoch).
 
     Lightning creates the first training iterator before it restores its loops, so the data module's
-    sampler must be told (sslib.data.sampling makes order and crops a function of the epoch).
+    sampler must be told (sslib.data.sampling makes order and crops a function of the epoch and index).
+    An epoch in progress has been started but not processed: its batch counter is then the position.
     """
-    return trained_epochs(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    loop = state["loops"]["fit_loop"]
+    epoch = trained_epochs(state)
+    started = loop["epoch_progress"]["current"]["started"]
+    batches = loop["epoch_loop.batch_progress"]["current"]["processed"] if started > epoch else 0
+    return epoch, int(batches)
 
 
 def run_id(run_dir: Path) -> str:
@@ -112,26 +124,112 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger:
     )
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+def available_devices(accelerator: str) -> int:
+    """Devices this machine offers to ``accelerator``: its GPUs for gpu/cuda, 1 for mps, its cores for
+    cpu (one process each), and for auto the GPUs if there are any, else one device (several CPU
+    processes must be asked for with accelerator=cpu, not found by accident on a machine without GPUs)."""
+    gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus):
+        return gpus
+    if accelerator == "cpu":
+        return os.cpu_count() or 1
+    return int(torch.backends.mps.is_available()) if accelerator == "mps" else 1
+
+
+def _device_ids(devices: object, available: int) -> list[int] | None:
+    """The device ids ``trainer.devices`` asks for (a count, -1, "auto", "2", "0,1" or a list of ids;
+    a count ``n`` means ids ``0..n-1``), or ``None`` when the value has none of these forms."""
+    if devices in (-1, "-1", "auto"):
+        return list(range(available))
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        return list(range(devices)) if devices >= 1 else None
+    ids = devices.split(",") if isinstance(devices, str) else devices
+    if isinstance(ids, (list, tuple)) and ids and all(str(i).strip().isdigit() for i in ids):
+        ids = [int(i) for i in ids]
+        return ids if len(set(ids)) == len(ids) else None
+    return None
+
+
+def check_launch(trainer: DictConfig) -> int:
+    """The number of processes of ``cfg.trainer`` (devices x num_nodes), after one-line checks that the
+    accelerator and strategy are known and that this machine has the devices asked for."""
+    accelerator, strategy, devices = trainer.accelerator, trainer.strategy, trainer.devices
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"trainer.accelerator '{accelerator}' is not one of {', '.join(ACCELERATORS)}")
+    strategies = ["auto", *(s for s in StrategyRegistry.available_strategies() if s.startswith("ddp"))]
+    if strategy not in strategies:
+        raise ValueError(f"trainer.strategy '{strategy}' is not supported; allowed: {', '.join(strategies)}")
+    available = available_devices(accelerator)
+    plain = OmegaConf.to_object(devices) if OmegaConf.is_config(devices) else devices
+    ids = _device_ids(plain, available)
+    if ids is None:
+        raise ValueError(f"trainer.devices={plain!r} is not a count >= 1, -1, auto or a list of device ids")
+    if not ids or max(ids) >= available:
+        kind = {"cpu": "CPU cores", "mps": "MPS devices"}.get(accelerator, "GPUs")
+        hint = "; set trainer.accelerator=cpu for CPU processes" if accelerator == "auto" else ""
+        raise ValueError(
+            f"trainer.devices={plain} asks for more devices than the {available} {kind} visible to "
+            f"trainer.accelerator={accelerator}{hint}"
+        )
+    nodes = trainer.num_nodes
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise ValueError(f"trainer.num_nodes must be an integer >= 1, got {nodes!r}")
+    return len(ids) * nodes
+
+
+def check_shards(datamodule: SSLDataModule, world: int) -> None:
+    """Every rank must get at least one training batch: ``len(train) // world >= data.batch_size``."""
+    per_rank = len(datamodule.train_set) // world
+    if datamodule.drop_last and per_rank < datamodule.batch_size:
+        raise ValueError(
+            f"data.batch_size {datamodule.batch_size} (per device) exceeds the {per_rank} training images of "
+            f"each of the {world} processes ({len(datamodule.train_set)} in {datamodule.name}); "
+            f"use data.batch_size <= {per_rank}"
+        )
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = ()) -> L.Trainer:
-    # One file, checkpoints/last.ckpt, rewritten at every epoch end (Lightning writes it to a temporary
-    # file and moves it into place, so a kill never leaves a truncated checkpoint), also between online
-    # evaluations (online_eval.every_n_epochs > 1); an epoch's evaluation runs before its save.
+    """The Lightning trainer of ``cfg.trainer``, with the run's checkpoints, logger and plug-ins.
+
+    One file, ``checkpoints/last.ckpt``, is rewritten at every epoch end (also between online
+    evaluations; an epoch's evaluation runs before its save), every ``checkpoint.every_n_steps`` steps,
+    and when a stop signal arrives (:class:`sslib.callbacks.SaveAndStop`); every write is atomic
+    (:class:`sslib.callbacks.AtomicCheckpointIO`). ``trainer.sync_batchnorm`` converts BatchNorm layers
+    to synchronised ones that also run in CPU processes (:class:`sslib.callbacks.SyncBatchNormPlugin`).
+    """
+    last = run_dir / LAST_CHECKPOINT
     checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="last",
+        dirpath=last.parent,
+        filename=last.stem,
         save_top_k=1,
         monitor=None,
         every_n_epochs=1,
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    return L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+    every = cfg.get("checkpoint", {}).get("every_n_steps", 0)
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    sync_bn = SyncBatchNormPlugin()
+    trainer = L.Trainer(
+        **trainer_kwargs,
         default_root_dir=str(run_dir),
         logger=build_logger(cfg, run_dir),
-        callbacks=[checkpoints, LearningRateMonitor(logging_interval="step"), *callbacks],
+        callbacks=[
+            checkpoints,
+            SaveAndStop(last, every),
+            LearningRateMonitor(logging_interval="step"),
+            *callbacks,
+        ],
+        plugins=[AtomicCheckpointIO(), *([sync_bn] if trainer_kwargs.get("sync_batchnorm") else [])],
         use_distributed_sampler=False,  # the data module shards training batches itself (sslib.data.sampling)
     )
+    sync_bn.cpu = trainer.strategy.root_device.type == "cpu"
+    return trainer
 
 
 def build_datamodule(cfg: DictConfig) -> SSLDataModule:
@@ -150,21 +248,26 @@ def pretrain(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, flo
     """
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
+    world = check_launch(cfg.trainer)
     ckpt = resume_path(cfg.resume, run_dir)
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # fail fast on missing or broken data, before any model is built
+    check_shards(datamodule, world)
     if ckpt is not None:
         if cfg.resume == "auto":
             check_same_run(cfg, run_dir)
-        datamodule.start_epoch = resume_epoch(ckpt)
+        datamodule.start_epoch, datamodule.start_batch = resume_position(ckpt)
     model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     trainer = build_trainer(cfg, run_dir, callbacks)
+    if trainer.is_global_zero:
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     results: dict[str, float] = {}
     if ckpt is None and cfg.baseline_eval:
         for key, value in trainer.validate(model, datamodule, verbose=False)[0].items():
             results[key.replace("val/", "baseline/")] = float(value)
-    trainer.fit(model, datamodule, ckpt_path=ckpt)
+    with warnings.catch_warnings():
+        if datamodule.loader == "torchvision":  # its sampler skips the trained batches (start_batch)
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+        trainer.fit(model, datamodule, ckpt_path=ckpt, weights_only=True)
     results.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     return results

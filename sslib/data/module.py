@@ -124,6 +124,7 @@ class SSLDataModule(lightning.LightningDataModule):
             resize=_eval_resize(global_group.size, self.stats.native_size),
         )
         self.start_epoch = 0  # first epoch of the training loader (Lightning then calls set_epoch)
+        self.start_batch = 0  # batches of start_epoch already trained (a run resumed mid-epoch)
         self.train_set: Dataset | None = None
         self.bank_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -192,12 +193,15 @@ class SSLDataModule(lightning.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader | Iterable:
         """Shuffled multi-crop batches. With torchvision, order and crops depend only on (seed, epoch,
-        index), so a resumed run continues exactly (set ``start_epoch`` to the epoch it resumes at);
+        index), so a resumed run continues exactly (set ``start_epoch`` to the epoch it resumes at and
+        ``start_batch`` to the batches of it already trained);
         with DALI (:class:`sslib.data.dali.DaliTrainLoader`) ``start_epoch`` only reseeds."""
         self.setup()
         if self.loader == "dali":
             return self._dali_loader()
-        sampler = EpochSampler(len(self.train_set), seed=self.seed, epoch=self.start_epoch)
+        sampler = EpochSampler(
+            len(self.train_set), seed=self.seed, epoch=self.start_epoch, skip=self.start_batch * self.batch_size
+        )
         dataset = SeededDataset(self.train_set, self.seed)
         return self._loader(dataset, sampler=sampler, drop_last=self.drop_last)
 

@@ -27,12 +27,21 @@ class EpochSampler(Sampler[tuple[int, int]]):
     ``(seed, epoch)``; rank ``r`` of ``world`` takes its entries ``r, r + world, r + 2 world, ...`` up to
     the last ``n % world``, which are dropped, so the ranks' shards are disjoint, cover the rest, and
     hold ``n // world`` indices each (every rank then has the same number of batches).
+
+    ``skip`` leaves out the first ``skip`` entries of this rank's shard in epoch ``epoch`` only: a run
+    resumed after ``k`` batches of an epoch passes ``skip = k * batch_size`` and sees exactly the
+    remaining batches. The length stays that of the whole shard (Lightning counts the epoch's batches
+    from it and continues its batch counter at ``k``).
     """
 
-    def __init__(self, n: int, seed: int = 0, epoch: int = 0) -> None:
-        self.n, self.seed, self.epoch = n, seed, epoch
+    def __init__(self, n: int, seed: int = 0, epoch: int = 0, skip: int = 0) -> None:
+        if skip < 0:
+            raise ValueError(f"skip must be >= 0, got {skip}")
+        self.n, self.seed, self.epoch, self.skip = n, seed, epoch, skip
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.skip = 0
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -43,7 +52,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=generator)[: len(self) * world]
         epoch = self.epoch
-        return ((epoch, int(i)) for i in order[rank::world])
+        return ((epoch, int(i)) for i in order[rank::world][self.skip :])
 
 
 class SeededDataset(Dataset):

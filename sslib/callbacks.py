@@ -1,0 +1,135 @@
+"""Trainer plug-ins of a run: synchronised BatchNorm on any device, atomic checkpoints, checkpoints every
+N steps, and a clean stop (checkpoint first) on the signals a cluster sends before a time limit or a
+preemption."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins import TorchCheckpointIO
+from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm, _BatchNormXd
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from sslib.distributed import all_reduce, convert_batchnorm
+from sslib.io import atomic_write_bytes
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM: preemption / time limit, and --signal=USR1@T
+
+
+class SyncBatchNormPlugin(TorchSyncBatchNorm):
+    """``trainer.sync_batchnorm=true`` on any device: torch's SyncBatchNorm for GPU processes, and for CPU
+    processes (``cpu=True``, which DDP refuses to run torch's layer in) :class:`AllReduceBatchNorm`, with
+    the same global-batch statistics and gradients."""
+
+    def __init__(self, cpu: bool = False) -> None:
+        self.cpu = cpu
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return convert_batchnorm(model) if self.cpu else super().apply(model)
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        return convert_batchnorm(super().revert(model), _BatchNormXd) if self.cpu else super().revert(model)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in the same folder, fsynced, then renamed into place
+    (:func:`sslib.io.atomic_write_bytes`), so a kill at any moment leaves the previous file intact; read
+    back with ``weights_only=True`` (a checkpoint can never run code)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getbuffer())
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict:
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+class Preempted(Exception):
+    """Training stopped on ``signum`` after saving ``checkpoint`` (raised on every rank)."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path, rank: int = 0) -> None:
+        self.signum, self.step, self.checkpoint, self.rank = signum, step, checkpoint, rank
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} after step {step}; {checkpoint} saved, "
+            "run the same command (resume=auto) to continue"
+        )
+
+
+def slurm_job_id() -> str | None:
+    """The id ``scontrol requeue`` takes for this SLURM job (array tasks as ``<job>_<task>``), or ``None``."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID")
+
+
+class SaveAndStop(L.Callback):
+    """Writes ``path`` (the run's ``last.ckpt``) every ``every_n_steps`` optimiser steps (0: never
+    mid-epoch), and on SIGTERM or SIGUSR1 saves it at the next step boundary and stops the run.
+
+    The signal only sets a flag; after each training batch the ranks take the maximum of their flags
+    (one all-reduce of one integer), so every rank saves and stops after the same step even when the
+    signal reached only some of them. Steps that end an epoch are left to the epoch-end checkpoint (a
+    signal then stops the run after the first step of the next epoch), so every checkpoint is either at
+    an epoch end or between two steps of an epoch, and a resumed run replays exactly the remaining
+    batches (:mod:`sslib.data.sampling`). On SIGUSR1 inside a SLURM job
+    with ``requeue``, rank 0 requeues the job (``scontrol requeue``, as Lightning's SLURM plug-in does)
+    so it continues from the checkpoint; SIGTERM (preemption) is left to SLURM's own requeue policy.
+    Stopping raises :class:`Preempted` on every rank after the checkpoint is written.
+    """
+
+    def __init__(self, path: str | Path, every_n_steps: int = 0, requeue: bool = True) -> None:
+        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 0:
+            raise ValueError(f"checkpoint.every_n_steps must be an integer >= 0, got {every_n_steps!r}")
+        self.path, self.every_n_steps, self.requeue = Path(path), every_n_steps, requeue
+        self.received = 0
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = int(signum)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Installed after Lightning's own handlers (registered when fit starts), which they replace
+        # while training runs; teardown puts them back.
+        for signum in STOP_SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: signals cannot be handled here
+                break
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        flag = torch.tensor([self.received], device=pl_module.device)
+        signum = int(all_reduce(flag, op="max").item())
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return  # the epoch-end evaluation and checkpoint follow; a signal is handled after the next step
+        if signum or (self.every_n_steps and trainer.global_step % self.every_n_steps == 0):
+            trainer.save_checkpoint(self.path, weights_only=False)
+        if signum:
+            self._stop(trainer, signum)
+
+    def _stop(self, trainer: L.Trainer, signum: int) -> None:
+        job = slurm_job_id()
+        if self.requeue and signum == signal.SIGUSR1 and job and trainer.is_global_zero:
+            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            rank_zero_info(
+                f"scontrol requeue {job}: " + ("done" if done.returncode == 0 else done.stderr.strip())
+            )
+        raise Preempted(signum, trainer.global_step, self.path, trainer.global_rank)
