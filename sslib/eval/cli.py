@@ -1,4 +1,5 @@
-"""Command lines of ``scripts/knn.py``, ``linear.py``, ``umap.py``, ``finetune.py`` and ``transfer.py``.
+"""Command lines of ``scripts/knn.py``, ``linear.py``, ``umap.py``, ``finetune.py``, ``transfer.py`` and
+``evaluate.py``.
 
 Each evaluates a checkpoint's frozen backbone on a dataset through a :class:`FeatureCache` and prints a
 Markdown table (``umap.py``: the PNG's path); errors are one line on stderr, exit status 2.
@@ -23,6 +24,7 @@ from sslib.eval.offline import (
     linear_eval,
     linear_eval_augmented,
 )
+from sslib.eval.report import evaluate_checkpoint, parse_options, write_report
 from sslib.eval.transfer import c_grid
 from sslib.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval
 
@@ -243,5 +245,27 @@ def transfer_main(argv: Sequence[str] | None = None) -> int:
             )  # fmt: skip
             rows.append([name, str(root), result.metric, f"{result.c:.3g}", f"{result.score:.2f}"])
         return markdown_table(["dataset", "root", "metric", "C", "score"], rows)
+
+    return _run(task)
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """Run a suite of protocols on one checkpoint and write its Markdown + CSV + PNG report."""
+    parser = argparse.ArgumentParser(
+        prog="scripts/evaluate.py",
+        description="evaluation report of one checkpoint: CKPT [suite=quick|paper|knn|linear|finetune|transfer] "
+        "[key=value ...] (keys: see docs/evaluation.md)",
+    )
+    parser.add_argument("checkpoint", help="a checkpoint file, or zoo:<name>")
+    parser.add_argument("options", nargs="*", help="suite=... and key=value settings")
+    args = parser.parse_args(argv)
+
+    def task() -> str:
+        suite, options = parse_options(args.options)
+        rows = evaluate_checkpoint(args.checkpoint, suite, options)
+        paths = write_report(rows, args.checkpoint, suite, options)
+        table = [[r.protocol, r.dataset, r.setting, r.metric, f"{r.value:.2f}"] for r in rows]
+        listing = "\n".join(f"wrote {p}" for p in paths)
+        return markdown_table(["protocol", "dataset", "setting", "metric", "value"], table) + "\n" + listing
 
     return _run(task)

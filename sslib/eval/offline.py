@@ -22,10 +22,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from sslib.checkpoint import load_backbone
 from sslib.data import build_dataset, dataset_stats, eval_transform
 from sslib.data.digits import check_split
 from sslib.data.module import _eval_resize
+from sslib.eval.checkpoints import BackboneSource, load_any_backbone
 from sslib.eval.features import extract_features
 from sslib.eval.knn import knn_accuracy, topk_accuracy
 from sslib.io import atomic_write_bytes
@@ -45,13 +45,14 @@ def file_sha256(path: Path) -> str:
 
 
 class FeatureCache:
-    """Frozen-backbone features of one sslib checkpoint on one dataset, cached on disk next to the checkpoint.
+    """Frozen-backbone features of one checkpoint on one dataset, cached on disk next to the checkpoint.
 
     ``features(split)`` returns ``(features (N, D) float32, labels (N,))`` of ``split`` under the
     evaluation transform at ``image_size`` (default: the dataset's native size, else 224 after a resize of
     the short side to 256). The first call extracts them in batches (CUDA when available) and saves them
     in ``<checkpoint>.features/``; later calls load that file (``weights_only=True``). Files are keyed by
-    the checkpoint's sha256, the dataset and its resolved root, the split and the image size, so a changed
+    the checkpoint's sha256, the dataset and its resolved root, the split and the image size (and, for a
+    checkpoint that is not an sslib run, its ``source`` format and architecture), so a changed
     checkpoint or setting never reads stale features.
     """
 
@@ -64,8 +65,10 @@ class FeatureCache:
         batch_size: int = 256,
         num_workers: int = 0,
         device: torch.device | str | None = None,
+        source: BackboneSource | None = None,
     ) -> None:
         self.checkpoint = Path(checkpoint)
+        self.source = source or BackboneSource()
         if not self.checkpoint.is_file():
             raise FileNotFoundError(f"checkpoint '{self.checkpoint}' does not exist")
         self.stats = dataset_stats(dataset)
@@ -80,7 +83,7 @@ class FeatureCache:
     @cached_property
     def backbone(self) -> nn.Module:
         """The checkpoint's backbone (loaded on first use: a cache hit never reads the weights)."""
-        return load_backbone(self.checkpoint)[0]
+        return load_any_backbone(self.checkpoint, self.source)
 
     def build(self, split: str, transform: Callable) -> Dataset:
         """Split ``split`` of the dataset with ``transform``."""
@@ -113,6 +116,11 @@ class FeatureCache:
             "root": str(self.root.resolve()),
             "split": check_split(split),
             "image_size": self.image_size,
+            **(
+                {}
+                if self.source.fmt == "sslib"
+                else {"format": self.source.fmt, "arch": str(self.source.arch)}
+            ),
         }
 
     def path(self, split: str) -> Path:
