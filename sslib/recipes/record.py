@@ -197,6 +197,11 @@ def check(record: Record) -> list[str]:
     return problems
 
 
+def _text(text: str) -> str:
+    """Prose for Markdown: angle brackets (``<method>.yaml``) would be read as HTML tags."""
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _cell(value: Any) -> str:
     text = "null" if value is None else str(value).replace("True", "true").replace("False", "false")
     return f"`{text}`".replace("|", "\\|")
@@ -207,12 +212,12 @@ def render(records: list[Record]) -> str:
     out = []
     for record in records:
         recipes = ", ".join(f"`{r}`" for r in record.recipes)
-        out += [f"### {record.title}", "", f"Recipes: {recipes}. Reproduces: {record.reproduces}.", ""]
-        out += [f"- **{k}**: {v}" for k, v in record.sources.items()] + [""]
+        out += [f"### {record.title}", "", f"Recipes: {recipes}. Reproduces: {_text(record.reproduces)}.", ""]
+        out += [f"- **{k}**: {_text(v)}" for k, v in record.sources.items()] + [""]
         values = [e for e in record.entries.values() if not e.deviation]
         deviations = [e for e in record.entries.values() if e.deviation]
         out += ["| Key | Value | Source |", "|---|---|---|"]
-        out += [f"| `{e.key}` | {_cell(e.value)} | {e.source} |" for e in sorted(values, key=lambda e: e.key)]
+        out += [f"| `{e.key}` | {_cell(e.value)} | {_text(e.source)} |" for e in sorted(values, key=lambda e: e.key)]
         out.append("")
         if deviations:
             out += [
@@ -222,7 +227,7 @@ def render(records: list[Record]) -> str:
                 "    |---|---|---|---|---|",
             ]
             out += [
-                f"    | `{e.key}` | {_cell(e.value)} | {e.source} | {_cell(e.source_value)} | {e.reason} |"
+                f"    | `{e.key}` | {_cell(e.value)} | {_text(e.source)} | {_cell(e.source_value)} | {_text(e.reason)} |"
                 for e in sorted(deviations, key=lambda e: e.key)
             ]
             out.append("")
