@@ -16,8 +16,9 @@ from sslib.data import DigitsDataset, eval_transform
 from sslib.data.folder import CheckedImageFolder
 from sslib.eval.features import extract_features
 from sslib.eval.finetune import PRESETS, FinetuneSettings, _schedule, finetune, finetune_settings
-from sslib.eval.offline import ProbeSettings, linear_eval
-from sslib.eval.subsets import SIMCLR_SUBSETS, label_subset, listed_subset, read_image_list
+from sslib.eval.knn import knn_accuracy
+from sslib.eval.offline import FeatureCache, ProbeSettings, knn_eval, linear_eval
+from sslib.eval.subsets import SIMCLR_SUBSETS, knn_subsets, label_subset, listed_subset, read_image_list
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,8 +31,8 @@ def test_shipped_simclr_subsets_are_1_and_10_percent_of_imagenet_and_nested():
 
 
 def fake_imagenet(root: Path, per_class: int = 3) -> tuple[CheckedImageFolder, list[str]]:
-    """Three classes of ImageNet with the 1% list's images (empty files: only names are read) and
-    ``per_class`` more; returns the train folder and the listed names of its classes."""
+    """Three classes of ImageNet with the 10% list's images (empty files: only names are read) and
+    ``per_class`` more; returns the train folder and the 1% list's names of its classes."""
     listed = read_image_list(SIMCLR_SUBSETS[0.01])
     classes = sorted({n.split("_")[0] for n in listed})[:3]
     mine = [n for n in listed if n.split("_")[0] in classes]
@@ -39,8 +40,9 @@ def fake_imagenet(root: Path, per_class: int = 3) -> tuple[CheckedImageFolder, l
         (root / cls).mkdir(parents=True)
         for i in range(per_class):
             (root / cls / f"{cls}_9999{i}.JPEG").touch()
-    for name in mine:
-        (root / name.split("_")[0] / name).touch()
+    for name in read_image_list(SIMCLR_SUBSETS[0.1]):  # the 10% list holds the 1% one
+        if name.split("_")[0] in classes:
+            (root / name.split("_")[0] / name).touch()
     return CheckedImageFolder(root, classes), mine
 
 
@@ -132,3 +134,24 @@ def test_finetune_script_on_digits(ckpt, monkeypatch, capsys):  # noqa: F811
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0] == "| labels | protocol | epochs | top-1 | top-5 |"
     assert re.fullmatch(r"\| 10% \| simclr \| 1 \| \d+\.\d\d \| \d+\.\d\d \|", table[2])
+
+
+def test_knn_banks_of_imagenet_are_the_simclr_lists(tmp_path):
+    _, mine = fake_imagenet(tmp_path / "imagenet100" / "train")
+    (tmp_path / "imagenet100" / "val").mkdir()
+    for cls in sorted({n.split("_")[0] for n in mine}):
+        (tmp_path / "imagenet100" / "val" / cls).mkdir()
+        (tmp_path / "imagenet100" / "val" / cls / "v.JPEG").touch()
+    (tmp_path / "weights.ckpt").write_bytes(b"only hashed")
+    cache = FeatureCache(tmp_path / "weights.ckpt", "imagenet100", tmp_path / "imagenet100")
+    with pytest.warns(UserWarning, match="imagenet100 has 100 classes but 3 are selected"):
+        banks = knn_subsets(cache, [1.0, 0.1, 0.01])
+    assert set(banks) == {0.1, 0.01}  # 100% is the whole split
+    train = cache.build("train", None)
+    assert sorted(Path(train.samples[i][0]).name for i in banks[0.01]) == sorted(mine)
+
+    g = torch.Generator().manual_seed(0)
+    features, labels = torch.randn(30, 5, generator=g), torch.arange(30) % 3
+    bank = torch.tensor([0, 1, 2, 3, 4, 5])
+    got = knn_eval(features, labels, features, labels, k=3, fractions=[0.2], subsets={0.2: bank})
+    assert got[0.2] == knn_accuracy(features[bank], labels[bank], features, labels, 3, k=3, temperature=0.07)

@@ -25,6 +25,7 @@ from sslib.eval.offline import (
     linear_eval_augmented,
 )
 from sslib.eval.report import evaluate_checkpoint, parse_options, write_report
+from sslib.eval.subsets import knn_subsets
 from sslib.eval.transfer import c_grid
 from sslib.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval
 
@@ -99,6 +100,7 @@ def knn_main(argv: Sequence[str] | None = None) -> int:
             fractions=fractions,
             seed=args.seed,
             num_classes=cache.stats.num_classes,
+            subsets=knn_subsets(cache, fractions, args.seed),
         )
         rows = [
             [

@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -207,17 +207,24 @@ def knn_eval(
     fractions: Sequence[float] = (1.0, 0.1, 0.01),
     seed: int = 0,
     num_classes: int | None = None,
+    subsets: Mapping[float, Tensor] | None = None,
 ) -> dict[float, dict[str, float]]:
     """Weighted kNN top-1/top-5 (percent) of the val split, per fraction of labelled train samples.
 
-    For each fraction the bank is :func:`stratified_subset` of the train split (paper Table 3: kNN with
-    100%, 10% and 1% of the labels); ``num_classes`` defaults to one more than the largest label.
+    For each fraction the bank is ``subsets[fraction]`` (train indices, e.g. SimCLR's ImageNet lists from
+    :func:`sslib.eval.subsets.label_subset`) when given, else :func:`stratified_subset` of the train
+    split (paper Table 3: kNN with 100%, 10% and 1% of the labels); ``num_classes`` defaults to one more
+    than the largest label.
     """
     fractions = [check_fraction(f) for f in fractions]
     num_classes = _num_classes(num_classes, train_labels, val_labels)
     results = {}
     for fraction in fractions:
-        idx = stratified_subset(train_labels, fraction, seed)
+        idx = (
+            subsets[fraction]
+            if subsets and fraction in subsets
+            else stratified_subset(train_labels, fraction, seed)
+        )
         results[fraction] = knn_accuracy(
             train_features[idx], train_labels[idx], val_features, val_labels, num_classes, k, temperature
         )

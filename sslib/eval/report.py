@@ -17,6 +17,7 @@ from pathlib import Path
 from sslib.eval.checkpoints import BackboneSource, resolve
 from sslib.eval.finetune import PROTOCOLS, finetune_eval, finetune_settings
 from sslib.eval.offline import FeatureCache, ProbeSettings, knn_eval, linear_eval, linear_eval_augmented
+from sslib.eval.subsets import knn_subsets
 from sslib.eval.transfer import c_grid
 from sslib.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval
 from sslib.io import atomic_write_bytes
@@ -140,6 +141,7 @@ def evaluate_checkpoint(checkpoint: str | Path, suite: str, options: EvalOptions
             results = knn_eval(
                 *cache.features("train"), *cache.features("val"), fractions=options.knn_fractions,
                 seed=options.seed, num_classes=cache.stats.num_classes,
+                subsets=knn_subsets(cache, options.knn_fractions, options.seed),
             )  # fmt: skip
             rows += [Row("knn", options.data, _percent(f), "top1", acc["top1"]) for f, acc in results.items()]
         elif protocol == "finetune":

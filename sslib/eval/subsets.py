@@ -4,7 +4,8 @@ The semi-supervised protocols (MIRA paper Table 4, as SimCLR, BYOL and SwAV) fin
 12 811 (1%) and 128 116 (10%) ImageNet train images: the lists ``imagenet_subsets/1percent.txt`` and
 ``10percent.txt`` of google-research/simclr (commit be133b38fb21abb77403391dc6db3412edfe92f2,
 Apache-2.0), shipped unchanged in ``sslib/data/imagenet_subsets/``. SwAV's ``eval_semisup.py`` reads the
-same files. On ``imagenet100`` the lists are restricted to its 100 classes; any other dataset gets
+same files, and so do the kNN banks of 1% and 10% of ImageNet (:func:`knn_subsets`). On ``imagenet100``
+the lists are restricted to its 100 classes; any other dataset gets
 :func:`sslib.eval.offline.stratified_subset` (the same images for the same seed).
 """
 
@@ -19,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from sslib.data.folder import names
-from sslib.eval.offline import check_fraction, stratified_subset
+from sslib.eval.offline import FeatureCache, check_fraction, stratified_subset
 
 SUBSET_DIR = Path(__file__).parents[1] / "data" / "imagenet_subsets"
 SIMCLR_SUBSETS: dict[float, Path] = {0.01: SUBSET_DIR / "1percent.txt", 0.1: SUBSET_DIR / "10percent.txt"}
@@ -101,3 +102,14 @@ def label_subset(
             dataset, read_image_list(path), f"SimCLR's {path.name}", own_classes_only=name != "imagenet"
         )
     return stratified_subset(dataset_labels(dataset), fraction, seed)
+
+
+def knn_subsets(cache: FeatureCache, fractions: Sequence[float], seed: int = 0) -> dict[float, Tensor]:
+    """The kNN banks of ``cache``'s train split that are image lists: SimCLR's 1% and 10% on ImageNet
+    (:func:`label_subset`); the other fractions are left to :func:`sslib.eval.offline.knn_eval`'s
+    stratified draw. The indices follow the order of ``cache.features("train")``."""
+    listed = [f for f in fractions if cache.dataset in LISTED_DATASETS and f in SIMCLR_SUBSETS]
+    if not listed:
+        return {}
+    train = cache.build("train", None)
+    return {f: label_subset(train, cache.dataset, f, seed) for f in listed}
