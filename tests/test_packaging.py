@@ -1,0 +1,112 @@
+"""The built wheel: its name and version, the data files it ships, and sslib imported from it alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+
+import sslib
+from sslib import config
+
+ROOT = Path(__file__).resolve().parents[1]
+DIST_NAME = "sslib-vision"
+SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
+
+# Run from an empty folder with only the unpacked wheel in front of the environment's dependencies.
+IMPORT_FROM_WHEEL = """
+import json, sys
+from importlib import resources
+import sslib
+from sslib import config
+from sslib import config, recipes
+from sslib.labelers import mira
+record = recipes.load("mira_cifar10")
+cfg = config.compose(["method=mira", "data=cifar10"])
+print(json.dumps({
+    "file": sslib.__file__,
+    "version": sslib.__version__,
+    "kernel": mira.KERNELS_C.is_file(),
+    "imagenet100": (resources.files("sslib.data") / "imagenet100.txt").is_file(),
+    "recipe_lr": cfg.optim.lr,
+    "record_problems": recipes.check(record),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from a copy of the package sources (so the checkout gets no build/ folder)."""
+    work = tmp_path_factory.mktemp("wheel")
+    src = work / "src"
+    shutil.copytree(ROOT / "sslib", src / "sslib", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    out = work / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    (path,) = out.glob("*.whl")
+    return path
+
+
+def test_version_is_semver():
+    assert SEMVER.fullmatch(sslib.__version__), sslib.__version__
+
+
+def test_wheel_metadata_has_the_distribution_name_and_sslib_version(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = Parser().parsestr(z.read(meta).decode())
+    assert metadata["Name"] == DIST_NAME
+    assert metadata["Version"] == sslib.__version__
+
+
+def test_wheel_ships_configs_kernels_data_and_records(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+    package = ROOT / "sslib"
+    shipped = [
+        *package.glob("conf/**/*.yaml"),
+        *package.glob("labelers/*.c"),
+        *package.glob("data/**/*.txt"),
+        *package.glob("recipes/records/*.yaml"),
+    ]
+    assert len(shipped) > 40
+    missing = sorted(str(p.relative_to(ROOT)) for p in shipped if str(p.relative_to(ROOT)) not in names)
+    assert missing == []
+    assert not any(n.startswith(("tests/", "docs/", "scripts/")) for n in names)
+
+
+def test_sslib_imported_from_the_wheel_composes_a_recipe_and_loads_its_record(wheel, tmp_path):
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    run_dir = tmp_path / "empty"
+    run_dir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_FROM_WHEEL],
+        cwd=run_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert Path(report["file"]).is_relative_to(site)
+    assert report["version"] == sslib.__version__
+    assert report["kernel"] and report["imagenet100"]
+    assert report["record_problems"] == []
+    assert report["recipe_lr"] == config.compose(["method=mira", "data=cifar10"]).optim.lr
