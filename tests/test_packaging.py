@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -60,8 +61,14 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
-def test_version_is_semver():
+def test_version_is_semver_and_the_installed_metadata_version():
     assert SEMVER.fullmatch(sslib.__version__), sslib.__version__
+    assert importlib.metadata.version(DIST_NAME) == sslib.__version__, "reinstall: pip install -e ."
+
+
+def test_changelog_latest_release_is_the_version():
+    releases = re.findall(r"^## \[(\d[^\]]*)\] - \d{4}-\d{2}-\d{2}$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert releases and releases[0] == sslib.__version__
 
 
 def test_wheel_metadata_has_the_distribution_name_and_sslib_version(wheel):
