@@ -46,9 +46,19 @@ def _check_group_choices(overrides: Sequence[str]) -> dict[str, str]:
         key, value = item.split("=", 1)
         if key in GROUPS:
             if value not in ("null", *options(key)):
-                raise ConfigError(f"unknown {key} '{value}'; available: {', '.join(options(key))}")
+                raise ConfigError(f"unknown {key} '{value}'; available: {', '.join(options(key))}{_hint(key, value)}")
             chosen[key] = value
     return chosen
+
+
+def _hint(group: str, value: str) -> str:
+    """How to write a timm model given as the backbone group (``backbone=vit_tiny_patch16_224``)."""
+    if group != "backbone":
+        return ""
+    import timm  # only on this error path: it is a slow import
+
+    name = value if timm.is_model(value) else "<timm model name>"
+    return f"; a timm model is chosen with backbone=timm backbone.model_name={name}"
 
 
 def methods_with_labeler() -> list[str]:

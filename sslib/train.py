@@ -19,6 +19,7 @@ from sslib.callbacks import AtomicCheckpointIO, SaveAndStop, SyncBatchNormPlugin
 from sslib.checkpoint import trained_epochs
 from sslib.data import SSLDataModule
 from sslib.io import atomic_write_text
+from sslib.validate import check_run_config
 
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
@@ -249,6 +250,7 @@ def pretrain(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, flo
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
     world = check_launch(cfg.trainer)
+    check_run_config(cfg, world)  # every optimiser value, before any data, baseline or training
     ckpt = resume_path(cfg.resume, run_dir)
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # fail fast on missing or broken data, before any model is built

@@ -1,0 +1,34 @@
+"""Checks of a composed run config that must pass before any work starts (data, models, evaluation).
+
+Most values are checked where they are used, and those objects (data module, method) are built first
+thing in :func:`sslib.train.pretrain`. The optimiser and its schedule, though, are made by Lightning only
+when fitting starts, after the random-init baseline evaluation; :func:`check_run_config` checks their
+values up front, each error naming the config key (``optim.lr must be a finite number > 0, got -1``).
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from sslib.optim.setup import configure
+from sslib.validation import check_positive
+
+
+def check_run_config(cfg: DictConfig, world_size: int) -> None:
+    """Raise a one-line ``ValueError`` naming the first bad optimiser or schedule value of ``cfg``.
+
+    The scalar values are checked under their config names; then the run's optimiser and schedule are
+    built once on a stand-in parameter (``configure``, which checks everything else: ``optim.kwargs``,
+    the warm-up start ratio, the optimiser's own arguments) and thrown away.
+    """
+    for key in ("optim.lr", "online_eval.probe_lr"):
+        check_positive(key, OmegaConf.select(cfg, key))
+    final = cfg.optim.final_lr_ratio
+    if isinstance(final, bool) or not isinstance(final, (int, float)) or not 0 <= final <= 1:
+        raise ValueError(f"optim.final_lr_ratio must be a number in [0, 1] (final lr / peak lr), got {final!r}")
+    try:
+        configure(cfg, nn.Linear(1, 1), nn.Linear(1, 1), world_size, total_steps=1, steps_per_epoch=1.0)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"optim: {err}") from None
+
