@@ -4,6 +4,7 @@ on published checkpoint formats."""
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from test_eval_tools import SIZE, run_script, save_checkpoint
 from test_transfer import image_folder
 
-from sslib.eval.cli import evaluate_main
+from sslib.eval.cli import evaluate_main, knn_main
 from sslib.eval.offline import FeatureCache, knn_eval
 from sslib.eval.report import SUITES, parse_options
 
@@ -97,3 +98,25 @@ def test_options_parse_lists_and_booleans():
     suite, options = parse_options(["suite=paper", "transfer=cifar10:data,pets:/p", "linear_augment=true"])
     assert suite == "paper" and options.transfer == ("cifar10:data", "pets:/p") and options.linear_augment
     assert SUITES["paper"] == ("linear", "knn", "finetune", "transfer")
+
+
+def test_scripts_read_published_formats(ckpt, tmp_path, monkeypatch, capsys):
+    """scripts/knn.py on the same weights in solo-learn's layout prints the sslib run's table."""
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    solo = tmp_path / "solo.ckpt"
+    torch.save({"state_dict": {**state, "momentum_backbone.conv1.weight": torch.zeros(1)}}, solo)
+    common = ["--data", "digits", "--image-size", SIZE, "--device", "cpu", "--fractions", "1,0.1"]
+    run_script("knn", ["--ckpt", str(ckpt), *common], monkeypatch)
+    own = capsys.readouterr().out
+    run_script(
+        "knn",
+        ["--ckpt", str(solo), *common, "--format", "solo-learn", "--arch", "resnet18", "--cifar-stem"],
+        monkeypatch,
+    )
+    assert capsys.readouterr().out == own
+    monkeypatch.setattr(sys, "argv", ["knn.py", "--ckpt", str(solo), *common, "--format", "solo-learn"])
+    assert knn_main() == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: a solo-learn checkpoint needs its backbone architecture (e.g. arch=resnet50)"
+    )

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sslib.checkpoint import load_backbone
 from sslib.data import DATASET_STATS
+from sslib.eval.checkpoints import BackboneSource, load_any_backbone, resolve
 from sslib.eval.embedding import import_umap, plot_embedding, umap_embedding
 from sslib.eval.finetune import finetune_eval, finetune_settings
 from sslib.eval.offline import (
@@ -28,6 +28,7 @@ from sslib.eval.report import evaluate_checkpoint, parse_options, write_report
 from sslib.eval.subsets import knn_subsets
 from sslib.eval.transfer import c_grid
 from sslib.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval
+from sslib.zoo.manifest import FORMATS
 
 ERRORS = (ValueError, OSError, ImportError)  # reported as one line, exit status 2
 
@@ -35,7 +36,9 @@ ERRORS = (ValueError, OSError, ImportError)  # reported as one line, exit status
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The arguments every tool shares: checkpoint, dataset and how to extract its features."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--ckpt", required=True, help="an sslib training checkpoint (.ckpt)")
+    parser.add_argument(
+        "--ckpt", required=True, help="a checkpoint: an sslib run's .ckpt, zoo:<name>, or --format"
+    )
     parser.add_argument(
         "--data", default="digits", help=f"dataset: {', '.join(DATASET_STATS)} (default: digits)"
     )
@@ -47,12 +50,31 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
     parser.add_argument("--device", help="e.g. cpu or cuda:0 (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=0, help="seed of label subsets / probe / UMAP")
+    _source_arguments(parser)
     return parser
 
 
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--format``, ``--arch``, ``--cifar-stem``: read a checkpoint that is not an sslib run."""
+    parser.add_argument(
+        "--format", default="sslib", help=f"checkpoint format: {', '.join(FORMATS)} (default: sslib)"
+    )
+    parser.add_argument("--arch", help="backbone of a checkpoint that is not an sslib run, e.g. resnet50")
+    parser.add_argument("--cifar-stem", action="store_true", help="that backbone has the CIFAR stem")
+
+
+def _source(args: argparse.Namespace) -> tuple[Path, BackboneSource]:
+    """The checkpoint file (``zoo:<name>`` downloaded) and how to read its backbone."""
+    path, zoo_source = resolve(args.ckpt)
+    return path, zoo_source or BackboneSource(
+        args.format, args.arch, {"cifar": True} if args.cifar_stem else {}
+    )
+
+
 def _cache(args: argparse.Namespace) -> FeatureCache:
+    path, source = _source(args)
     return FeatureCache(
-        args.ckpt, args.data, args.root, args.image_size, args.batch_size, args.num_workers, args.device
+        path, args.data, args.root, args.image_size, args.batch_size, args.num_workers, args.device, source
     )
 
 
@@ -169,7 +191,7 @@ def umap_main(argv: Sequence[str] | None = None) -> int:
         cache = _cache(args)
         features, labels = cache.features(args.split)
         points = umap_embedding(features, args.n_neighbors, args.min_dist, args.seed)
-        ckpt = Path(args.ckpt)
+        ckpt = cache.checkpoint
         out = args.out or ckpt.with_name(f"{ckpt.stem}-umap-{args.data}-{args.split}.png")
         return str(plot_embedding(points, labels, out, title=f"{ckpt.name}: {args.data} {args.split}"))
 
@@ -219,7 +241,9 @@ def transfer_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/transfer.py", description="linear transfer evaluation of a frozen backbone"
     )
-    parser.add_argument("--ckpt", required=True, help="an sslib training checkpoint (.ckpt)")
+    parser.add_argument(
+        "--ckpt", required=True, help="a checkpoint: an sslib run's .ckpt, zoo:<name>, or --format"
+    )
     parser.add_argument(
         "--data",
         action="append",
@@ -234,11 +258,12 @@ def transfer_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
     parser.add_argument("--device", help="e.g. cpu or cuda:0 (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the val split drawn from train")
+    _source_arguments(parser)
     args = parser.parse_args(argv)
 
     def task() -> str:
         sources = [parse_source(text) for text in args.data]
-        backbone = load_backbone(args.ckpt)[0]
+        backbone = load_any_backbone(*_source(args))
         rows = []
         for name, root in sources:
             result = transfer_eval(
