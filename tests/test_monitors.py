@@ -73,9 +73,10 @@ def test_monitor_keeps_the_last_rows_of_the_epoch_and_clears():
         RepresentationMonitor(samples=-1)
 
 
-def test_pretraining_logs_the_monitors_each_epoch_and_warns_on_rank_collapse(tmp_path):
+@pytest.mark.parametrize("method", ["mira", "deepclusterv2"])
+def test_pretraining_logs_the_monitors_each_epoch_and_warns_on_rank_collapse(tmp_path, method):
     cfg = tiny_cfg(
-        tmp_path, "method=mira", "online_eval.monitor_samples=16", "online_eval.rank_collapse_threshold=1.0"
+        tmp_path, f"method={method}", "online_eval.monitor_samples=16", "online_eval.rank_collapse_threshold=1.0"
     )
     model, trainer, dm = fit(cfg, steps=3, limit_train_batches=3)
     added = []

@@ -77,7 +77,6 @@ class ClusteringMethod(SSLMethod):
     def ssl_step(self, crops: list[torch.Tensor], indices: torch.Tensor | None = None):
         m = self.cfg.method
         feats, z, student = self._student_outputs(crops)
-        self.monitor_views = (z[0], z[1]) if self.n_global > 1 else None
         teacher_logits, teacher_z = self._teacher_outputs(crops[: self.n_global], student, z)
         targets = self.labeler.label_views(self._with_queue(teacher_logits))
         targets = [t[: len(crops[v])] for v, t in enumerate(targets)]
@@ -89,10 +88,13 @@ class ClusteringMethod(SSLMethod):
     def _student_outputs(
         self, crops: list[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """Backbone features of all crops (sum of B_c, D), then projector embeddings and logits per crop."""
+        """Backbone features of all crops (sum of B_c, D), then projector embeddings and logits per crop;
+        the first two global crops' embeddings are kept for the monitors (``monitor_views``)."""
         feats, z = embed_crops(self.backbone, self.projector, crops, self.crop_forward)
         sizes = [c.shape[0] for c in crops]
-        return feats, list(z.split(sizes)), list(self.prototypes(z).split(sizes))
+        views = list(z.split(sizes))
+        self.monitor_views = (views[0], views[1]) if self.n_global > 1 else None  # alignment, uniformity
+        return feats, views, list(self.prototypes(z).split(sizes))
 
     def _label_metrics(self, targets: torch.Tensor) -> dict[str, float]:
         """``labels/*`` statistics of ``targets`` (B, K) (kept for the collapse check) and ``schedule/*``."""
