@@ -108,6 +108,7 @@ def finetune_settings(
 def _head(
     feat_dim: int, num_classes: int, settings: FinetuneSettings, generator: torch.Generator
 ) -> nn.Linear:
+    """The ``feat_dim -> num_classes`` head: zero weights (SimCLR) or N(0, 0.01), zero bias."""
     head = nn.Linear(feat_dim, num_classes)
     with torch.no_grad():
         if settings.zero_init_head:
