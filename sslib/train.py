@@ -105,15 +105,32 @@ def run_id(run_dir: Path) -> str:
     return hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
 
 
+def _require_logger_package(name: str) -> None:
+    """Import the package of ``logger=name`` (``tensorboard``, ``wandb``: also the extras' names), else a
+    one-line error saying how to install it."""
+    from importlib import import_module
+
+    try:
+        import_module(name)
+    except ImportError:
+        raise ValueError(
+            f"logger={name} needs the {name} package: pip install 'sslib-vision[{name}]' "
+            f"(from a clone: pip install -e '.[{name}]')"
+        ) from None
+
+
 def build_logger(cfg: DictConfig, run_dir: Path) -> Logger:
-    """CSV metrics under ``run_dir/logs`` (default) or Weights & Biases (``logger=wandb``)."""
+    """CSV metrics under ``run_dir/logs`` (default), TensorBoard event files under ``run_dir/tensorboard``
+    (``logger=tensorboard``) or Weights & Biases (``logger=wandb``)."""
     if cfg.logger.name == "csv":
         return CSVLogger(save_dir=str(run_dir), name="logs")
-    try:
-        import wandb  # noqa: F401
-        from lightning.pytorch.loggers import WandbLogger
-    except ImportError:
-        raise ValueError("logger=wandb needs Weights & Biases: pip install 'sslib[wandb]'") from None
+    _require_logger_package(cfg.logger.name)
+    if cfg.logger.name == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", default_hp_metric=False)
+    from lightning.pytorch.loggers import WandbLogger
+
     return WandbLogger(
         project=cfg.logger.project,
         entity=cfg.logger.entity,
