@@ -257,6 +257,12 @@ def build_datamodule(cfg: DictConfig) -> SSLDataModule:
     )
 
 
+def remove_partial_writes(path: Path) -> None:
+    """Delete the temporary files a killed write of ``path`` left (:func:`sslib.io.atomic_write_bytes`)."""
+    for partial in path.parent.glob(f".{path.name}.*.tmp"):
+        partial.unlink(missing_ok=True)
+
+
 def pretrain(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, float]:
     """Train ``cfg`` in ``cfg.run_dir`` (resuming per ``cfg.resume``); return the final metrics.
 
@@ -280,6 +286,7 @@ def pretrain(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, flo
     trainer = build_trainer(cfg, run_dir, callbacks)
     if trainer.is_global_zero:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        remove_partial_writes(run_dir / LAST_CHECKPOINT)
     results: dict[str, float] = {}
     if ckpt is None and cfg.baseline_eval:
         for key, value in trainer.validate(model, datamodule, verbose=False)[0].items():
