@@ -11,6 +11,7 @@ import pytest
 import torch
 from test_methods import fit, tiny_cfg
 
+from sslib import methods
 from sslib.eval.monitors import RepresentationMonitor, alignment, rankme, uniformity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -76,7 +77,10 @@ def test_monitor_keeps_the_last_rows_of_the_epoch_and_clears():
 @pytest.mark.parametrize("method", ["mira", "deepclusterv2"])
 def test_pretraining_logs_the_monitors_each_epoch_and_warns_on_rank_collapse(tmp_path, method):
     cfg = tiny_cfg(
-        tmp_path, f"method={method}", "online_eval.monitor_samples=16", "online_eval.rank_collapse_threshold=1.0"
+        tmp_path,
+        f"method={method}",
+        "online_eval.monitor_samples=16",
+        "online_eval.rank_collapse_threshold=1.0",
     )
     model, trainer, dm = fit(cfg, steps=3, limit_train_batches=3)
     added = []
@@ -92,3 +96,18 @@ def test_pretraining_logs_the_monitors_each_epoch_and_warns_on_rank_collapse(tmp
     assert 1.0 <= float(logged["monitor/rankme"]) <= 16.0
     assert -4.0 <= float(logged["monitor/uniformity"]) <= 0.0
     assert model.monitor_views is None  # no step's graph kept alive
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("online_eval.monitor_samples=-1", "online_eval.monitor_samples must be an integer >= 0, got -1"),
+        (
+            "online_eval.rank_collapse_threshold=1.5",
+            r"online_eval.rank_collapse_threshold must be in \[0, 1\], got 1.5",
+        ),
+    ],
+)
+def test_bad_monitor_settings_are_one_line_errors(tmp_path, override, match):
+    with pytest.raises(ValueError, match=f"^{match}$"):
+        methods.build(tiny_cfg(tmp_path, override), num_classes=10, n_global=2)

@@ -18,6 +18,7 @@ from sslib.methods.ema import ema_update
 from sslib.methods.online import CHECKPOINT_KEY, OnlineMonitor
 from sslib.optim import cosine_ramp
 from sslib.optim.setup import configure
+from sslib.validation import check_int_at_least, check_unit_interval
 
 SMALL_IMAGE_SIZE = 64  # crops up to this size use the CIFAR stem when backbone.cifar is "auto"
 
@@ -63,8 +64,16 @@ class SSLMethod(L.LightningModule):
         self.online = OnlineMonitor.from_config(cfg.online_eval, num_classes)
         self.online_record: dict[str, float] | None = None  # last online metrics of training, + epoch
         # label-free monitors (sslib.eval.monitors) on rows the steps already computed; a method sets
-        # monitor_views to two global crops' embeddings (B, d) in ssl_step for alignment/uniformity
-        self.representation = RepresentationMonitor(cfg.online_eval.get("monitor_samples", 2048))
+        # monitor_views to two global crops' embeddings (B, d) each step for alignment/uniformity
+        samples = check_int_at_least(
+            "online_eval.monitor_samples", cfg.online_eval.get("monitor_samples", 2048), 0
+        )
+        self.representation = RepresentationMonitor(samples)
+        self.rank_collapse_threshold = check_unit_interval(
+            "online_eval.rank_collapse_threshold",
+            cfg.online_eval.get("rank_collapse_threshold", 0.01),
+            closed_right=True,
+        )
         self.monitor_views: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- to be provided by methods ---------------------------------------------------------------
@@ -127,7 +136,7 @@ class SSLMethod(L.LightningModule):
         if not metrics:
             return
         self.log_dict({f"monitor/{k}": v for k, v in metrics.items()})
-        threshold = self.cfg.online_eval.get("rank_collapse_threshold", 0.01)
+        threshold = self.rank_collapse_threshold
         top = self.representation.max_rank(self.feat_dim)
         if metrics["rankme"] < threshold * top:
             rank_zero_warn(
