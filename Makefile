@@ -26,11 +26,11 @@ pretrain: $(VENV)/.base
 	$(PY) scripts/pretrain.py
 
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check sslib scripts tests benchmarks
+	$(VENV)/bin/ruff check sslib scripts tests benchmarks examples hubconf.py
 
 ## The test command CI runs: lint, the test suite, and the strict docs build.
 test: $(VENV)/.dev
-	$(VENV)/bin/ruff check sslib scripts tests benchmarks
+	$(VENV)/bin/ruff check sslib scripts tests benchmarks examples hubconf.py
 	$(PY) -m pytest
 	$(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
 

@@ -1,4 +1,4 @@
-"""UMAP plot of a checkpoint's frozen val features, coloured by class (needs ``sslib[umap]``).
+"""UMAP plot of a checkpoint's frozen val features, coloured by class (needs ``sslib-vision[umap]``).
 
 ``python scripts/umap.py --ckpt PATH --data digits [--out umap.png]`` (``--help`` lists the options).
 """

@@ -361,7 +361,7 @@ def test_dali_missing_is_one_line_saying_what_to_install(root, monkeypatch):
     assert not dali_installed()
     with pytest.raises(ValueError) as excinfo:
         datamodule(root, "dali")
-    assert "pip install 'sslib[dali]'" in message(excinfo)
+    assert "pip install 'sslib-vision[dali]'" in message(excinfo)
     assert datamodule(root, "auto").loader == "torchvision"
 
 

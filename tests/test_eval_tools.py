@@ -245,7 +245,7 @@ def test_umap_plot_with_a_stand_in_reducer(ckpt, tmp_path, monkeypatch, capsys):
 def test_missing_umap_is_one_line(ckpt, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "umap", None)  # import umap raises ImportError
     assert umap_main(["--ckpt", str(ckpt)]) == 2
-    assert capsys.readouterr().err == "error: UMAP needs umap-learn: pip install 'sslib[umap]'\n"
+    assert capsys.readouterr().err == "error: UMAP needs umap-learn: pip install 'sslib-vision[umap]'\n"
 
 
 def test_umap_script_does_not_shadow_the_umap_package(tmp_path, monkeypatch, capsys):
@@ -257,7 +257,7 @@ def test_umap_script_does_not_shadow_the_umap_package(tmp_path, monkeypatch, cap
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(ROOT / "scripts" / "umap.py"), run_name="__main__")
     missing = f"checkpoint '{tmp_path / 'missing.ckpt'}' does not exist"
-    expected = missing if installed else "UMAP needs umap-learn: pip install 'sslib[umap]'"
+    expected = missing if installed else "UMAP needs umap-learn: pip install 'sslib-vision[umap]'"
     assert (done.value.code, capsys.readouterr().err) == (2, f"error: {expected}\n")
 
 

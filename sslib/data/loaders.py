@@ -10,7 +10,7 @@ import torch
 
 LOADERS = ("auto", "torchvision", "dali")
 IMAGE_FOLDERS = ("imagenet", "imagenet100", "folder")
-INSTALL_DALI = "pip install 'sslib[dali]'"
+INSTALL_DALI = "pip install 'sslib-vision[dali]'"
 
 
 def dali_installed() -> bool:

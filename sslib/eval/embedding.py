@@ -1,4 +1,4 @@
-"""2-D UMAP embedding of frozen features, plotted as a PNG coloured by class (needs ``sslib[umap]``)."""
+"""2-D UMAP embedding of frozen features, plotted as a PNG coloured by class (needs ``sslib-vision[umap]``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def import_umap() -> ModuleType:
     try:
         return importlib.import_module("umap")
     except ImportError:
-        raise ImportError("UMAP needs umap-learn: pip install 'sslib[umap]'") from None
+        raise ImportError("UMAP needs umap-learn: pip install 'sslib-vision[umap]'") from None
 
 
 def umap_embedding(
