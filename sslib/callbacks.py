@@ -18,7 +18,7 @@ from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm, _BatchNormX
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from sslib.distributed import all_reduce, convert_batchnorm
+from sslib.distributed import all_reduce, convert_batchnorm, world_size
 from sslib.io import atomic_write_bytes
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM: preemption / time limit, and --signal=USR1@T
@@ -116,8 +116,9 @@ class SaveAndStop(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        flag = torch.tensor([self.received], device=pl_module.device)
-        signum = int(all_reduce(flag, op="max").item())
+        signum = self.received
+        if world_size() > 1:  # one integer per step (a GPU sync; Lightning's own SIGTERM check does one too)
+            signum = int(all_reduce(torch.tensor([signum], device=pl_module.device), op="max").item())
         if batch_idx + 1 >= trainer.num_training_batches:
             return  # the epoch-end evaluation and checkpoint follow; a signal is handled after the next step
         if signum or (self.every_n_steps and trainer.global_step % self.every_n_steps == 0):
