@@ -185,11 +185,17 @@ def check_launch(trainer: DictConfig) -> int:
     available = available_devices(accelerator)
     plain = OmegaConf.to_object(devices) if OmegaConf.is_config(devices) else devices
     ids = _device_ids(plain, available)
-    if ids is None:
-        raise ValueError(f"trainer.devices={plain!r} is not a count >= 1, -1, auto or a list of device ids")
+    if ids is None or (accelerator == "cpu" and (isinstance(plain, (list, tuple)) or "," in str(plain))):
+        forms = (
+            "a count >= 1, -1 or auto" if accelerator == "cpu" else "a count >= 1, -1, auto or a list of ids"
+        )
+        raise ValueError(f"trainer.devices={plain!r} is not {forms}")
     if not ids or max(ids) >= available:
-        kind = {"cpu": "CPU cores", "mps": "MPS devices"}.get(accelerator, "GPUs")
-        hint = "; set trainer.accelerator=cpu for CPU processes" if accelerator == "auto" else ""
+        no_gpu = accelerator == "auto" and not torch.cuda.device_count()
+        kind = {"cpu": "CPU cores", "mps": "MPS devices"}.get(
+            accelerator, "device (no GPU)" if no_gpu else "GPUs"
+        )
+        hint = "; set trainer.accelerator=cpu for CPU processes" if no_gpu else ""
         raise ValueError(
             f"trainer.devices={plain} asks for more devices than the {available} {kind} visible to "
             f"trainer.accelerator={accelerator}{hint}"

@@ -40,7 +40,16 @@ CASES = {
         ["trainer.accelerator=gpu", f"trainer.devices=[{GPUS}]"],
         "more devices than",
     ),
-    "no devices": (["trainer.devices=0"], "trainer.devices=0 is not a count >= 1, -1, auto or a list"),
+    "GPUs asked of a machine without": (
+        ["trainer.devices=8"],
+        "trainer.devices=8 asks for more devices than the 1 device (no GPU) visible to trainer.accelerator=auto; "
+        "set trainer.accelerator=cpu for CPU processes",
+    ),
+    "no devices": (["trainer.devices=0"], "trainer.devices=0 is not a count >= 1, -1, auto or a list of ids"),
+    "CPU device ids": (
+        ["trainer.accelerator=cpu", "trainer.devices=[0,1]"],
+        "is not a count >= 1, -1 or auto",
+    ),
     "unknown accelerator": (
         ["trainer.accelerator=tpuu"],
         "trainer.accelerator 'tpuu' is not one of auto, cpu",
@@ -60,6 +69,8 @@ def test_bad_launch_settings_are_one_line_errors_before_the_model(
     overrides, message = CASES[case]
     if case == "batch larger than a rank's share":
         monkeypatch.setattr(os, "cpu_count", lambda: 8)  # two CPU processes whatever this machine has
+    if case == "GPUs asked of a machine without":
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     code = pretrain_main([*overrides, f"run_dir={tmp_path / 'run'}", "baseline_eval=false"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
