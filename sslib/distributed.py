@@ -3,6 +3,8 @@ and a synchronised BatchNorm that also runs on the CPU."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -16,6 +18,25 @@ def world_size() -> int:
 def rank() -> int:
     """This process's rank in the default group (0 when torch.distributed is not initialised)."""
     return dist.get_rank() if world_size() > 1 else 0
+
+
+def launched_processes() -> int:
+    """How many processes a launcher started for this command: torchrun's (and Lightning's) ``WORLD_SIZE``,
+    else SLURM's ``SLURM_STEP_NUM_TASKS`` (set by ``srun``), else 1."""
+    for name in ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1
+
+
+def require_one_process(tools: str) -> None:
+    """A one-line ``ValueError`` when ``tools`` (plural), which run in one process, were started as several."""
+    count = launched_processes()
+    if count > 1:
+        raise ValueError(
+            f"{tools} run in one process on one device but were started as {count} processes "
+            "(torchrun or srun); start them with python (choose the device with --device)"
+        )
 
 
 def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:

@@ -87,3 +87,18 @@ def test_device_forms(devices, ids):
 @pytest.mark.parametrize("devices", [0, -2, "x", [0, 0], [], True, 1.5])
 def test_device_forms_that_are_not(devices):
     assert _device_ids(devices, available=3) is None
+
+
+@pytest.mark.parametrize(("name", "value"), [("WORLD_SIZE", "8"), ("SLURM_STEP_NUM_TASKS", "4")])
+def test_evaluation_tools_refuse_several_processes(name, value, monkeypatch, capsys):
+    """torchrun or srun would run the same evaluation in every process: one line instead."""
+    from sslib.eval.cli import knn_main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv(name, value)
+    assert knn_main(["--ckpt", "missing.ckpt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: the evaluation tools run in one process on one device but were started as {value} processes "
+        "(torchrun or srun); start them with python (choose the device with --device)"
+    )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sslib.data import DATASET_STATS
+from sslib.distributed import require_one_process
 from sslib.eval.checkpoints import BackboneSource, load_any_backbone, resolve
 from sslib.eval.embedding import import_umap, plot_embedding, umap_embedding
 from sslib.eval.finetune import finetune_eval, finetune_settings
@@ -81,6 +82,7 @@ def _cache(args: argparse.Namespace) -> FeatureCache:
 def _run(task: Callable[[], str]) -> int:
     """Print ``task()``; an expected error is one line on stderr and exit status 2."""
     try:
+        require_one_process("the evaluation tools")
         print(task())
     except ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
