@@ -50,6 +50,8 @@ RUNTIME_KEYS = (
     "trainer.check_val_every_n_epoch",
     "online_eval.bank_fraction",
     "online_eval.bank_dtype",
+    "online_eval.monitor_samples",  # label-free monitors: what is logged, not what is trained
+    "online_eval.rank_collapse_threshold",
     "checkpoint",  # how often last.ckpt is written
 )
 

@@ -124,6 +124,8 @@ def test_a_run_resumes_with_other_online_eval_settings():
         "online_eval.every_n_epochs=10",
         "online_eval.bank_fraction=0.1",
         "online_eval.bank_dtype=float16",
+        "online_eval.monitor_samples=0",
+        "online_eval.rank_collapse_threshold=0.1",
     ]
     assert config_changes(compose(TINY), compose([*TINY, *settings])) == []
     assert config_changes(compose(TINY), compose([*TINY, "online_eval.knn_k=10"])) == ["online_eval.knn_k"]
