@@ -395,3 +395,12 @@ def test_label_stats_match_eq2_in_float64():
         "labels/clusters_used",
         "labels/n_clusters",
     }
+
+
+def test_kmeans_keeps_float64_rows_in_float64_and_half_rows_in_float32():
+    rows = torch.randn(40, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = torch.nn.functional.normalize(rows, dim=1)
+    start = x[:3].float()  # centroids of another dtype than the rows
+    assert spherical_kmeans(x, start, 3).dtype == torch.float64
+    assert spherical_kmeans(x.to(torch.bfloat16), start, 3).dtype == torch.float32
+    assert L.build("kmeans")(x @ x[:3].T).dtype == torch.float64

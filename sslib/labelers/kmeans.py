@@ -21,15 +21,17 @@ def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
 def spherical_kmeans(x: torch.Tensor, centroids: torch.Tensor, n_iters: int) -> torch.Tensor:
     """Lloyd's k-means under cosine similarity: ``n_iters`` (assign, update) rounds; the centroids (K, d).
 
-    ``x`` (M, d) are unit rows and ``centroids`` (K, d) the unit initial centroids. Each round assigns
+    ``x`` (M, d) are unit rows and ``centroids`` (K, d) the unit initial centroids, computed in float32
+    (float64 for float64 rows). Each round assigns
     every row to its most similar centroid, then sets c_k = normalise(sum of its rows) (SwAV's
     ``cluster_memory``: the normalised mean); a cluster without rows keeps its centroid. The sums and
     counts are all-reduced, so ranks holding disjoint shards of the rows get the centroids of their union.
     """
-    c = centroids.float().clone()
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # float32 unless float64
+    x, c = x.to(dtype), centroids.to(dtype).clone()
     for _ in range(n_iters):
         labels = nearest_centroid(x, c)
-        sums = all_reduce(torch.zeros_like(c).index_add_(0, labels, x.float()))
+        sums = all_reduce(torch.zeros_like(c).index_add_(0, labels, x))
         counts = all_reduce(torch.bincount(labels, minlength=c.shape[0]))
         used = counts > 0
         c[used] = F.normalize(sums[used], dim=1)
@@ -49,4 +51,4 @@ class KMeansLabeler(Labeler):
         super().__init__()
 
     def assign(self, logits: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(logits.argmax(dim=1), logits.shape[1]).float()
+        return F.one_hot(logits.argmax(dim=1), logits.shape[1]).to(logits.dtype)
