@@ -29,13 +29,14 @@ def launched_processes() -> int:
     return 1
 
 
-def require_one_process(tools: str) -> None:
-    """A one-line ``ValueError`` when ``tools`` (plural), which run in one process, were started as several."""
+def require_one_process(tools: str, device_hint: str = "--device") -> None:
+    """A one-line ``ValueError`` when ``tools`` (plural), which run in one process, were started as several;
+    ``device_hint`` names the option that chooses their device."""
     count = launched_processes()
     if count > 1:
         raise ValueError(
             f"{tools} run in one process on one device but were started as {count} processes "
-            "(torchrun or srun); start them with python (choose the device with --device)"
+            f"(torchrun or srun); start them with python (choose the device with {device_hint})"
         )
 
 

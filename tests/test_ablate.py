@@ -294,6 +294,10 @@ BAD = [
     (["methods=[mira]", "eval.linear_lr=fast"], "eval.linear_lr must be a number, got 'fast'"),
     (["methods=[mira]", "eval.knn=5"], "unknown setting eval.knn; available: eval.knn_k"),
     (["methods=[mira]", "logger=wandb"], "use logger=csv"),
+    (
+        ["methods=[mira]", "trainer.devices=2"],
+        "scripts/ablate.py trains each run in its own process on one device, got trainer.devices=2 trainer.num_nodes=1",
+    ),
     (["methods=[mira]", "data=mnist"], "unknown data 'mnist'"),
     (
         ["methods=[mira,swav]", "data=imagenet100", "data.root=/x"],
@@ -310,3 +314,13 @@ def test_bad_input_is_one_line_and_exit_status_2(args, message, capsys):
     assert ablate_main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+def test_an_ablation_started_as_several_processes_refuses_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert ablate_main(["methods=[mira]"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: scripts/ablate.py and its evaluations run in one process on one device but were started as 2 "
+        "processes (torchrun or srun); start them with python (choose the device with trainer.accelerator=...)\n"
+    )

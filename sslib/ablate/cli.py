@@ -31,7 +31,9 @@ def ablate_main(argv: Sequence[str] | None = None) -> int:
     try:
         from sslib.ablate.plan import make_plan  # heavy imports (lightning) only past --help
         from sslib.ablate.runner import PLOT_FILE, run_ablation
+        from sslib.distributed import require_one_process
 
+        require_one_process("scripts/ablate.py and its evaluations", "trainer.accelerator=...")
         plan = make_plan(args)
         table = run_ablation(plan)
     except (ConfigError, ValueError, OSError) as err:

@@ -162,6 +162,12 @@ def _compose_run(shared: Sequence[str], method: str | None, labeler: str | None)
         raise ConfigError(f"method {cfg.method.name} has no labeler: labelers=[...] needs methods with one")
     if cfg.logger.name != "csv":
         raise ConfigError("the ablation reads each run's CSV metrics: use logger=csv")
+    if cfg.trainer.devices != 1 or cfg.trainer.num_nodes != 1:
+        raise ConfigError(
+            f"scripts/ablate.py trains each run in its own process on one device, got trainer.devices="
+            f"{cfg.trainer.devices} trainer.num_nodes={cfg.trainer.num_nodes}: use trainer.devices=1 "
+            "trainer.num_nodes=1, or run each row with scripts/pretrain.py on several devices"
+        )
     return Run(cfg.method.name, _labeler_of(cfg), cfg)
 
 
