@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import lightning as L
 import pytest
+import torch
 from PIL import Image
 
 from sslib.ablate import runner
@@ -21,6 +22,7 @@ from sslib.ablate.metrics import knn_curve, last_clusters_used
 from sslib.ablate.plan import EvalSettings, make_plan
 from sslib.ablate.table import Result, format_duration, markdown
 from sslib.config import options
+from sslib.methods.base import build_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [  # one epoch of two batches, 8 px digits, partial online kNN bank: seconds per run on a CPU
@@ -56,9 +58,12 @@ def table_rows(path: Path) -> list[list[str]]:
 def test_runs_are_trained_evaluated_and_reported(out):
     rows = list(csv.DictReader((out / "ablation.csv").open()))
     assert [(r["method"], r["labeler"], r["epochs"]) for r in rows] == [
+        ("random-init", "", "0"),
         ("mira", "mira", "1"),
         ("swav", "sinkhorn", "1"),
     ]
+    reference, rows = rows[0], rows[1:]
+    assert reference["wall_time_s"] == reference["clusters_used"] == ""
     for row in rows:
         assert 0 <= float(row["knn_top1"]) <= 100 and 0 <= float(row["linear_top1"]) <= 100
         assert (
@@ -66,8 +71,9 @@ def test_runs_are_trained_evaluated_and_reported(out):
         )
 
     markdown_rows = table_rows(out / "ablation.md")
-    assert [r[:3] for r in markdown_rows] == [["mira", "mira", "1"], ["swav", "sinkhorn", "1"]]
-    for row in markdown_rows:
+    assert [r[:3] for r in markdown_rows] == [["random-init", "—", "0"], ["mira", "mira", "1"], ["swav", "sinkhorn", "1"]]
+    assert markdown_rows[0][3] == markdown_rows[0][6] == "—"
+    for row in markdown_rows[1:]:
         assert re.fullmatch(r"\d+m\d\ds", row[3]) and re.fullmatch(r"\d+ / 16", row[6])
         assert all(0 <= float(cell) <= 100 for cell in row[4:6])
 
@@ -77,6 +83,18 @@ def test_runs_are_trained_evaluated_and_reported(out):
     for name in ("mira-mira", "swav-sinkhorn"):  # baseline (epoch 0) and one trained epoch, from the logs
         assert [epoch for epoch, _ in knn_curve(out / name)] == [0, 1]
         assert (out / name / "result.json").is_file()
+
+
+def test_random_init_row_is_the_seeded_untrained_backbone_evaluated_as_the_runs(out):
+    plan = make_plan(["methods=[mira,swav]", *TINY, f"out={out}"])
+    saved = torch.load(out / "random-init" / "backbone.ckpt", weights_only=True)["state_dict"]
+    L.seed_everything(plan.runs[0].cfg.seed, verbose=False)
+    fresh, _ = build_backbone(plan.runs[0].cfg)
+    assert set(saved) == {f"backbone.{k}" for k in fresh.state_dict()}
+    assert all(torch.equal(saved[f"backbone.{k}"], v) for k, v in fresh.state_dict().items())
+    row = next(csv.DictReader((out / "ablation.csv").open()))
+    again = runner.evaluate(plan.runs[0], plan.eval, out / "random-init" / "backbone.ckpt")
+    assert float(row["knn_top1"]) == pytest.approx(again["knn_top1"]) and float(row["linear_top1"]) == pytest.approx(again["linear_top1"])
 
 
 def test_rerun_skips_finished_runs_and_evaluates_trained_ones_without_training(out, monkeypatch, capsys):
@@ -89,13 +107,13 @@ def test_rerun_skips_finished_runs_and_evaluates_trained_ones_without_training(o
     mtime = ckpt.stat().st_mtime_ns
 
     assert ablate_main(["methods=[mira,swav]", *TINY, f"out={out}"]) == 0
-    assert capsys.readouterr().out.count("finished, skipped") == 2
+    assert capsys.readouterr().out.count("finished, skipped") == 3  # the two runs and the random-init row
 
     # A run whose checkpoint has all its epochs but no result (stopped during evaluation) is only evaluated.
     (out / "swav-sinkhorn" / "result.json").unlink()
     assert ablate_main(["methods=[mira,swav]", *TINY, f"out={out}"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("finished, skipped") == 1 and "swav-sinkhorn: evaluating" in printed
+    assert printed.count("finished, skipped") == 2 and "swav-sinkhorn: evaluating" in printed
     assert (out / "ablation.csv").read_text() == before and ckpt.stat().st_mtime_ns == mtime
 
 
@@ -240,8 +258,8 @@ def test_killed_run_resumes_after_its_checkpoint_and_new_eval_settings_only_reev
     )
     runner.run_ablation(make_plan(args), log=lines.append, clock=clock)
     assert f"mira-mira: resuming after epoch 1, 2 epochs in {run_dir}" in lines
-    [row] = csv.DictReader((folder / "ablation.csv").open())
-    assert row["epochs"] == "2" and runner.trained_epochs(run_dir) == 2
+    [reference, row] = csv.DictReader((folder / "ablation.csv").open())
+    assert reference["method"] == "random-init" and row["epochs"] == "2" and runner.trained_epochs(run_dir) == 2
     # 100 s for epoch 1 (from its checkpoint) + 30 s for epoch 2 trained again; not the killed launch's 200
     assert float(row["wall_time_s"]) == 130.0 and runner.train_seconds(run_dir) == 130.0
     assert [epoch for epoch, _ in knn_curve(run_dir)] == [0, 1, 2]
@@ -253,7 +271,7 @@ def test_killed_run_resumes_after_its_checkpoint_and_new_eval_settings_only_reev
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     mtime, lines[:] = ckpt.stat().st_mtime_ns, []
     runner.run_ablation(make_plan([*args, "eval.knn_k=5"]), log=lines.append, clock=clock)
-    assert lines == ["[1/1] mira-mira", f"mira-mira: evaluating {ckpt}"]
+    assert lines == ["random-init: evaluating the untrained backbone", "[1/1] mira-mira", f"mira-mira: evaluating {ckpt}"]
     saved = json.loads((run_dir / runner.RESULT_FILE).read_text())
     assert saved["eval"]["knn_k"] == 5 and saved["result"]["epochs"] == 2
     assert saved["result"]["wall_time_s"] == 130.0 and ckpt.stat().st_mtime_ns == mtime

@@ -7,6 +7,7 @@ evaluated; any other is trained, resuming its ``last.ckpt`` when there is one (`
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable
@@ -16,17 +17,22 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 
 from sslib.ablate.metrics import knn_curve, last_clusters_used
 from sslib.ablate.plan import EvalSettings, Plan, Run
 from sslib.ablate.plot import plot_knn_curves
 from sslib.ablate.table import Result, markdown, write_csv
+from sslib.checkpoint import BACKBONE_PREFIX
 from sslib.checkpoint import trained_epochs as checkpoint_epochs
 from sslib.eval.offline import FeatureCache, knn_eval, linear_eval
-from sslib.io import atomic_write_text
+from sslib.io import atomic_write_bytes, atomic_write_text
+from sslib.methods.base import build_backbone
 from sslib.train import LAST_CHECKPOINT, check_same_run, pretrain
 
 RESULT_FILE = "result.json"
+RANDOM_INIT = "random-init"  # the folder and the table row of the untrained backbone
+RANDOM_INIT_CHECKPOINT = "backbone.ckpt"
 TIME_FILE = "train_time.json"
 TABLE_FILE, CSV_FILE, PLOT_FILE = "ablation.md", "ablation.csv", "knn_top1.png"
 PRINT = partial(print, flush=True)  # progress lines stay in order with the trainer's output in a log file
@@ -88,12 +94,12 @@ def trained_epochs(run_dir: Path) -> int:
     return checkpoint_epochs(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True))
 
 
-def evaluate(run: Run, settings: EvalSettings) -> dict[str, float]:
-    """kNN and linear-probe top-1 (percent) of the val split on the final checkpoint's frozen features,
-    at the training crop size (as the online kNN)."""
+def evaluate(run: Run, settings: EvalSettings, checkpoint: Path | None = None) -> dict[str, float]:
+    """kNN and linear-probe top-1 (percent) of the val split on the frozen features of ``checkpoint``
+    (default: the run's final one), at the training crop size (as the online kNN)."""
     data = run.cfg.data
     cache = FeatureCache(
-        Path(run.cfg.run_dir) / LAST_CHECKPOINT,
+        checkpoint or Path(run.cfg.run_dir) / LAST_CHECKPOINT,
         data.name,
         data.root,
         image_size=data.global_crops.size,
@@ -151,14 +157,56 @@ def run_one(
     return result
 
 
+def _budget(run: Run) -> dict:
+    """What the untrained backbone of a plan depends on: the seed, the backbone and the data."""
+    cfg = run.cfg
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["seed", "backbone", "data"]), resolve=True)
+
+
+def random_init_result(plan: Plan, settings: EvalSettings, log: Callable[[str], None]) -> Result:
+    """The table's reference row: kNN and linear probe of the untrained backbone of the plan's budget.
+
+    The backbone is built as a run builds it (seeded with ``seed``), saved as a checkpoint of its own in
+    ``<out>/random-init/`` and evaluated exactly as the runs' final checkpoints (same split, transform and
+    settings). Recorded in ``result.json`` with the budget and settings, and reused while both hold.
+    """
+    run = plan.runs[0]
+    folder = plan.out / RANDOM_INIT
+    path = folder / RESULT_FILE
+    key = {"eval": asdict(settings), "budget": _budget(run)}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if {k: saved.get(k) for k in key} == key:
+            log(f"{RANDOM_INIT}: finished, skipped ({path})")
+            return Result(**saved["result"])
+    log(f"{RANDOM_INIT}: evaluating the untrained backbone")
+    folder.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(run.cfg.seed, verbose=False)
+    backbone, _ = build_backbone(run.cfg)
+    checkpoint = folder / RANDOM_INIT_CHECKPOINT
+    state = {f"{BACKBONE_PREFIX}{k}": v for k, v in backbone.state_dict().items()}
+    cfg = OmegaConf.to_container(run.cfg, resolve=True)
+    atomic_write_bytes(checkpoint, _serialise({"state_dict": state, "hyper_parameters": {"cfg": cfg}}))
+    result = Result(RANDOM_INIT, None, 0, None, **evaluate(run, settings, checkpoint), clusters_used=None, n_clusters=None)
+    atomic_write_text(path, json.dumps({"result": asdict(result), **key}, indent=2))
+    return result
+
+
+def _serialise(obj: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
 def run_ablation(
     plan: Plan, log: Callable[[str], None] = PRINT, clock: Callable[[], float] = time.monotonic
 ) -> str:
     """Run every run of ``plan``; write the table (Markdown, CSV) and the kNN plot into ``plan.out``.
 
-    ``log`` prints progress lines, ``clock`` (seconds) times each run's training. Returns the Markdown table.
+    The table's first row is the untrained backbone (:func:`random_init_result`). ``log`` prints progress
+    lines, ``clock`` (seconds) times each run's training. Returns the Markdown table.
     """
-    results = []
+    results = [random_init_result(plan, plan.eval, log)]
     for i, run in enumerate(plan.runs, 1):
         log(f"[{i}/{len(plan.runs)}] {run.name}")
         results.append(run_one(run, plan.eval, log, clock))

@@ -57,8 +57,9 @@ def markdown(results: Sequence[Result], settings: EvalSettings) -> str:
     note = (
         f"Top-1 (%) on the val split, frozen backbone: weighted kNN (k = {settings.knn_k}, "
         f"T = {settings.knn_temperature:g}, cosine, 100% of the train labels) and a linear probe "
-        f"({settings.linear_epochs} epochs on center-crop features). Clusters used: distinct argmax "
-        "clusters of the last logged training batch, of K."
+        f"({settings.linear_epochs} epochs on center-crop features). random-init: the untrained backbone of "
+        "the same budget, evaluated the same way. Clusters used: distinct argmax clusters of the last logged "
+        "training batch, of K."
     )
     return markdown_table(HEADER, [_row(r) for r in results]) + "\n\n" + note
 
