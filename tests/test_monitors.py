@@ -9,9 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_methods import fit, tiny_cfg
+from test_methods import TINY, fit, tiny_cfg
 
 from sslib import methods
+from sslib.config import compose
 from sslib.eval.monitors import RepresentationMonitor, alignment, rankme, uniformity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,14 +75,15 @@ def test_monitor_keeps_the_last_rows_of_the_epoch_and_clears():
         RepresentationMonitor(samples=-1)
 
 
-@pytest.mark.parametrize("method", ["mira", "deepclusterv2"])
+@pytest.mark.parametrize("method", ["mira", "deepclusterv2", "byol", "simclr"])
 def test_pretraining_logs_the_monitors_each_epoch_and_warns_on_rank_collapse(tmp_path, method):
-    cfg = tiny_cfg(
-        tmp_path,
-        f"method={method}",
-        "online_eval.monitor_samples=16",
-        "online_eval.rank_collapse_threshold=1.0",
-    )
+    settings = [f"method={method}", "online_eval.monitor_samples=16", "online_eval.rank_collapse_threshold=1.0"]
+    if method in ("byol", "simclr"):  # no prototypes; BYOL's predictor ends at the projector's size
+        tiny = [o for o in TINY if not o.startswith("method.num_prototypes")]
+        heads = ["method.predictor_dims=[32,16]"] if method == "byol" else []
+        cfg = compose([*tiny, f"run_dir={tmp_path}", *settings, *heads])
+    else:
+        cfg = tiny_cfg(tmp_path, *settings)
     model, trainer, dm = fit(cfg, steps=3, limit_train_batches=3)
     added = []
     add = model.representation.add

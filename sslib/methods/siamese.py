@@ -74,6 +74,7 @@ class SiameseMethod(SSLMethod):
             raise ValueError(f"{self.cfg.method.name} needs 2 crops per sample, got {len(crops)}")
         feats, z = embed_crops(self.backbone, self.projector, crops, self.crop_forward)
         z = list(z.split([c.shape[0] for c in crops]))
+        self.monitor_views = (z[0], z[1])  # the two global views: alignment and uniformity
         loss, metrics = self.embedding_loss(crops, z)
         metrics["embedding/std"] = embedding_std(z[0])
         return loss, feats[: len(crops[0])], metrics
