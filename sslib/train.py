@@ -278,10 +278,11 @@ def pretrain(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, flo
     ``baseline_eval``, ``baseline/knn_top1`` of the randomly initialised backbone. ``callbacks`` are
     added to the trainer's own (checkpointing, lr monitor).
     """
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    run_dir = Path(cfg.run_dir)
     world = check_launch(cfg.trainer)
     check_run_config(cfg, world)  # every optimiser value, before any data, baseline or training
+    # Seeded after the checks (which build throw-away modules): the weights depend on the seed alone.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir = Path(cfg.run_dir)
     ckpt = resume_path(cfg.resume, run_dir)
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # fail fast on missing or broken data, before any model is built
