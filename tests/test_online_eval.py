@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from ddp import run_on_ranks
+from test_methods import TINY as METHOD_TINY
 
 from sslib import methods
 from sslib.checkpoint import load_backbone, load_checkpoint
@@ -21,18 +22,7 @@ from sslib.train import build_datamodule, config_changes, pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = [
-    "data.batch_size=16",
-    "data.num_workers=0",
-    "data.persistent_workers=false",
-    "data.global_crops.size=16",
-    "method.num_prototypes=20",
-    "method.projector_dims=[32,16]",
-    "optim.warmup_epochs=0",
-    "trainer.enable_progress_bar=false",
-    "trainer.accelerator=cpu",
-    "baseline_eval=false",
-]
+TINY = [*(o for o in METHOD_TINY if not o.startswith("data.batch_size=")), "data.batch_size=16"]
 
 
 def reference_knn(bank, bank_labels, val, val_labels, num_classes: int, k: int, temperature: float):

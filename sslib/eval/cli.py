@@ -22,8 +22,7 @@ from sslib.eval.offline import (
     ProbeSettings,
     check_fraction,
     knn_eval,
-    linear_eval,
-    linear_eval_augmented,
+    linear_probe,
 )
 from sslib.eval.report import evaluate_checkpoint, parse_options, write_report
 from sslib.eval.subsets import knn_subsets
@@ -161,17 +160,7 @@ def linear_main(argv: Sequence[str] | None = None) -> int:
         settings = ProbeSettings(
             args.epochs, args.lr, args.probe_batch_size, args.weight_decay, seed=args.seed
         )
-        cache = _cache(args)
-        if args.augment:
-            acc = linear_eval_augmented(cache, settings)
-        else:
-            acc = linear_eval(
-                *cache.features("train"),
-                *cache.features("val"),
-                settings,
-                cache.stats.num_classes,
-                args.device,
-            )
+        acc = linear_probe(_cache(args), settings, args.augment, args.device)
         protocol = "augmented images" if args.augment else "frozen features"
         row = [protocol, str(settings.epochs), f"{acc['top1']:.2f}", f"{acc['top5']:.2f}"]
         return markdown_table(["linear probe", "epochs", "top-1", "top-5"], [row])

@@ -328,6 +328,21 @@ def linear_eval(
     return _probe_accuracy(probe, val_features, val_labels)
 
 
+def linear_probe(
+    cache: FeatureCache,
+    settings: ProbeSettings | None = None,
+    augment: bool = False,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """Top-1/top-5 (percent) of a linear probe on ``cache``'s backbone: on augmented images
+    (:func:`linear_eval_augmented`) with ``augment``, else on its precomputed features (:func:`linear_eval`)."""
+    if augment:
+        return linear_eval_augmented(cache, settings)
+    return linear_eval(
+        *cache.features("train"), *cache.features("val"), settings, cache.stats.num_classes, device
+    )
+
+
 def linear_eval_augmented(cache: FeatureCache, settings: ProbeSettings | None = None) -> dict[str, float]:
     """Top-1/top-5 (percent) on val of a linear probe trained on augmented images (the paper's protocol).
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sslib.eval.checkpoints import BackboneSource, resolve
 from sslib.eval.finetune import PROTOCOLS, finetune_eval, finetune_settings
-from sslib.eval.offline import FeatureCache, ProbeSettings, knn_eval, linear_eval, linear_eval_augmented
+from sslib.eval.offline import FeatureCache, ProbeSettings, knn_eval, linear_probe
 from sslib.eval.subsets import knn_subsets
 from sslib.eval.transfer import c_grid
 from sslib.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval
@@ -170,16 +170,7 @@ def _percent(fraction: float) -> str:
 
 def _linear(cache: FeatureCache, options: EvalOptions) -> Row:
     settings = ProbeSettings(epochs=options.linear_epochs, seed=options.seed)
-    if options.linear_augment:
-        acc = linear_eval_augmented(cache, settings)
-    else:
-        acc = linear_eval(
-            *cache.features("train"),
-            *cache.features("val"),
-            settings,
-            cache.stats.num_classes,
-            options.device,
-        )
+    acc = linear_probe(cache, settings, options.linear_augment, options.device)
     setting = f"{settings.epochs} epochs, {'augmented' if options.linear_augment else 'frozen features'}"
     return Row("linear", options.data, setting, "top1", acc["top1"])
 
