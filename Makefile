@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install dev pretrain test lint docs bench clean
+.PHONY: install dev pretrain test lint format docs bench clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,21 @@ dev: $(VENV)/.dev
 pretrain: $(VENV)/.base
 	$(PY) scripts/pretrain.py
 
+LINTED := sslib scripts tests benchmarks examples hubconf.py
+
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check sslib scripts tests benchmarks examples hubconf.py
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+## Rewrite the sources in the project's format (ruff format) and apply ruff's safe fixes.
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff format $(LINTED)
+	$(VENV)/bin/ruff check --fix $(LINTED)
 
 ## The test command CI runs: lint, the test suite, and the strict docs build.
 test: $(VENV)/.dev
-	$(VENV)/bin/ruff check sslib scripts tests benchmarks examples hubconf.py
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	$(PY) -m pytest
 	$(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
 

@@ -62,7 +62,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50, help="optimiser steps (default: 50)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default: 64)")
-    parser.add_argument("--out", default="backbone.pt", help="where to save the backbone (default: backbone.pt)")
+    parser.add_argument(
+        "--out", default="backbone.pt", help="where to save the backbone (default: backbone.pt)"
+    )
     args = parser.parse_args()
     model, _ = train(args.steps, args.batch_size)
     torch.save(model.state_dict(), args.out)

@@ -46,7 +46,9 @@ def _check_group_choices(overrides: Sequence[str]) -> dict[str, str]:
         key, value = item.split("=", 1)
         if key in GROUPS:
             if value not in ("null", *options(key)):
-                raise ConfigError(f"unknown {key} '{value}'; available: {', '.join(options(key))}{_hint(key, value)}")
+                raise ConfigError(
+                    f"unknown {key} '{value}'; available: {', '.join(options(key))}{_hint(key, value)}"
+                )
             chosen[key] = value
     return chosen
 

@@ -26,9 +26,10 @@ def check_run_config(cfg: DictConfig, world_size: int) -> None:
         check_positive(key, OmegaConf.select(cfg, key))
     final = cfg.optim.final_lr_ratio
     if isinstance(final, bool) or not isinstance(final, (int, float)) or not 0 <= final <= 1:
-        raise ValueError(f"optim.final_lr_ratio must be a number in [0, 1] (final lr / peak lr), got {final!r}")
+        raise ValueError(
+            f"optim.final_lr_ratio must be a number in [0, 1] (final lr / peak lr), got {final!r}"
+        )
     try:
         configure(cfg, nn.Linear(1, 1), nn.Linear(1, 1), world_size, total_steps=1, steps_per_epoch=1.0)
     except (TypeError, ValueError) as err:
         raise ValueError(f"optim: {err}") from None
-

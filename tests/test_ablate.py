@@ -71,7 +71,11 @@ def test_runs_are_trained_evaluated_and_reported(out):
         )
 
     markdown_rows = table_rows(out / "ablation.md")
-    assert [r[:3] for r in markdown_rows] == [["random-init", "—", "0"], ["mira", "mira", "1"], ["swav", "sinkhorn", "1"]]
+    assert [r[:3] for r in markdown_rows] == [
+        ["random-init", "—", "0"],
+        ["mira", "mira", "1"],
+        ["swav", "sinkhorn", "1"],
+    ]
     assert markdown_rows[0][3] == markdown_rows[0][6] == "—"
     for row in markdown_rows[1:]:
         assert re.fullmatch(r"\d+m\d\ds", row[3]) and re.fullmatch(r"\d+ / 16", row[6])
@@ -94,7 +98,9 @@ def test_random_init_row_is_the_seeded_untrained_backbone_evaluated_as_the_runs(
     assert all(torch.equal(saved[f"backbone.{k}"], v) for k, v in fresh.state_dict().items())
     row = next(csv.DictReader((out / "ablation.csv").open()))
     again = runner.evaluate(plan.runs[0], plan.eval, out / "random-init" / "backbone.ckpt")
-    assert float(row["knn_top1"]) == pytest.approx(again["knn_top1"]) and float(row["linear_top1"]) == pytest.approx(again["linear_top1"])
+    assert float(row["knn_top1"]) == pytest.approx(again["knn_top1"]) and float(
+        row["linear_top1"]
+    ) == pytest.approx(again["linear_top1"])
 
 
 def test_rerun_skips_finished_runs_and_evaluates_trained_ones_without_training(out, monkeypatch, capsys):
@@ -259,7 +265,9 @@ def test_killed_run_resumes_after_its_checkpoint_and_new_eval_settings_only_reev
     runner.run_ablation(make_plan(args), log=lines.append, clock=clock)
     assert f"mira-mira: resuming after epoch 1, 2 epochs in {run_dir}" in lines
     [reference, row] = csv.DictReader((folder / "ablation.csv").open())
-    assert reference["method"] == "random-init" and row["epochs"] == "2" and runner.trained_epochs(run_dir) == 2
+    assert (
+        reference["method"] == "random-init" and row["epochs"] == "2" and runner.trained_epochs(run_dir) == 2
+    )
     # 100 s for epoch 1 (from its checkpoint) + 30 s for epoch 2 trained again; not the killed launch's 200
     assert float(row["wall_time_s"]) == 130.0 and runner.train_seconds(run_dir) == 130.0
     assert [epoch for epoch, _ in knn_curve(run_dir)] == [0, 1, 2]
@@ -271,7 +279,11 @@ def test_killed_run_resumes_after_its_checkpoint_and_new_eval_settings_only_reev
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     mtime, lines[:] = ckpt.stat().st_mtime_ns, []
     runner.run_ablation(make_plan([*args, "eval.knn_k=5"]), log=lines.append, clock=clock)
-    assert lines == ["random-init: evaluating the untrained backbone", "[1/1] mira-mira", f"mira-mira: evaluating {ckpt}"]
+    assert lines == [
+        "random-init: evaluating the untrained backbone",
+        "[1/1] mira-mira",
+        f"mira-mira: evaluating {ckpt}",
+    ]
     saved = json.loads((run_dir / runner.RESULT_FILE).read_text())
     assert saved["eval"]["knn_k"] == 5 and saved["result"]["epochs"] == 2
     assert saved["result"]["wall_time_s"] == 130.0 and ckpt.stat().st_mtime_ns == mtime

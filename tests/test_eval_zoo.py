@@ -18,7 +18,12 @@ from sslib.eval.cli import knn_main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_a_zoo_checkpoint_is_downloaded_verified_converted_and_evaluated(served, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_a_zoo_checkpoint_is_downloaded_verified_converted_and_evaluated(
+    served,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+):
     folder, base, _ = served
     torch.manual_seed(0)
     published = models.resnet18().state_dict()
@@ -29,14 +34,20 @@ def test_a_zoo_checkpoint_is_downloaded_verified_converted_and_evaluated(served,
     monkeypatch.setenv("SSLIB_ZOO_CACHE", str(tmp_path / "cache"))
 
     path, source = resolve(f"zoo:{entry.name}")
-    assert path == tmp_path / "cache" / entry.filename and (source.fmt, source.arch) == ("torchvision", "resnet18")
+    assert path == tmp_path / "cache" / entry.filename and (source.fmt, source.arch) == (
+        "torchvision",
+        "resnet18",
+    )
     backbone = load_any_backbone(path, source)
     loaded = backbone.state_dict()
     assert set(loaded) == {k for k in published if not k.startswith("fc.")}
     assert all(torch.equal(loaded[k], published[k]) for k in loaded)
 
     monkeypatch.chdir(tmp_path)
-    assert knn_main(["--ckpt", f"zoo:{entry.name}", "--data", "digits", "--fractions", "1", "--device", "cpu"]) == 0
+    assert (
+        knn_main(["--ckpt", f"zoo:{entry.name}", "--data", "digits", "--fractions", "1", "--device", "cpu"])
+        == 0
+    )
     via_zoo = capsys.readouterr().out
     assert re.search(r"^\| 100% \| 20 \| 0.07 \| \d+\.\d\d \| \d+\.\d\d \|$", via_zoo, re.M), via_zoo
     # the same weights given as a file with their format give the same table

@@ -14,9 +14,7 @@ import torch
 from sslib import backbones
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-STEP_LINE = re.compile(
-    r"step (\d+): loss (\S+), I\(Y;B\) (\S+) nats, (\d+)/(\d+) clusters used"
-)
+STEP_LINE = re.compile(r"step (\d+): loss (\S+), I\(Y;B\) (\S+) nats, (\d+)/(\d+) clusters used")
 
 # Runs the example as __main__, then checks it never needed Hydra.
 RUN_WITHOUT_HYDRA = """

@@ -133,7 +133,8 @@ def kkt_residuals(w: torch.Tensor, p: torch.Tensor, beta: float) -> tuple[float,
 
 
 @pytest.mark.parametrize(
-    ("beta", "backend"), [(0.3, "native"), (2 / 3, "native"), (0.9, "native"), (0.3, "torch"), (2 / 3, "torch")]
+    ("beta", "backend"),
+    [(0.3, "native"), (2 / 3, "native"), (0.9, "native"), (0.3, "torch"), (2 / 3, "torch")],
 )
 def test_mira_converged_point_satisfies_kkt_eq5_and_fixed_point_eq6(beta, backend):
     """Float32 logits in, float32 targets out: residuals < 1e-6. The conditioning grows like 1 / (1 - beta):
@@ -206,7 +207,14 @@ def test_mira_loop_stays_in_normal_float32_range(backend):
 
 @pytest.mark.parametrize(
     ("batch", "k"),
-    [(1, 7), (3, 3000), (5, 40), (64, 3000), (257, 300), (256, 3000)],  # rows not a multiple of 8 (the C block), 1-2 threads
+    [
+        (1, 7),
+        (3, 3000),
+        (5, 40),
+        (64, 3000),
+        (257, 300),
+        (256, 3000),
+    ],  # rows not a multiple of 8 (the C block), 1-2 threads
 )
 def test_native_and_torch_paths_agree(batch, k):
     z = cosine_logits(batch, k, seed=batch)

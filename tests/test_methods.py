@@ -339,7 +339,10 @@ def test_schedules_of_missing_attributes_fail_and_recipes_do_not_reach_a_swapped
     ("override", "match"),
     [
         ("method.student_temperature=0", r"method.student_temperature must be a finite number > 0, got 0"),
-        ("method.crop_forward=pairs", r"method.crop_forward must be one of resolution, per_crop, got 'pairs'"),
+        (
+            "method.crop_forward=pairs",
+            r"method.crop_forward must be one of resolution, per_crop, got 'pairs'",
+        ),
         ("method.projector_norm=layer", r"MLP norm must be one of batchnorm, none, got 'layer'"),
         ("method.projector_activation=tanh", r"MLP activation must be one of relu, gelu, got 'tanh'"),
     ],

@@ -33,7 +33,11 @@ STEPS = 2
 
 def tiny_backbone() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, FEAT, 3, padding=1, bias=False), nn.BatchNorm2d(FEAT), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        nn.Conv2d(3, FEAT, 3, padding=1, bias=False),
+        nn.BatchNorm2d(FEAT),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
 
 
@@ -100,7 +104,9 @@ def reference_run(student: dict[str, nn.Module], direction: torch.Tensor, freeze
         per_view = []
         for v in range(2):
             others = torch.cat([q[c] for c in range(len(crops)) if c != v])
-            per_view.append(-(targets[v].repeat(len(crops) - 1, 1) * F.log_softmax(others / TAU_S, dim=1)).sum(1).mean())
+            per_view.append(
+                -(targets[v].repeat(len(crops) - 1, 1) * F.log_softmax(others / TAU_S, dim=1)).sum(1).mean()
+            )
         loss = (per_view[0] + per_view[1]) / 2
         losses.append(float(loss))
         grads = torch.autograd.grad(loss, params)
@@ -133,14 +139,25 @@ def record_losses(model) -> list[float]:
 def test_two_mira_steps_equal_the_official_behaviour(tmp_path, monkeypatch, freeze_epochs):
     torch.manual_seed(0)
     monkeypatch.setattr("sslib.methods.base.build_backbone", lambda cfg: (tiny_backbone(), FEAT))
-    cfg = compose([
-        "method=mira", "recipe=null", f"run_dir={tmp_path}", "data.batch_size=8",
-        f"method.num_prototypes={K}", "method.projector_dims=[6,6,3]",
-        f"method.freeze_prototypes_epochs={freeze_epochs}",
-        f"optim.lr={LR}", f"optim.weight_decay={WD}", "optim.warmup_epochs=10", "optim.warmup_start_ratio=base",
-        f"optim.kwargs.eta={ETA}", "optim.kwargs.clip_lr=false", "optim.kwargs.trust_ratio=moco",
-        "labeler.backend=torch",
-    ])
+    cfg = compose(
+        [
+            "method=mira",
+            "recipe=null",
+            f"run_dir={tmp_path}",
+            "data.batch_size=8",
+            f"method.num_prototypes={K}",
+            "method.projector_dims=[6,6,3]",
+            f"method.freeze_prototypes_epochs={freeze_epochs}",
+            f"optim.lr={LR}",
+            f"optim.weight_decay={WD}",
+            "optim.warmup_epochs=10",
+            "optim.warmup_start_ratio=base",
+            f"optim.kwargs.eta={ETA}",
+            "optim.kwargs.clip_lr=false",
+            "optim.kwargs.trust_ratio=moco",
+            "labeler.backend=torch",
+        ]
+    )
     assert cfg.method.crop_forward == "per_crop" and cfg.method.ema.share_prototypes
     model = methods.build(cfg, num_classes=3, n_global=2).double()
     start = {"backbone": copy.deepcopy(model.backbone), "projector": copy.deepcopy(model.projector)}
@@ -148,8 +165,15 @@ def test_two_mira_steps_equal_the_official_behaviour(tmp_path, monkeypatch, free
 
     losses = record_losses(model)
     trainer = L.Trainer(
-        max_steps=STEPS, max_epochs=1, accelerator="cpu", precision="64-true", logger=False, limit_val_batches=0,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_steps=STEPS,
+        max_epochs=1,
+        accelerator="cpu",
+        precision="64-true",
+        logger=False,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches(), batch_size=None))
 
@@ -160,6 +184,10 @@ def test_two_mira_steps_equal_the_official_behaviour(tmp_path, monkeypatch, free
     assert torch.equal(got, direction) == bool(freeze_epochs)  # frozen head: unchanged
     for part in ("backbone", "projector"):
         for name, p in getattr(model, part).state_dict().items():
-            torch.testing.assert_close(p, student[part].state_dict()[name], rtol=1e-9, atol=1e-12, msg=f"student {part}.{name}")
+            torch.testing.assert_close(
+                p, student[part].state_dict()[name], rtol=1e-9, atol=1e-12, msg=f"student {part}.{name}"
+            )
         for name, p in model.teacher[part].state_dict().items():
-            torch.testing.assert_close(p, teacher[part].state_dict()[name], rtol=1e-9, atol=1e-12, msg=f"teacher {part}.{name}")
+            torch.testing.assert_close(
+                p, teacher[part].state_dict()[name], rtol=1e-9, atol=1e-12, msg=f"teacher {part}.{name}"
+            )

@@ -77,7 +77,11 @@ def test_monitor_keeps_the_last_rows_of_the_epoch_and_clears():
 
 @pytest.mark.parametrize("method", ["mira", "deepclusterv2", "byol", "simclr"])
 def test_pretraining_logs_the_monitors_each_epoch_and_warns_on_rank_collapse(tmp_path, method):
-    settings = [f"method={method}", "online_eval.monitor_samples=16", "online_eval.rank_collapse_threshold=1.0"]
+    settings = [
+        f"method={method}",
+        "online_eval.monitor_samples=16",
+        "online_eval.rank_collapse_threshold=1.0",
+    ]
     if method in ("byol", "simclr"):  # no prototypes; BYOL's predictor ends at the projector's size
         tiny = [o for o in TINY if not o.startswith("method.num_prototypes")]
         heads = ["method.predictor_dims=[32,16]"] if method == "byol" else []

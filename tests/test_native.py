@@ -42,7 +42,9 @@ def count_compiles(monkeypatch) -> list[list[str]]:
     return calls
 
 
-def test_builds_once_then_loads_from_the_cache_and_rebuilds_when_the_source_changes(cache, tmp_path, monkeypatch):
+def test_builds_once_then_loads_from_the_cache_and_rebuilds_when_the_source_changes(
+    cache, tmp_path, monkeypatch
+):
     calls = count_compiles(monkeypatch)
     src = source(tmp_path)
     lib = native.load(src)
@@ -84,7 +86,9 @@ def test_turned_off_by_the_environment(cache, tmp_path, monkeypatch, caplog):
     assert not cache.exists()
 
 
-def test_a_missing_compiler_or_a_broken_source_gives_none_a_log_line_and_no_debris(cache, tmp_path, monkeypatch, caplog):
+def test_a_missing_compiler_or_a_broken_source_gives_none_a_log_line_and_no_debris(
+    cache, tmp_path, monkeypatch, caplog
+):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     with caplog.at_level(logging.WARNING, logger="sslib.native"):
         assert native.load(source(tmp_path)) is None

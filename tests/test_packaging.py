@@ -70,7 +70,9 @@ def test_version_is_semver_and_the_installed_metadata_version():
 
 
 def test_changelog_latest_release_is_the_version():
-    releases = re.findall(r"^## \[(\d[^\]]*)\] - \d{4}-\d{2}-\d{2}$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    releases = re.findall(
+        r"^## \[(\d[^\]]*)\] - \d{4}-\d{2}-\d{2}$", (ROOT / "CHANGELOG.md").read_text(), re.M
+    )
     assert releases and releases[0] == sslib.__version__
 
 

@@ -65,8 +65,16 @@ def test_a_deviation_must_differ_from_its_source_and_say_why():
 def test_records_cover_the_hyperparameters_that_matter():
     flat = flat_config(recipe_config("mira_imagenet"))
     keys = required_keys(flat)
-    for key in ("global_batch", "backbone.name", "data.local_crops.n", "labeler.beta", "optim.kwargs.eta",
-                "optim.warmup_start_ratio", "trainer.precision", "method.crop_forward"):
+    for key in (
+        "global_batch",
+        "backbone.name",
+        "data.local_crops.n",
+        "labeler.beta",
+        "optim.kwargs.eta",
+        "optim.warmup_start_ratio",
+        "trainer.precision",
+        "method.crop_forward",
+    ):
         assert key in keys
     assert "data.root" not in keys and "labeler.backend" not in keys
     cifar = required_keys(flat_config(recipe_config("swav_cifar10")))
@@ -78,7 +86,9 @@ def test_recipes_page_is_generated_from_the_records():
     text = (ROOT / "docs" / "recipes.md").read_text()
     assert BEGIN in text and END in text, "docs/recipes.md lost its generated section"
     generated = text.split(BEGIN, 1)[1].split(END, 1)[0]
-    assert generated.strip() == render(load_all()).strip(), "run `python -m sslib.recipes --write docs/recipes.md`"
+    assert generated.strip() == render(load_all()).strip(), (
+        "run `python -m sslib.recipes --write docs/recipes.md`"
+    )
 
 
 # --- composition: recipe group choices and unknown keys ----------------------------------------
@@ -86,14 +96,23 @@ def test_recipes_page_is_generated_from_the_records():
 
 def test_imagenet_recipe_selects_resnet50_and_the_command_line_still_wins():
     assert compose(["method=mira", "data=imagenet", "data.root=/x"]).backbone.name == "resnet50"
-    assert compose(["method=mira", "data=imagenet", "data.root=/x", "backbone=resnet18"]).backbone.name == "resnet18"
+    assert (
+        compose(["method=mira", "data=imagenet", "data.root=/x", "backbone=resnet18"]).backbone.name
+        == "resnet18"
+    )
     assert "groups" not in compose(["method=mira", "data=imagenet", "data.root=/x"])
 
 
 def test_symmetric_recipes_choose_their_augmentation_and_the_command_line_still_wins():
     for method in ("swav", "deepclusterv2", "simclr"):
         aug = compose([f"method={method}", "data=cifar100"]).data.augment
-        assert (aug.brightness, aug.contrast, aug.saturation, aug.hue, list(aug.solarize_p)) == (0.8, 0.8, 0.8, 0.2, [0.0])
+        assert (aug.brightness, aug.contrast, aug.saturation, aug.hue, list(aug.solarize_p)) == (
+            0.8,
+            0.8,
+            0.8,
+            0.2,
+            [0.0],
+        )
     assert compose(["method=swav", "data=cifar10", "data/augment=cifar"]).data.augment.brightness == 0.4
 
 
@@ -113,7 +132,10 @@ def test_a_recipe_file_with_an_unknown_key_fails_at_compose_time():
     assert not path.exists()
     path.write_text("# @package _global_\nmethod:\n  lambdd: 0.1\n")
     try:
-        with pytest.raises(ConfigError, match=r"^recipe barlow_zz sets 'method.lambdd', which the composed config does not have$"):
+        with pytest.raises(
+            ConfigError,
+            match=r"^recipe barlow_zz sets 'method.lambdd', which the composed config does not have$",
+        ):
             compose(["method=barlow", "recipe=barlow_zz"])
     finally:
         path.unlink()
@@ -127,7 +149,11 @@ def test_lars_follows_each_recipes_source():
     assert dict(imagenet.kwargs) == {"eta": 0.001, "clip_lr": False, "trust_ratio": "moco"}
     assert imagenet.warmup_start_ratio == "base" and resolve_warmup_start_ratio("base", 4096 / 256) == 1 / 16
     for recipe in ("mira_cifar10", "swav_cifar100", "mira_imagenet100", "byol_cifar10"):
-        assert dict(recipe_config(recipe).optim.kwargs) == {"eta": 0.02, "clip_lr": True, "trust_ratio": "paper"}
+        assert dict(recipe_config(recipe).optim.kwargs) == {
+            "eta": 0.02,
+            "clip_lr": True,
+            "trust_ratio": "paper",
+        }
 
 
 def test_mira_recipes_zero_init_residuals_freeze_the_head_and_forward_crops_alone():
@@ -171,7 +197,11 @@ def test_per_crop_forward_normalises_each_crop_with_its_own_statistics():
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.BatchNorm1d(6))
     projector = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4))
-    crops = [torch.randn(5, 3, 2, 2), torch.randn(5, 3, 2, 2) * 3 + 1, torch.randn(7, 3, 1, 1).repeat(1, 1, 2, 2)]
+    crops = [
+        torch.randn(5, 3, 2, 2),
+        torch.randn(5, 3, 2, 2) * 3 + 1,
+        torch.randn(7, 3, 1, 1).repeat(1, 1, 2, 2),
+    ]
     feats, z = embed_crops(backbone, projector, crops, "per_crop")
     alone = [projector(backbone(c)) for c in crops]
     torch.testing.assert_close(z, torch.cat(alone))
@@ -190,23 +220,33 @@ def test_prototype_head_computes_in_float32_under_bf16_autocast():
         half_input = head(x.to(torch.bfloat16))
     assert logits.dtype == torch.float32 and half_input.dtype == torch.float32
     scaled = 0.225 * (1 - 2 / 3)  # MIRA's tau_t (1 - beta): the logits are divided by it
-    rounded = torch.nn.functional.normalize(x.to(torch.bfloat16).double(), dim=1) @ head.prototypes().double().T
+    rounded = (
+        torch.nn.functional.normalize(x.to(torch.bfloat16).double(), dim=1) @ head.prototypes().double().T
+    )
     assert float(((logits.double() - rounded) / scaled).abs().max()) < 1e-5
 
 
 def test_labeler_input_is_float32_in_a_bf16_autocast_step(tmp_path):
-    cfg = compose(["method=mira", "data.global_crops.size=16", "method.num_prototypes=20",
-                   "method.projector_dims=[32,16]", f"run_dir={tmp_path}"])
+    cfg = compose(
+        [
+            "method=mira",
+            "data.global_crops.size=16",
+            "method.num_prototypes=20",
+            "method.projector_dims=[32,16]",
+            f"run_dir={tmp_path}",
+        ]
+    )
     model = methods.build(cfg, num_classes=10, n_global=2)
     seen = []
     label_views = model.labeler.label_views
-    model.labeler.label_views = lambda logits: (seen.extend(lg.dtype for lg in logits), label_views(logits))[1]
+    model.labeler.label_views = lambda logits: (seen.extend(lg.dtype for lg in logits), label_views(logits))[
+        1
+    ]
     crops = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss, feats, _ = model.ssl_step(crops)
     assert seen == [torch.float32, torch.float32] and feats.dtype == torch.bfloat16
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
-
 
 
 def test_a_swapped_optimiser_drops_the_recipes_settings_of_the_other_one():

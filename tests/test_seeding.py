@@ -26,10 +26,17 @@ class FirstWeights(L.Callback):
 
 
 def test_the_random_init_backbone_is_the_seeds(tmp_path):
-    cfg = compose([
-        f"run_dir={tmp_path}", "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
-        "trainer.enable_progress_bar=false", "data.batch_size=16", "seed=3",
-    ])
+    cfg = compose(
+        [
+            f"run_dir={tmp_path}",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=1",
+            "+trainer.limit_val_batches=1",
+            "trainer.enable_progress_bar=false",
+            "data.batch_size=16",
+            "seed=3",
+        ]
+    )
     first = FirstWeights()
     pretrain(cfg, callbacks=[first])
     L.seed_everything(3, verbose=False)

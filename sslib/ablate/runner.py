@@ -187,7 +187,9 @@ def random_init_result(plan: Plan, settings: EvalSettings, log: Callable[[str], 
     state = {f"{BACKBONE_PREFIX}{k}": v for k, v in backbone.state_dict().items()}
     cfg = OmegaConf.to_container(run.cfg, resolve=True)
     atomic_write_bytes(checkpoint, _serialise({"state_dict": state, "hyper_parameters": {"cfg": cfg}}))
-    result = Result(RANDOM_INIT, None, 0, None, **evaluate(run, settings, checkpoint), clusters_used=None, n_clusters=None)
+    result = Result(
+        RANDOM_INIT, None, 0, None, **evaluate(run, settings, checkpoint), clusters_used=None, n_clusters=None
+    )
     atomic_write_text(path, json.dumps({"result": asdict(result), **key}, indent=2))
     return result
 

@@ -200,7 +200,10 @@ class SSLDataModule(lightning.LightningDataModule):
         if self.loader == "dali":
             return self._dali_loader()
         sampler = EpochSampler(
-            len(self.train_set), seed=self.seed, epoch=self.start_epoch, skip=self.start_batch * self.batch_size
+            len(self.train_set),
+            seed=self.seed,
+            epoch=self.start_epoch,
+            skip=self.start_batch * self.batch_size,
         )
         dataset = SeededDataset(self.train_set, self.seed)
         return self._loader(dataset, sampler=sampler, drop_last=self.drop_last)

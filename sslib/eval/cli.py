@@ -170,7 +170,9 @@ def linear_main(argv: Sequence[str] | None = None) -> int:
 
 def umap_main(argv: Sequence[str] | None = None) -> int:
     """Save a UMAP plot of a split's features coloured by class and print its path."""
-    parser = _parser("scripts/umap.py", "UMAP of frozen features, coloured by class (needs sslib-vision[umap])")
+    parser = _parser(
+        "scripts/umap.py", "UMAP of frozen features, coloured by class (needs sslib-vision[umap])"
+    )
     parser.add_argument("--split", default="val", help="train or val (default: val)")
     parser.add_argument("--out", help="PNG path (default: <checkpoint>-umap-<data>-<split>.png next to it)")
     parser.add_argument("--n-neighbors", type=int, default=15)

@@ -131,8 +131,14 @@ class _NativeKernels(_TorchKernels):
 
     def mass(self, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         self.lib.sslib_mira_pass(
-            self.q.data_ptr(), v.data_ptr(), self.r.data_ptr(), out.data_ptr(), self.acc.data_ptr(),
-            self.rows, self.cols, self.threads,
+            self.q.data_ptr(),
+            v.data_ptr(),
+            self.r.data_ptr(),
+            out.data_ptr(),
+            self.acc.data_ptr(),
+            self.rows,
+            self.cols,
+            self.threads,
         )
         return out
 
@@ -166,8 +172,10 @@ def _kernels(q: torch.Tensor, backend: str) -> _TorchKernels | _NativeKernels:
     if lib is not None:
         return _NativeKernels(q, lib)
     if backend == "native":
-        why = "no C compiler could build it (see the log)" if fits else (
-            f"it needs float32 CPU logits, got {q.dtype} on {q.device.type}"
+        why = (
+            "no C compiler could build it (see the log)"
+            if fits
+            else (f"it needs float32 CPU logits, got {q.dtype} on {q.device.type}")
         )
         raise ValueError(f"MIRA backend='native' is unavailable: {why}; use backend='auto' or 'torch'")
     return _TorchKernels(q)

@@ -115,7 +115,9 @@ class ClusteringMethod(SSLMethod):
             logits, z = [s.detach() for s in student_logits[:n]], [e.detach() for e in student_z[:n]]
         else:
             sizes = [c.shape[0] for c in global_crops]
-            _, emb = embed_crops(self.teacher["backbone"], self.teacher["projector"], global_crops, self.crop_forward)
+            _, emb = embed_crops(
+                self.teacher["backbone"], self.teacher["projector"], global_crops, self.crop_forward
+            )
             prototypes = self.teacher["prototypes"] if "prototypes" in self.teacher else self.prototypes  # noqa: SIM401 (ModuleDict has no get)
             logits, z = list(prototypes(emb).split(sizes)), list(emb.split(sizes))
         return logits, [torch.nn.functional.normalize(e, dim=1) for e in z]

@@ -40,7 +40,15 @@ IGNORED = {
     "backbone.cifar",
 }
 # Sections of the composed config whose leaves are hyper-parameters, and single keys besides them.
-SECTIONS = ("method.", "labeler.", "backbone.", "optim.", "data.augment.", "data.global_crops", "data.local_crops")
+SECTIONS = (
+    "method.",
+    "labeler.",
+    "backbone.",
+    "optim.",
+    "data.augment.",
+    "data.global_crops",
+    "data.local_crops",
+)
 SINGLE = ("data.batch_size", "trainer.max_epochs", "trainer.precision", "global_batch")
 
 
@@ -104,13 +112,22 @@ def load(name: str) -> Record:
         sources.update(base.sources)
     entries.update(_entries(raw))
     sources.update(raw.get("sources") or {})
-    return Record(name, list(raw.get("recipes") or []), raw.get("title", name), raw.get("reproduces", ""), sources, entries)
+    return Record(
+        name,
+        list(raw.get("recipes") or []),
+        raw.get("title", name),
+        raw.get("reproduces", ""),
+        sources,
+        entries,
+    )
 
 
 def load_all() -> list[Record]:
     """Every record that describes recipes (files starting with ``_`` are shared parts), by name."""
     folder = resources.files("sslib.recipes") / RECORDS
-    names = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml") and not p.name.startswith("_"))
+    names = sorted(
+        p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml") and not p.name.startswith("_")
+    )
     return [load(n) for n in names]
 
 
@@ -193,7 +210,9 @@ def check(record: Record) -> list[str]:
                     f"{recipe}: {key} = {flat[key]!r} but record {record.name} gives {entry.value!r} ({kind}: {entry.source})"
                 )
             elif entry.deviation and _same(entry.value, entry.source_value):
-                problems.append(f"{recipe}: {key} is listed as a deviation but equals its source value {entry.value!r}")
+                problems.append(
+                    f"{recipe}: {key} is listed as a deviation but equals its source value {entry.value!r}"
+                )
     return problems
 
 
@@ -217,7 +236,10 @@ def render(records: list[Record]) -> str:
         values = [e for e in record.entries.values() if not e.deviation]
         deviations = [e for e in record.entries.values() if e.deviation]
         out += ["| Key | Value | Source |", "|---|---|---|"]
-        out += [f"| `{e.key}` | {_cell(e.value)} | {_text(e.source)} |" for e in sorted(values, key=lambda e: e.key)]
+        out += [
+            f"| `{e.key}` | {_cell(e.value)} | {_text(e.source)} |"
+            for e in sorted(values, key=lambda e: e.key)
+        ]
         out.append("")
         if deviations:
             out += [
