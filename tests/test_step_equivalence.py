@@ -6,7 +6,9 @@ divided by the world size), and the run's optimiser and schedule (:func:`sslib.o
 whose lr scales with the global batch). SwAV's queue is kept per device (docs/clusters.md): with
 ``method.queue.length`` divided by the number of devices, the ranks' queues together hold the rows of
 the single process's queue, and since Sinkhorn-Knopp sums over all rows of all ranks the second step,
-which labels batch and queue together, is equivalent too.
+which labels batch and queue together, is equivalent too. DeepCluster-v2 starts its epoch first: the
+memory bank is filled (every write gathers all ranks' rows) and k-means clusters it, the rows split over
+the ranks; its steps then predict those clusters.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from ddp import run_on_ranks
 from sslib import methods
 from sslib.config import compose
 from sslib.distributed import AllReduceBatchNorm, all_reduce, convert_batchnorm
+from sslib.methods.deepcluster import DeepClusterV2
+from sslib.methods.memory import MemoryBank
 from sslib.optim.setup import configure
 
 BATCH, SIZE, STEPS = 8, 8, 2  # global batch, crop side, steps per run
@@ -27,12 +31,28 @@ METHODS = {
     "mira": CLUSTERING,
     "swav": [*CLUSTERING, "method.queue.length=8", "method.queue.start_epoch=0"],  # a global length of 8
     "dino": [*CLUSTERING, "method.projector_dims=[16,16,8]"],
+    "deepclusterv2": [*CLUSTERING, "method.kmeans_iters=3"],
     "byol": ["method.predictor_dims=[16,8]"],
     "barlow": [],
     "simclr": [],
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def indices(step: int) -> torch.Tensor:
+    """The dataset indices of the step's global batch: every step sees new samples (N = STEPS x BATCH)."""
+    return torch.arange(step * BATCH, (step + 1) * BATCH)
+
+
+def start_epoch(model: DeepClusterV2, rows: slice) -> None:
+    """DeepCluster-v2's epoch start: the memory bank filled from this rank's rows of every step's first view
+    (each write all-gathers the ranks' rows, as ``init_memory`` does), then k-means on the bank."""
+    model.memory = MemoryBank(STEPS * BATCH, model.cfg.method.projector_dims[-1], dtype=torch.float64)
+    with torch.no_grad():
+        for step in range(STEPS):
+            model.memory.write(indices(step)[rows], model.projector(model.backbone(crops(step)[0][rows])))
+    model.on_train_epoch_start()
 
 
 def crops(step: int) -> list[torch.Tensor]:
@@ -57,8 +77,10 @@ def run_steps(
         convert_batchnorm(model)
     optimizer, scheduler = configure(cfg, model.ssl_modules(), model.probe, world, 10, 5.0)
     rows = slice(rank * per_rank, (rank + 1) * per_rank)
+    if isinstance(model, DeepClusterV2):
+        start_epoch(model, rows)
     for step in range(steps):
-        loss, _, _ = model.ssl_step([c[rows] for c in crops(step)], torch.arange(BATCH)[rows])
+        loss, _, _ = model.ssl_step([c[rows] for c in crops(step)], indices(step)[rows])
         optimizer.zero_grad()
         loss.backward()
         grads = {n: all_reduce(p.grad).div_(world) for n, p in model.named_parameters() if p.grad is not None}

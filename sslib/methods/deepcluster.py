@@ -58,7 +58,8 @@ class DeepClusterV2(ClusteringMethod):
         if self.memory is None:  # a resumed run has the bank of its checkpoint
             datamodule = self.trainer.datamodule
             size = len(datamodule.train_set)
-            self.memory = MemoryBank(size, self.cfg.method.projector_dims[-1], self.device)
+            dim, dtype = self.cfg.method.projector_dims[-1], self.prototypes.prototypes().dtype
+            self.memory = MemoryBank(size, dim, self.device, dtype)
             self._fill_memory(datamodule.train_dataloader())
         self.memory.to(self.device)
 

@@ -11,21 +11,30 @@ from sslib.distributed import all_gather
 class MemoryBank:
     """L2-normalised embeddings (N, d) of the N training samples, each from the last step that saw it.
 
+    Stored in ``dtype``: float32 (the prototypes' dtype) also under mixed precision.
+
     ``filled`` (N,) marks the rows written so far. :meth:`write` all-gathers the batch of every rank,
     so all ranks hold the same bank: rank 0's checkpoint is complete and k-means can split the rows
     over ranks. The bank is plain tensors saved through :meth:`state_dict` rather than module buffers:
     N is only known once the data is, and DDP would broadcast buffers at every step.
     """
 
-    def __init__(self, size: int, dim: int, device: torch.device | str | None = None) -> None:
-        self.embeddings = torch.zeros(size, dim, device=device)
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.embeddings = torch.zeros(size, dim, device=device, dtype=dtype)
         self.filled = torch.zeros(size, dtype=torch.bool, device=device)
 
     @torch.no_grad()
     def write(self, indices: torch.Tensor, z: torch.Tensor) -> None:
-        """Store the rows ``z`` (B, d), normalised, at ``indices`` (B,), those of every rank."""
+        """Store the rows ``z`` (B, d), normalised in the bank's dtype, at ``indices`` (B,), those of every rank."""
         rows = all_gather(indices.to(self.filled.device))
-        self.embeddings[rows] = F.normalize(all_gather(z.detach().float()), dim=1).to(self.embeddings.device)
+        z = all_gather(z.detach().to(self.embeddings.dtype))
+        self.embeddings[rows] = F.normalize(z, dim=1).to(self.embeddings.device)
         self.filled[rows] = True
 
     def to(self, device: torch.device | str) -> MemoryBank:
