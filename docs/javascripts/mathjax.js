@@ -1,6 +1,9 @@
 // MathJax configuration for pymdownx.arithmatex (generic mode), as in the mkdocs-material docs.
+// textmacros: escapes such as \_ inside \text{...} (e.g. \text{chunk\_size}) are typeset, not shown.
 window.MathJax = {
+  loader: { load: ["[tex]/textmacros"] },
   tex: {
+    packages: { "[+]": ["textmacros"] },
     inlineMath: [["\\(", "\\)"]],
     displayMath: [["\\[", "\\]"]],
     processEscapes: true,
