@@ -59,6 +59,6 @@ def test_timm_name_as_backbone_group_says_how_to_write_it():
 
 
 def test_unknown_backbone_lists_the_choices_and_the_timm_form():
-    with pytest.raises(ConfigError, match="available: resnet18, resnet50, timm; a timm model is chosen with "
+    with pytest.raises(ConfigError, match="available: resnet18, resnet50, timm, vit_base, vit_small, vit_tiny; a timm model is chosen with "
                        r"backbone=timm backbone.model_name=<timm model name>$"):  # fmt: skip
         compose(["backbone=resnet9000"])

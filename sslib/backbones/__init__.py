@@ -1,6 +1,7 @@
 """Backbones: image encoders mapping (B, 3, H, W) to features (B, feat_dim).
 
-``build("resnet18", cifar=True)`` gives ``(module, 512)``; any timm model name also works, e.g.
+``build("resnet18", cifar=True)`` gives ``(module, 512)``; ``build("vit_small", patch_size=16)`` timm's
+ViT-S/16 taking crops of any multiple of the patch size; any timm model name also works, e.g.
 ``build("vit_tiny_patch16_224", img_size=32)`` or ``build("timm", model_name=...)``.
 """
 
@@ -8,11 +9,12 @@ from __future__ import annotations
 
 import timm
 
-from sslib.backbones import resnet  # noqa: F401  (registers resnet18, resnet50)
+from sslib.backbones import resnet, vit  # noqa: F401  (register resnet18/50, vit_tiny/small/base)
 from sslib.backbones.base import BACKBONES, Backbone
 from sslib.backbones.timm_models import timm_backbone
+from sslib.backbones.vit import check_crop_sizes
 
-__all__ = ["BACKBONES", "Backbone", "available", "build"]
+__all__ = ["BACKBONES", "Backbone", "available", "build", "check_crop_sizes"]
 
 
 def available() -> list[str]:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import timm
+from timm.models import is_model_in_modules
 
 from sslib.backbones.base import BACKBONES, Backbone
+
+DYNAMIC_SIZE_MODULES = ("vision_transformer", "deit")
+"""timm modules whose models take ``dynamic_img_size``: on by default, so multi-crop works."""
 
 
 @BACKBONES.register("timm")
@@ -12,7 +16,9 @@ def timm_backbone(model_name: str = "vit_small_patch16_224", **timm_kwargs) -> B
     """``timm.create_model(model_name, pretrained=False, num_classes=0, **timm_kwargs)``.
 
     Maps (B, 3, H, W) -> (B, model.num_features). ``timm_kwargs`` go to the model (e.g. ``img_size=32``
-    for a ViT); ``cifar`` is a torchvision-ResNet option and is refused.
+    for a ViT); ViTs (timm's ``vision_transformer`` and ``deit`` modules) get ``dynamic_img_size=True``
+    unless it is given, so that crops of several sizes go through one model (position embeddings
+    interpolated). ``cifar`` is a torchvision-ResNet option and is refused.
     """
     if "cifar" in timm_kwargs:
         raise ValueError(
@@ -21,6 +27,8 @@ def timm_backbone(model_name: str = "vit_small_patch16_224", **timm_kwargs) -> B
         )
     if not timm.is_model(model_name):
         raise ValueError(f"unknown timm model '{model_name}'")
+    if is_model_in_modules(model_name, DYNAMIC_SIZE_MODULES):
+        timm_kwargs.setdefault("dynamic_img_size", True)
     try:
         model = timm.create_model(model_name, pretrained=False, num_classes=0, **timm_kwargs)
     except TypeError as err:
