@@ -24,7 +24,7 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import feed_ndarray
 from torch import Tensor
 
-from sslib.data.transforms import ASPECT_RATIO, Augment, CropGroup
+from sslib.data.transforms import ASPECT_RATIO, Augment, CropGroup, view_specs
 
 READER = "reader"
 INTERPOLATIONS = {"bicubic": types.INTERP_CUBIC, "bilinear": types.INTERP_LINEAR}  # Augment.interpolation
@@ -96,15 +96,6 @@ def _view(images, crop: CropGroup, aug: Augment, blur_p: float, solarize_p: floa
         std=[255.0 * s for s in std],
         mirror=fn.random.coin_flip(probability=aug.hflip_p),
     )
-
-
-def view_specs(
-    global_crops: CropGroup, local_crops: CropGroup | None, augment: Augment
-) -> list[tuple[CropGroup, float, float]]:
-    """``(crop group, blur_p, solarize_p)`` of every view, global views first (as ``MultiCropTransform``)."""
-    specs = [(global_crops, *probs) for probs in augment.global_probs(global_crops.n)]
-    n_local = 0 if local_crops is None else local_crops.n
-    return specs + [(local_crops, augment.local_blur_p, augment.local_solarize_p)] * n_local
 
 
 @pipeline_def(enable_conditionals=True)

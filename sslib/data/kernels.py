@@ -10,6 +10,7 @@ extended box filter per axis, a few shifted multiply-adds each.
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -17,17 +18,21 @@ from torch import Tensor
 
 # HSV -> RGB offsets of the red, green and blue channels, in sixths of a turn.
 _CHANNEL_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1)
+Number = TypeVar("Number", float, Tensor)  # a float, or a tensor of them element-wise
 BOX_PASSES = 3  # PIL's GaussianBlur: 3 box passes per axis (ImageFilter.GaussianBlur, Pillow >= 4.3)
 
 
-def adjust_hue(image: Tensor, hue_factor: float) -> Tensor:
+def adjust_hue(image: Tensor, hue_factor: float | Tensor) -> Tensor:
     """Rotate the hue of a float RGB (..., 3, H, W) image in [0, 1] by ``hue_factor`` turns.
+
+    ``hue_factor`` is a number in [-0.5, 0.5] or a tensor of them broadcastable to (..., H, W), e.g.
+    (B, 1, 1) for one factor per image of a batch (not checked: its values stay on their device).
 
     Same result as ``torchvision.transforms.v2.functional.adjust_hue`` (to float rounding): with
     ``v = max``, ``c = max - min`` and hue ``h`` in sixths, channel ``n`` is
     ``v - c * clamp(min(k, 4 - k), 0, 1)`` with ``k = (offset_n + h + 6 * hue_factor) mod 6``.
     """
-    if not -0.5 <= hue_factor <= 0.5:
+    if not isinstance(hue_factor, Tensor) and not -0.5 <= hue_factor <= 0.5:
         raise ValueError(f"hue_factor must be in [-0.5, 0.5], got {hue_factor}")
     r, g, b = image.unbind(-3)
     low, high = torch.aminmax(image, dim=-3)
@@ -44,15 +49,17 @@ def adjust_hue(image: Tensor, hue_factor: float) -> Tensor:
     return torch.addcmul(high.unsqueeze(-3), chroma.unsqueeze(-3), ramp, value=-1.0)
 
 
-def box_radius(sigma: float, passes: int = BOX_PASSES) -> float:
+def box_radius(sigma: Number, passes: int = BOX_PASSES) -> Number:
     """Radius ``r = l + a`` of the extended box filter whose ``passes``-fold repetition has variance ``sigma**2``.
 
     Gwosdek et al., "Theoretical foundations of Gaussian convolution by extended box filtering" (2011),
     eqs. 7, 11 and 14, as PIL computes it: with ``s2 = sigma**2 / passes``,
-    ``l = floor((sqrt(12 s2 + 1) - 1) / 2)`` and ``a = (2l + 1)(l(l + 1) - 3 s2) / (6 (s2 - (l + 1)**2))``.
+    ``l = floor((sqrt(12 s2 + 1) - 1) / 2)`` and ``a = (2l + 1)(l(l + 1) - 3 s2) / (6 (s2 - (l + 1)**2))``;
+    element-wise for a tensor of sigmas.
     """
     s2 = sigma * sigma / passes
-    whole = math.floor((math.sqrt(12.0 * s2 + 1.0) - 1.0) / 2.0)
+    floor, sqrt = (torch.floor, torch.sqrt) if isinstance(sigma, Tensor) else (math.floor, math.sqrt)
+    whole = floor((sqrt(12.0 * s2 + 1.0) - 1.0) / 2.0)
     frac = (2 * whole + 1) * (whole * (whole + 1) - 3 * s2) / (6 * (s2 - (whole + 1) ** 2))
     return whole + frac
 

@@ -1,14 +1,17 @@
-"""Which implementation builds the training batches: torchvision (any dataset) or NVIDIA DALI (image folders).
+"""Which implementation builds the training batches: torchvision (any dataset), NVIDIA DALI (image
+folders) or the on-device batched multi-crop (datasets that fit in memory, :mod:`sslib.data.device`).
 
-``data.loader``: ``torchvision``, ``dali``, or ``auto`` = DALI when it is installed, CUDA is available
-and the dataset is an image folder, torchvision otherwise.
+``data.loader``: ``torchvision``, ``dali``, ``device``, or ``auto`` = DALI when it is installed, CUDA is
+available and the dataset is an image folder, torchvision otherwise. ``auto`` never picks ``device``:
+its crops follow the torchvision loader's distributions but are not the same pixels, so a run's
+results would change with the machine it runs on.
 """
 
 from __future__ import annotations
 
 import torch
 
-LOADERS = ("auto", "torchvision", "dali")
+LOADERS = ("auto", "torchvision", "dali", "device")
 IMAGE_FOLDERS = ("imagenet", "imagenet100", "folder")
 INSTALL_DALI = "pip install 'sslib-vision[dali]'"
 
@@ -23,7 +26,7 @@ def dali_installed() -> bool:
 
 
 def choose_loader(loader: str, dataset: str) -> str:
-    """``"torchvision"`` or ``"dali"`` for ``loader`` (one of :data:`LOADERS`) on dataset ``dataset``.
+    """``"torchvision"``, ``"dali"`` or ``"device"`` for ``loader`` (one of :data:`LOADERS`) on ``dataset``.
 
     ``dali`` on a dataset that is not an image folder, or without DALI installed, is a one-line
     ``ValueError`` saying what to do.

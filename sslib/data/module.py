@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from sslib.data.datasets import build_dataset, dataset_stats
@@ -67,8 +68,10 @@ class SSLDataModule(lightning.LightningDataModule):
     ``augment`` may be an ``Augment`` (used as is) or a mapping of fields that override the dataset's
     recipe: solo-learn's CIFAR recipe for 32x32 datasets (digits, CIFAR), BYOL/DINO's ImageNet one otherwise.
 
-    ``loader`` builds the training batches: ``"torchvision"``, ``"dali"`` (image folders, NVIDIA DALI) or
-    ``"auto"`` (DALI when installed, with CUDA, on an image folder); see :mod:`sslib.data.loaders`.
+    ``loader`` builds the training batches: ``"torchvision"``, ``"dali"`` (image folders, NVIDIA DALI),
+    ``"device"`` (the train split as one uint8 tensor on the GPU, or the CPU without CUDA, cropped there in
+    batches; :mod:`sslib.data.device`) or ``"auto"`` (DALI when installed, with CUDA, on an image folder);
+    see :mod:`sslib.data.loaders`.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class SSLDataModule(lightning.LightningDataModule):
         self.start_epoch = 0  # first epoch of the training loader (Lightning then calls set_epoch)
         self.start_batch = 0  # batches of start_epoch already trained (a run resumed mid-epoch)
         self.train_set: Dataset | None = None
+        self.train_images: Tensor | None = None  # data.loader=device: the train split, uint8 (N, 3, H, W)
         self.bank_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -174,12 +178,22 @@ class SSLDataModule(lightning.LightningDataModule):
                 f"batch_size {self.batch_size} exceeds the {len(train_set)} training "
                 f"images of {self.name}; with drop_last=True no batch would be produced"
             )
+        if self.loader == "device":
+            self.train_images = self._train_images(train_set)
         self.train_set = train_set
         bank = self._build("train", self.eval_transform)
         if self.bank_fraction < 1:
             bank = Subset(bank, stratified_subset(bank.targets, self.bank_fraction, self.seed))
         self.bank_set = bank
         self.val_set = self._build("val", self.eval_transform)
+
+    def _train_images(self, train_set: Any) -> Tensor:
+        """The train split as a uint8 CPU tensor, after checking it fits in the training device's free
+        memory (a one-line ``ValueError`` with the sizes otherwise)."""
+        from sslib.data.device import check_fits, training_device, uint8_bytes, uint8_images
+
+        check_fits(self.name, len(train_set), uint8_bytes(train_set), training_device())
+        return uint8_images(train_set)
 
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
         return DataLoader(
@@ -195,10 +209,14 @@ class SSLDataModule(lightning.LightningDataModule):
         """Shuffled multi-crop batches. With torchvision, order and crops depend only on (seed, epoch,
         index), so a resumed run continues exactly (set ``start_epoch`` to the epoch it resumes at and
         ``start_batch`` to the batches of it already trained);
-        with DALI (:class:`sslib.data.dali.DaliTrainLoader`) ``start_epoch`` only reseeds."""
+        with DALI (:class:`sslib.data.dali.DaliTrainLoader`) ``start_epoch`` only reseeds; the on-device
+        loader (:class:`sslib.data.device.DeviceTrainLoader`) has the torchvision loader's order and
+        resumes as exactly."""
         self.setup()
         if self.loader == "dali":
             return self._dali_loader()
+        if self.loader == "device":
+            return self._device_loader()
         sampler = EpochSampler(
             len(self.train_set),
             seed=self.seed,
@@ -207,6 +225,23 @@ class SSLDataModule(lightning.LightningDataModule):
         )
         dataset = SeededDataset(self.train_set, self.seed)
         return self._loader(dataset, sampler=sampler, drop_last=self.drop_last)
+
+    def _device_loader(self) -> Iterable:
+        from sslib.data.batch_transform import BatchMultiCrop
+        from sslib.data.device import DeviceTrainLoader, training_device
+
+        images, train_set = cast(Tensor, self.train_images), cast(Any, self.train_set)
+        self.train_images = images = images.to(training_device())  # moved once, kept for the next fit
+        return DeviceTrainLoader(
+            images,
+            torch.as_tensor(train_set.targets, dtype=torch.int64),
+            BatchMultiCrop(*self.crops, self.stats.mean, self.stats.std),
+            self.batch_size,
+            seed=self.seed,
+            epoch=self.start_epoch,
+            skip=self.start_batch * self.batch_size,
+            drop_last=self.drop_last,
+        )
 
     def _dali_loader(self) -> Iterable:
         from sslib.data.dali import DaliTrainLoader  # imports DALI, which is optional

@@ -144,6 +144,15 @@ def _per_view(name: str, probs: tuple[float, ...], n_global: int) -> tuple[float
     return probs[:n_global]
 
 
+def view_specs(
+    global_crops: CropGroup, local_crops: CropGroup | None, augment: Augment
+) -> list[tuple[CropGroup, float, float]]:
+    """``(crop group, blur_p, solarize_p)`` of every view, global views first (as ``MultiCropTransform``)."""
+    specs = [(global_crops, *probs) for probs in augment.global_probs(global_crops.n)]
+    n_local = 0 if local_crops is None else local_crops.n
+    return specs + [(local_crops, augment.local_blur_p, augment.local_solarize_p)] * n_local
+
+
 def _mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[list[float], list[float]]:
     """``mean``/``std`` as lists after checking they are 3 numbers each (RGB) with ``std > 0``."""
     mean, std = [float(m) for m in mean], [float(s) for s in std]
