@@ -10,6 +10,7 @@ from sslib.validation import check_int_at_least
 
 NORMS = ("batchnorm", "none")
 ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
+INITS = ("default", "trunc_normal")
 
 
 class MLP(nn.Sequential):
@@ -20,6 +21,8 @@ class MLP(nn.Sequential):
     SimCLR in solo-learn). ``activation`` is ``relu`` or ``gelu`` (DINO). The last layer is a plain
     ``Linear`` (bias per ``last_bias``), followed by ``BatchNorm1d(affine=False)`` when ``last_norm``.
     ``dims=[2048, 2048, 2048, 256]`` is the usual projector: in -> 2048 -> 2048 -> 256.
+    ``init="default"`` keeps PyTorch's initialisation; ``"trunc_normal"`` draws the Linear weights from
+    N(0, 0.02^2) truncated to [-2, 2] with zero biases, as DINO's head (dino vision_transformer.py L281-285).
     """
 
     def __init__(
@@ -29,6 +32,7 @@ class MLP(nn.Sequential):
         last_bias: bool = True,
         norm: str = "batchnorm",
         activation: str = "relu",
+        init: str = "default",
     ) -> None:
         dims = list(dims)
         if len(dims) < 2:
@@ -39,6 +43,8 @@ class MLP(nn.Sequential):
             raise ValueError(f"MLP norm must be one of {', '.join(NORMS)}, got {norm!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"MLP activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        if init not in INITS:
+            raise ValueError(f"MLP init must be one of {', '.join(INITS)}, got {init!r}")
         layers: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-2], dims[1:-1], strict=True):
             if norm == "batchnorm":
@@ -50,14 +56,22 @@ class MLP(nn.Sequential):
         if last_norm:
             layers.append(nn.BatchNorm1d(dims[-1], affine=False))
         super().__init__(*layers)
+        if init == "trunc_normal":
+            for layer in self:
+                if isinstance(layer, nn.Linear):
+                    nn.init.trunc_normal_(layer.weight, std=0.02)
+                    if layer.bias is not None:
+                        nn.init.zeros_(layer.bias)
 
 
 def build_projector(in_dim: int, method) -> MLP:
     """The projector of a method config: ``MLP([in_dim, *method.projector_dims])`` with its
-    ``projector_norm``, ``projector_activation`` and ``projector_last_norm`` (defaults: batchnorm, relu, off)."""
+    ``projector_norm``, ``projector_activation``, ``projector_last_norm`` and ``projector_init``
+    (defaults: batchnorm, relu, off, default)."""
     return MLP(
         [in_dim, *method.projector_dims],
         last_norm=bool(method.get("projector_last_norm", False)),
         norm=method.get("projector_norm", "batchnorm"),
         activation=method.get("projector_activation", "relu"),
+        init=method.get("projector_init", "default"),
     )

@@ -39,7 +39,8 @@ class ClusteringMethod(SSLMethod):
 
     Recipe knobs (``cfg.method``): ``num_prototypes`` K, ``projector_dims`` (hidden..., out),
     ``projector_norm`` / ``projector_activation`` (hidden layers: batchnorm + relu, or DINO's none + gelu),
-    ``projector_last_norm`` (batch-normalise the embeddings before the prototypes), ``crop_forward``
+    ``projector_last_norm`` (batch-normalise the embeddings before the prototypes), ``projector_init``
+    (``trunc_normal``: DINO's), ``norm_last_layer`` (prototype gains fixed at 1; DINO's ViT-S: trained), ``crop_forward``
     (``resolution`` or ``per_crop``, see :func:`sslib.methods.crops.embed_crops`),
     ``student_temperature``, ``ema`` ({enabled, base_momentum, final_momentum, share_prototypes}),
     ``freeze_prototypes_epochs``, ``queue`` ({length, start_epoch}); the labeler comes from ``cfg.labeler``.
@@ -55,7 +56,9 @@ class ClusteringMethod(SSLMethod):
         check_positive("method.student_temperature", m.student_temperature)
         self.crop_forward = check_crop_forward(m.get("crop_forward", "resolution"))
         self.projector = build_projector(self.feat_dim, m)
-        self.prototypes = PrototypeHead(m.projector_dims[-1], m.num_prototypes)
+        self.prototypes = PrototypeHead(
+            m.projector_dims[-1], m.num_prototypes, m.get("norm_last_layer", True)
+        )
         self.labeler, self.labeler_schedule = build_labeler(cfg)
         if m.ema.enabled:
             parts = {"backbone": self.backbone, "projector": self.projector}

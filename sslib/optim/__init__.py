@@ -1,4 +1,4 @@
-"""Optimisers (LARS, SGD, AdamW), parameter grouping and per-iteration schedules.
+"""Optimisers (LARS, SGD, AdamW), parameter grouping, per-tensor gradient clipping and per-iteration schedules.
 
 ``sslib.optim.setup.configure`` builds a run's optimiser and schedule from its config.
 """
@@ -11,9 +11,11 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from sslib.optim.clip import clip_before_step, clip_per_parameter_
 from sslib.optim.lars import LARS
 from sslib.optim.params import param_groups
 from sslib.optim.schedules import (
+    WarmupCosine,
     build_scheduler,
     cosine_ramp,
     resolve_warmup_start_ratio,
@@ -36,14 +38,15 @@ def build_optimizer(
     module_or_groups: nn.Module | Iterable[Tensor] | Iterable[dict],
     lr: float,
     weight_decay: float,
-    momentum: float = 0.9,
+    momentum: float | None = None,
     **kwargs,
 ) -> Optimizer:
     """Build optimiser ``name`` (``lars``, ``sgd`` or ``adamw``).
 
     A module is split with :func:`param_groups` (no decay / no LARS adaptation for biases and norms);
-    parameters or groups are passed through. ``momentum`` is ignored by ``adamw`` (use ``betas``);
-    ``kwargs`` go to the optimiser's constructor, unknown ones are a one-line ``ValueError``.
+    parameters or groups are passed through. ``momentum`` (default 0.9) is for ``lars`` and ``sgd``:
+    ``adamw`` refuses it (its ``betas`` play that role); ``kwargs`` go to the optimiser's constructor,
+    unknown ones are a one-line ``ValueError``.
     """
     OPTIMIZERS.get(name)
     check_positive("lr", lr)
@@ -54,15 +57,20 @@ def build_optimizer(
     else:
         params = list(module_or_groups)
     if name in _USES_MOMENTUM:
-        kwargs["momentum"] = momentum
+        kwargs["momentum"] = 0.9 if momentum is None else momentum
+    elif momentum is not None:
+        raise ValueError(f"optimizer '{name}' does not take momentum (got {momentum!r}); use kwargs.betas")
     return OPTIMIZERS.build(name, params=params, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
 __all__ = [
     "LARS",
     "OPTIMIZERS",
+    "WarmupCosine",
     "build_optimizer",
     "build_scheduler",
+    "clip_before_step",
+    "clip_per_parameter_",
     "cosine_ramp",
     "param_groups",
     "resolve_warmup_start_ratio",

@@ -1,21 +1,37 @@
-"""Split a module's parameters into weight-decayed and bias/normalisation groups."""
+"""Split a module's parameters into weight-decayed and excluded (biases, norms, tokens) groups."""
 
 from __future__ import annotations
 
 from torch import nn
 
 
-def param_groups(module: nn.Module, weight_decay: float, exclude_bias_norm: bool = True) -> list[dict]:
+def token_names(module: nn.Module) -> set[str]:
+    """Full names of the parameters that submodules list in ``no_weight_decay()`` (timm's convention:
+    a ViT's ``pos_embed``, ``cls_token``, register and distillation tokens)."""
+    names = set()
+    for prefix, sub in module.named_modules():
+        listed = getattr(sub, "no_weight_decay", None)
+        if callable(listed):
+            names |= {f"{prefix}.{name}" if prefix else name for name in listed()}
+    return names
+
+
+def param_groups(
+    module: nn.Module, weight_decay: float, exclude_bias_norm: bool = True, exclude_tokens: bool = False
+) -> list[dict]:
     """Optimiser parameter groups for ``module`` (trainable parameters only).
 
     Weights (``ndim >= 2``) get ``weight_decay`` and LARS adaptation. With ``exclude_bias_norm``,
-    biases and normalisation parameters (``ndim <= 1``) go to a second group with
+    biases and normalisation parameters (``ndim <= 1``), and with ``exclude_tokens`` the parameters of
+    :func:`token_names` (position embeddings, class token), go to a second group with
     ``weight_decay=0`` and ``lars_exclude=True``. Empty groups are dropped.
     """
+    tokens = token_names(module) if exclude_tokens else set()
     adapted, excluded = [], []
-    for p in module.parameters():
+    for name, p in module.named_parameters():
         if p.requires_grad:
-            (excluded if exclude_bias_norm and p.ndim <= 1 else adapted).append(p)
+            skip = (exclude_bias_norm and p.ndim <= 1) or name in tokens
+            (excluded if skip else adapted).append(p)
     groups = [
         {"params": adapted, "weight_decay": weight_decay, "lars_exclude": False},
         {"params": excluded, "weight_decay": 0.0, "lars_exclude": True},

@@ -1,4 +1,4 @@
-"""Per-iteration schedules: learning-rate warm-up + cosine, cosine ramps, linear lr scaling."""
+"""Per-iteration schedules: learning-rate warm-up + cosine, weight-decay cosine, cosine ramps, linear lr scaling."""
 
 from __future__ import annotations
 
@@ -83,24 +83,65 @@ def resolve_warmup_start_ratio(value: float | str, lr_scale: float) -> float:
     return float(value)
 
 
+class WarmupCosine(LambdaLR):
+    """``LambdaLR`` whose factor is :func:`warmup_cosine`, optionally also moving the weight decay.
+
+    Group ``g``'s lr is ``lr_g * warmup_cosine(t, T, W, 1, final_lr_ratio, warmup_start_ratio)``; with
+    ``final_wd_ratio = r`` its weight decay is ``wd_g * (r + (1 - r) (1 + cos(pi t / T)) / 2)``, a cosine
+    from the group's initial ``wd_g`` to ``r * wd_g`` over the whole run without warm-up (DINO's
+    ``wd_schedule``: 0.04 -> 0.4, facebookresearch/dino@7c446df main_dino.py L244-248). Groups that start
+    without decay keep none.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int,
+        warmup_steps: int,
+        final_lr_ratio: float = 0.0,
+        warmup_start_ratio: float = 0.0,
+        final_wd_ratio: float | None = None,
+    ) -> None:
+        factor = functools.partial(
+            warmup_cosine,
+            total_steps=total_steps,
+            warmup_steps=warmup_steps,
+            base_value=1.0,
+            final_value=final_lr_ratio,
+            warmup_start=warmup_start_ratio,
+        )
+        factor(0)  # validate the arguments now rather than on the first step
+        if final_wd_ratio is not None and not (math.isfinite(final_wd_ratio) and final_wd_ratio >= 0):
+            raise ValueError(f"final weight decay ratio must be a finite number >= 0, got {final_wd_ratio!r}")
+        self.total_steps = total_steps
+        self.final_wd_ratio = final_wd_ratio
+        self.base_wds = [float(g.get("weight_decay", 0.0)) for g in optimizer.param_groups]
+        super().__init__(optimizer, lr_lambda=factor)
+
+    def weight_decay_factor(self, step: int) -> float:
+        """The multiplier of each group's initial weight decay at iteration ``step`` (1 without a schedule)."""
+        if self.final_wd_ratio is None:
+            return 1.0
+        return warmup_cosine(step, self.total_steps, 0, 1.0, self.final_wd_ratio)
+
+    def step(self, epoch: int | None = None) -> None:
+        """Advance one iteration: the lr as ``LambdaLR``, then every group's weight decay."""
+        super().step(epoch)
+        factor = self.weight_decay_factor(self.last_epoch)
+        for group, base in zip(self.optimizer.param_groups, self.base_wds, strict=True):
+            group["weight_decay"] = base * factor
+
+
 def build_scheduler(
     optimizer: Optimizer,
     total_steps: int,
     warmup_steps: int,
     final_lr_ratio: float = 0.0,
     warmup_start_ratio: float = 0.0,
-) -> LambdaLR:
-    """``LambdaLR`` multiplying each group's initial lr by ``warmup_cosine(step, ..., base_value=1)``.
-
-    Step it once per iteration; its ``state_dict`` round-trips, so a resumed run continues the schedule.
-    """
-    factor = functools.partial(
-        warmup_cosine,
-        total_steps=total_steps,
-        warmup_steps=warmup_steps,
-        base_value=1.0,
-        final_value=final_lr_ratio,
-        warmup_start=warmup_start_ratio,
+    final_wd_ratio: float | None = None,
+) -> WarmupCosine:
+    """:class:`WarmupCosine` for ``optimizer``: step it once per iteration; its ``state_dict``
+    round-trips, so a resumed run continues the schedule."""
+    return WarmupCosine(
+        optimizer, total_steps, warmup_steps, final_lr_ratio, warmup_start_ratio, final_wd_ratio
     )
-    factor(0)  # validate the arguments now rather than on the first step
-    return LambdaLR(optimizer, lr_lambda=factor)

@@ -1,15 +1,41 @@
-"""A run's optimiser and per-step lr schedule from its config (``cfg.optim``), without a Trainer."""
+"""A run's optimiser and per-step lr (and weight-decay) schedule from its config (``cfg.optim``), without a Trainer."""
 
 from __future__ import annotations
+
+import math
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
 
 from sslib.optim import build_optimizer
+from sslib.optim.clip import clip_before_step
 from sslib.optim.params import param_groups
-from sslib.optim.schedules import build_scheduler, resolve_warmup_start_ratio, scaled_lr
+from sslib.optim.schedules import WarmupCosine, build_scheduler, resolve_warmup_start_ratio, scaled_lr
+
+
+def _number_at_least_zero(key: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def final_wd_ratio(opt: DictConfig) -> float | None:
+    """``optim.final_weight_decay / optim.weight_decay`` (None: constant weight decay, key absent or null)."""
+    final = opt.get("final_weight_decay")
+    if final is None:
+        return None
+    final = _number_at_least_zero("final_weight_decay", final)
+    if opt.weight_decay == 0:
+        if final > 0:
+            raise ValueError(f"final_weight_decay={final} needs weight_decay > 0 (the schedule scales it)")
+        return None
+    return final / opt.weight_decay
 
 
 def configure(
@@ -19,19 +45,26 @@ def configure(
     world_size: int,
     total_steps: int,
     steps_per_epoch: float,
-) -> tuple[Optimizer, LambdaLR]:
+) -> tuple[Optimizer, WarmupCosine]:
     """Optimiser over ``modules`` and ``probe``, and its scheduler (step it once per iteration).
 
     With global batch ``N = cfg.data.batch_size * world_size`` and ``s = N / 256`` (1 without
     ``optim.scale_lr``):
 
     - ``modules``: peak lr ``optim.lr * s``; weights get ``optim.weight_decay`` and LARS adaptation,
-      biases and norms (with ``optim.exclude_bias_norm``) neither (:func:`param_groups`);
+      biases and norms (with ``optim.exclude_bias_norm``) and a ViT's position embeddings and class
+      token (with ``optim.exclude_tokens``) neither (:func:`param_groups`);
     - ``probe``: its own group, peak lr ``online_eval.probe_lr * N / 256``, no weight decay, no LARS
       adaptation;
     - schedule: ``W = round(optim.warmup_epochs * steps_per_epoch)`` warm-up steps (at most
       ``total_steps``) from ``peak * r`` with ``r`` from :func:`resolve_warmup_start_ratio`, then cosine to
-      ``peak * optim.final_lr_ratio`` at ``total_steps``, for every group.
+      ``peak * optim.final_lr_ratio`` at ``total_steps``, for every group; with
+      ``optim.final_weight_decay`` the weight decay follows a cosine from ``optim.weight_decay`` to it;
+    - ``optim.clip_grad > 0``: each gradient tensor of ``modules`` clipped to that norm before every
+      step (:func:`sslib.optim.clip.clip_before_step`, DINO's clipping; the probe is not clipped).
+
+    ``final_weight_decay``, ``exclude_tokens`` and ``clip_grad`` may be absent (constant decay, tokens
+    decayed, no clipping), as ``momentum`` may (``adamw`` has none).
     """
     opt = cfg.optim
     warmup_epochs = opt.warmup_epochs
@@ -40,7 +73,11 @@ def configure(
     global_batch = cfg.data.batch_size * world_size
     lr_scale = scaled_lr(1.0, global_batch) if opt.scale_lr else 1.0
     start_ratio = resolve_warmup_start_ratio(opt.warmup_start_ratio, lr_scale)
-    groups = param_groups(modules, opt.weight_decay, opt.exclude_bias_norm)
+    wd_ratio = final_wd_ratio(opt)
+    clip = _number_at_least_zero("clip_grad", opt.get("clip_grad") or 0.0)
+    groups = param_groups(
+        modules, opt.weight_decay, opt.exclude_bias_norm, bool(opt.get("exclude_tokens", False))
+    )
     groups.append(
         {
             "params": list(probe.parameters()),
@@ -50,9 +87,13 @@ def configure(
         }
     )
     extra = OmegaConf.to_container(opt.kwargs, resolve=True) if opt.get("kwargs") else {}
+    if "momentum" in opt:
+        extra["momentum"] = opt.momentum
     optimizer = build_optimizer(
-        opt.name, groups, lr=opt.lr * lr_scale, weight_decay=opt.weight_decay, momentum=opt.momentum, **extra
+        opt.name, groups, lr=opt.lr * lr_scale, weight_decay=opt.weight_decay, **extra
     )
+    if clip:
+        clip_before_step(optimizer, modules.parameters(), clip)
     warmup_steps = min(round(warmup_epochs * steps_per_epoch), total_steps)
     scheduler = build_scheduler(
         optimizer,
@@ -60,5 +101,6 @@ def configure(
         warmup_steps,
         final_lr_ratio=opt.final_lr_ratio,
         warmup_start_ratio=start_ratio,
+        final_wd_ratio=wd_ratio,
     )
     return optimizer, scheduler

@@ -1,0 +1,39 @@
+"""DINO's gradient clipping: each parameter tensor's gradient norm capped on its own, before every step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
+
+from sslib.validation import check_positive
+
+
+@torch.no_grad()
+def clip_per_parameter_(params: Iterable[Tensor], max_norm: float) -> None:
+    """In place, for each ``p`` with a gradient: ``g <- g * min(1, max_norm / (||g|| + 1e-6))``.
+
+    Unlike ``torch.nn.utils.clip_grad_norm_`` (one norm over all gradients, Lightning's
+    ``gradient_clip_val``), every tensor is clipped alone, as DINO's ``utils.clip_gradients``
+    (facebookresearch/dino@7c446df utils.py L132-141).
+    """
+    check_positive("max_norm", max_norm)
+    for p in params:
+        if p.grad is not None:
+            scale = max_norm / (torch.linalg.vector_norm(p.grad) + 1e-6)
+            p.grad.mul_(scale.clamp(max=1.0))
+
+
+def clip_before_step(optimizer: Optimizer, params: Iterable[Tensor], max_norm: float) -> RemovableHandle:
+    """Clip ``params`` with :func:`clip_per_parameter_` each time ``optimizer.step()`` starts.
+
+    A step pre-hook runs inside ``step``, so under a ``GradScaler`` it sees unscaled gradients.
+    """
+    check_positive("max_norm", max_norm)
+    params = list(params)
+    return optimizer.register_step_pre_hook(
+        lambda _opt, _args, _kwargs: clip_per_parameter_(params, max_norm)
+    )
