@@ -66,7 +66,8 @@ def _hint(group: str, value: str) -> str:
 def methods_with_labeler() -> list[str]:
     """The methods whose config names a pseudo-labeler (``method.labeler`` not null)."""
     folder = resources.files(CONF_MODULE) / "method"
-    return [m for m in options("method") if OmegaConf.load(folder / f"{m}.yaml").get("labeler") is not None]
+    configs = {m: OmegaConf.create((folder / f"{m}.yaml").read_text()) for m in options("method")}
+    return [m for m, c in configs.items() if isinstance(c, DictConfig) and c.get("labeler") is not None]
 
 
 def _no_labeler_error(method: str) -> ConfigError:
@@ -92,6 +93,9 @@ def _one_line(err: Exception) -> str:
     missing = re.search(r"Missing mandatory value: (\S+)", str(err))
     if missing:
         return f"{missing.group(1)} is required: set {missing.group(1)}=..."
+    append = re.search(r"Could not override '(\S+)'\.\s+To append to your config use (\S+)", str(err))
+    if append:  # e.g. optim.clip_grad under optim=lars, which has no such key
+        return f"{append.group(1)} is not a key of the composed config (to add it anyway: {append.group(2)})"
     return message
 
 
@@ -167,7 +171,7 @@ def _unknown_recipe_key(cfg: DictConfig, bare: DictConfig, path: str = "") -> st
     """
     known = set(bare.keys())  # ``in`` is False for a mandatory (???) value
     for key in cfg:
-        full = f"{path}{key}"
+        full = path + str(key)
         if key not in known:
             return full
         value, reference = cfg._get_node(key), bare._get_node(key)
@@ -208,8 +212,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     groups unless the command line does. Unknown groups, options or keys (on the command line or in a
     recipe), and missing mandatory values raise :class:`ConfigError` (one line).
     """
-    overrides = [_null_choice(o) for o in overrides]
-    overrides = [o for o in overrides if o is not None]
+    overrides = [o for o in map(_null_choice, overrides) if o is not None]
     chosen = _check_group_choices([o for o in overrides if not o.startswith("~")])
     try:
         with initialize_config_module(CONF_MODULE, version_base="1.3"):

@@ -11,17 +11,22 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from sslib.backbones import check_crop_sizes
 from sslib.optim.setup import configure
 from sslib.validation import check_positive
 
 
 def check_run_config(cfg: DictConfig, world_size: int) -> None:
-    """Raise a one-line ``ValueError`` naming the first bad optimiser or schedule value of ``cfg``.
+    """Raise a one-line ``ValueError`` naming the first bad optimiser or schedule value (or
+    ``compile_backbone``) of ``cfg``.
 
     The scalar values are checked under their config names; then the run's optimiser and schedule are
     built once on a stand-in parameter (``configure``, which checks everything else: ``optim.kwargs``,
     the warm-up start ratio, the optimiser's own arguments) and thrown away.
     """
+    compile_backbone = cfg.get("compile_backbone", False)
+    if not isinstance(compile_backbone, bool):
+        raise ValueError(f"compile_backbone must be true or false, got {compile_backbone!r}")
     for key in ("optim.lr", "online_eval.probe_lr"):
         check_positive(key, OmegaConf.select(cfg, key))
     final = cfg.optim.final_lr_ratio
@@ -29,7 +34,19 @@ def check_run_config(cfg: DictConfig, world_size: int) -> None:
         raise ValueError(
             f"optim.final_lr_ratio must be a number in [0, 1] (final lr / peak lr), got {final!r}"
         )
+    check_backbone_inputs(cfg)
     try:
         configure(cfg, nn.Linear(1, 1), nn.Linear(1, 1), world_size, total_steps=1, steps_per_epoch=1.0)
     except (TypeError, ValueError) as err:
         raise ValueError(f"optim: {err}") from None
+
+
+def check_backbone_inputs(cfg: DictConfig) -> None:
+    """A ViT's crops must be multiples of its patch size, and a ViT takes no CIFAR stem (one line each)."""
+    from sslib.methods.base import backbone_spec  # the methods package imports this module's neighbours
+
+    name, kwargs = backbone_spec(cfg)
+    sizes = [("data.global_crops.size", cfg.data.global_crops.size)]
+    if cfg.data.get("local_crops"):
+        sizes.append(("data.local_crops.size", cfg.data.local_crops.size))
+    check_crop_sizes(name, kwargs, sizes)
