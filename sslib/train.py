@@ -6,6 +6,7 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -53,6 +54,7 @@ RUNTIME_KEYS = (
     "online_eval.monitor_samples",  # label-free monitors: what is logged, not what is trained
     "online_eval.rank_collapse_threshold",
     "checkpoint",  # how often last.ckpt is written
+    "compile_backbone",  # how the backbone's forward runs, not what it computes
 )
 
 
@@ -175,6 +177,19 @@ def _device_ids(devices: object, available: int) -> list[int] | None:
     return None
 
 
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``trainer.precision`` as Lightning takes it: ``auto`` (the default) is ``bf16-mixed`` where
+    ``accelerator`` resolves to CUDA GPUs that support bfloat16, else ``32-true``; any other value is kept.
+
+    bf16 needs no loss scaling; the prototype head, the labelers and the losses compute in float32
+    under it (:mod:`sslib.heads.prototypes`, :mod:`sslib.labelers`).
+    """
+    if precision != "auto":
+        return precision
+    cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"
+
+
 def check_launch(trainer: DictConfig) -> int:
     """The number of processes of ``cfg.trainer`` (devices x num_nodes), after one-line checks that the
     accelerator and strategy are known and that this machine has the devices asked for."""
@@ -227,6 +242,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = 
     and when a stop signal arrives (:class:`sslib.callbacks.SaveAndStop`); every write is atomic
     (:class:`sslib.callbacks.AtomicCheckpointIO`). ``trainer.sync_batchnorm`` converts BatchNorm layers
     to synchronised ones that also run in CPU processes (:class:`sslib.callbacks.SyncBatchNormPlugin`).
+    ``trainer.precision=auto`` is resolved by :func:`resolve_precision` (bf16-mixed on CUDA).
     """
     last = run_dir / LAST_CHECKPOINT
     checkpoints = ModelCheckpoint(
@@ -239,7 +255,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = 
         enable_version_counter=False,
     )
     every = cfg.get("checkpoint", {}).get("every_n_steps", 0)
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))
+    trainer_kwargs["precision"] = resolve_precision(
+        trainer_kwargs["precision"], trainer_kwargs["accelerator"]
+    )
     sync_bn = SyncBatchNormPlugin()
     trainer = L.Trainer(
         **trainer_kwargs,

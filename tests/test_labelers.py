@@ -13,11 +13,12 @@ from sslib.labelers.kmeans import spherical_kmeans
 from sslib.labelers.mira import (
     Q_FLOOR,
     V_MAX,
-    _cluster_weights,
+    _fixed_point,
     _flushed_exp,
     _kernels,
     _NativeKernels,
     _TorchKernels,
+    _weight_floor,
     mira_targets,
     native_kernels,
 )
@@ -66,7 +67,7 @@ def test_registry_lists_builtins_and_accepts_user_labelers():
         ("mira", {"beta": -0.1}, r"beta must be in \[0, 1\), got -0.1"),
         ("mira", {"temperature": 0.0}, r"temperature must be a finite number > 0, got 0.0"),
         ("mira", {"n_iters": 0}, r"n_iters must be an integer >= 1, got 0"),
-        ("mira", {"backend": "cuda"}, r"backend must be one of auto, native, torch, got 'cuda'"),
+        ("mira", {"backend": "cuda"}, r"backend must be one of auto, native, torch, graph, got 'cuda'"),
         (
             "mira",
             {"temprature": 0.1},
@@ -195,7 +196,7 @@ def test_mira_loop_stays_in_normal_float32_range(backend):
     nonzero = q[q > 0]
     assert nonzero.min() >= Q_FLOOR and q.max(dim=1).values.eq(1).all()
     kernels = _kernels(q, backend)
-    v = _cluster_weights(kernels.mass(torch.ones(3000), out=torch.empty(3000)), BETA, kernels.weights)
+    v = kernels.weights(kernels.mass(torch.ones(3000), out=torch.empty(3000)), BETA, _weight_floor(BETA))
     assert v.min() == 1.0 and v.max() <= V_MAX * (1 + 1e-5)  # float32 pow is not exactly rounded
     s = q @ v
     assert (nonzero.min() * v.min()) >= torch.finfo(torch.float32).tiny
@@ -252,6 +253,46 @@ def test_native_kernels_build_on_this_machine():
     """The C kernels must build where the tests run, or every native-path test above would be vacuous."""
     assert native_kernels() is not None
     assert type(_kernels(cosine_logits(8, 50), "auto")) is _NativeKernels
+
+
+def test_graph_backend_needs_cuda_and_says_so():
+    with pytest.raises(ValueError, match=r"backend='graph' needs CUDA logits in a single process.*got cpu"):
+        mira_targets(cosine_logits(8, 50), TAU, BETA, 30, backend="graph")
+
+
+class _SyncingKernels(_TorchKernels):
+    """The torch kernels with a value read back to the host in every pass (what the loop must not do)."""
+
+    @staticmethod
+    def weights(mass, beta, floor):
+        return mass.div_(float(mass.max())).clamp_min_(floor).pow_(-beta)
+
+
+def _loop(kernels_type: type[_TorchKernels], q: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
+    """Eq. 7's loop and Eq. 5 on ``q`` (B, K) with ``kernels_type``."""
+    kernels = kernels_type(q)
+    return kernels.assign(_fixed_point(kernels, beta, 30))
+
+
+def test_mira_loop_reads_nothing_back_to_the_host():
+    """What the CUDA graph captures: 31 passes that never read a value back to the host (an ``.item()`` or
+    ``bool(tensor)`` is a device sync on GPU and breaks a capture). On meta tensors, which hold no data,
+    any such read fails; the loop also traces as one graph and then gives the eager result."""
+    meta = torch.empty(16, 40, device="meta")
+    assert _loop(_TorchKernels, meta, torch.tensor(BETA, device="meta")).shape == (16, 40)
+    with pytest.raises((NotImplementedError, RuntimeError), match="meta"):
+        _loop(_SyncingKernels, meta, torch.tensor(BETA, device="meta"))
+    torch._dynamo.reset()
+    q = _flushed_exp(cosine_logits(16, 40), 1.0 / (TAU * (1 - BETA)))
+    traced = torch.compile(_loop, fullgraph=True, backend="eager")(
+        _TorchKernels, q.clone(), torch.tensor(BETA)
+    )
+    assert (traced - _loop(_TorchKernels, q.clone(), BETA)).abs().max() < 1e-6
+
+
+def test_weight_floor_of_a_tensor_beta_is_the_float_floor():
+    for beta in (0.0, 0.3, 2 / 3, 0.9):
+        assert _weight_floor(torch.tensor(beta)).item() == pytest.approx(_weight_floor(beta), rel=1e-6)
 
 
 # --- Sinkhorn against SwAV ---------------------------------------------------------------------

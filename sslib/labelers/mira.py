@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from sslib import native
-from sslib.distributed import all_reduce
+from sslib.distributed import all_reduce, world_size
 from sslib.labelers.base import Labeler
 from sslib.labelers.registry import register
 from sslib.validation import Checked, check_choice, check_int_at_least, check_positive, check_unit_interval
@@ -25,7 +25,7 @@ from sslib.validation import Checked, check_choice, check_int_at_least, check_po
 Q_FLOOR = 1e-16
 V_MAX = 1e16
 FLOAT32_TINY = torch.finfo(torch.float32).tiny
-BACKENDS = ("auto", "native", "torch")
+BACKENDS = ("auto", "native", "torch", "graph")
 KERNELS_C = Path(__file__).with_name("mira_kernels.c")
 PARALLEL_MIN = 2**16  # B * K from which the C pass uses all of torch's CPU threads
 
@@ -54,43 +54,60 @@ def mira_targets(
     pass from v = 1. Sums over the batch are all-reduced, so the result is the same for any split of
     the batch over ranks. ``backend`` picks the pass: ``"native"`` a fused C kernel that reads q once
     per iteration (float32 CPU tensors; see :mod:`sslib.native`), ``"torch"`` two mat-vecs (any
-    device or dtype), ``"auto"`` the first that applies. ``callback(n, W_n)`` is called after each
+    device or dtype), ``"graph"`` the torch path's n_iters + 1 passes and Eq. 5 replayed as one
+    captured CUDA graph (CUDA tensors, one process), ``"auto"``: native on CPU where it builds, graph
+    on CUDA in a single process without ``callback``, else torch. No pass reads a value back to the
+    host, so a GPU never waits for the CPU inside the loop. ``callback(n, W_n)`` is called after each
     iteration (for convergence studies).
     """
-    q = _flushed_exp(logits, 1.0 / (temperature * (1.0 - beta)))
-    kernels = _kernels(q, check_choice("backend", backend, BACKENDS))
-    v, mass = torch.ones_like(q[0]), torch.empty_like(q[0])  # two buffers: a pass reads v, writes mass
+    backend = check_choice("backend", backend, BACKENDS)
+    scale = 1.0 / (temperature * (1.0 - beta))
+    if _use_graph(logits, backend, callback):
+        return _graph_loop(logits.shape, logits.dtype, logits.device, n_iters)(logits, scale, beta)
+    q = _flushed_exp(logits, scale)
+    kernels = _kernels(q, backend)
+    return kernels.assign(_fixed_point(kernels, beta, n_iters, callback), out=q)
+
+
+def _fixed_point(
+    kernels: _TorchKernels, beta: float | torch.Tensor, n_iters: int, callback: Callback | None = None
+) -> torch.Tensor:
+    """The cluster weights v (K,) after Eq. 7's start pass and ``n_iters`` passes over ``kernels.q``.
+
+    ``beta`` is a float or a 0-d tensor (the captured graph's input). No value is read back to the
+    host: the loop runs a fixed number of passes (``tests/test_labelers.py`` traces it whole).
+    """
+    q = kernels.q
+    floor = _weight_floor(beta)
+    v, mass = q.new_ones(q.shape[1]), q.new_empty(q.shape[1])  # two buffers: a pass reads v, writes mass
     for it in range(n_iters + 1):
-        v, mass = _cluster_weights(all_reduce(kernels.mass(v, out=mass)), beta, kernels.weights), v
+        v, mass = kernels.weights(all_reduce(kernels.mass(v, out=mass)), beta, floor), v
         if callback is not None and it > 0:
             callback(it, kernels.assign(v))
-    return kernels.assign(v, out=q)
+    return v
 
 
-def _flushed_exp(logits: torch.Tensor, scale: float) -> torch.Tensor:
-    """exp(scale (l_ij - max_k l_ik)) (B, K), a new tensor, entries below Q_FLOOR set to 0.
+def _flushed_exp(logits: torch.Tensor, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """exp(scale (l_ij - max_k l_ik)) (B, K), in ``out`` or a new tensor, entries below Q_FLOOR set to 0.
 
     This is q up to a per-row factor (rows peak at 1), to which Eq. 5 and Eq. 7 are invariant.
     The difference is taken before scaling, so the largest entries (l_ij near the max) keep full
     precision. (exp2 is ~1.6x cheaper than exp on CPU, but measured here it doubled the Eq. 5 residual
     at beta = 0.9, to 6.9e-7 on the native path and 1.2e-6 on the torch path, so exp stays.)
     """
-    q = torch.sub(logits, logits.amax(dim=1, keepdim=True)).mul_(scale).exp_()
+    q = torch.sub(logits, logits.amax(dim=1, keepdim=True), out=out).mul_(scale).exp_()
     return F.threshold_(q, Q_FLOOR, 0.0)
 
 
-def _cluster_weights(
-    mass: torch.Tensor, beta: float, weights: Callable[[torch.Tensor, float, float], torch.Tensor]
-) -> torch.Tensor:
-    """v_j = max(m_j / max_k m_k, floor)^(-beta) (K,) from the column mass (K,) = B m_j, in place.
+def _weight_floor(beta: float | torch.Tensor) -> float | torch.Tensor:
+    """The lower bound V_MAX^(-1/beta) of m_j / max_k m_k, kept a normal float32 (FLOAT32_TINY at beta = 0).
 
-    ``weights(mass, beta, floor)`` computes it (a backend's kernel). The floor V_MAX^(-1/beta) puts v
-    in [1, V_MAX], so empty clusters get V_MAX, which multiplies only zeros; it is also kept a normal
-    float32. ``pow`` is accurate to an ulp, where exp2(-beta log2 x) loses ~|log2 x| ulps.
+    It puts v = max(m_j / max_k m_k, floor)^(-beta) in [1, V_MAX], so empty clusters get V_MAX, which
+    multiplies only zeros. A 0-d tensor ``beta`` gives a 0-d tensor, computed on its device.
     """
-    if beta == 0.0:
-        return mass.fill_(1.0)
-    return weights(mass, beta, max(V_MAX ** (-1.0 / beta), FLOAT32_TINY))
+    if isinstance(beta, torch.Tensor):
+        return torch.pow(V_MAX, -1.0 / beta).clamp_min(FLOAT32_TINY)
+    return max(V_MAX ** (-1.0 / beta), FLOAT32_TINY) if beta > 0 else FLOAT32_TINY
 
 
 class _TorchKernels:
@@ -105,8 +122,12 @@ class _TorchKernels:
         return torch.mv(self.qt, self.r, out=out)
 
     @staticmethod
-    def weights(mass: torch.Tensor, beta: float, floor: float) -> torch.Tensor:
-        """max(m_j / max_k m_k, floor)^(-beta) (K,), in place."""
+    def weights(mass: torch.Tensor, beta: float | torch.Tensor, floor: float | torch.Tensor) -> torch.Tensor:
+        """v_j = max(m_j / max_k m_k, floor)^(-beta) (K,) from the column mass (K,) = B m_j, in place.
+
+        ``pow`` is accurate to an ulp, where exp2(-beta log2 x) loses ~|log2 x| ulps; at beta = 0 it
+        gives 1 exactly.
+        """
         return mass.div_(mass.max()).clamp_min_(floor).pow_(-beta)
 
     def assign(self, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -142,8 +163,10 @@ class _NativeKernels(_TorchKernels):
         )
         return out
 
-    def weights(self, mass: torch.Tensor, beta: float, floor: float) -> torch.Tensor:
-        self.lib.sslib_mira_weights(mass.data_ptr(), self.cols, beta, floor, self.threads)
+    def weights(
+        self, mass: torch.Tensor, beta: float | torch.Tensor, floor: float | torch.Tensor
+    ) -> torch.Tensor:
+        self.lib.sslib_mira_weights(mass.data_ptr(), self.cols, float(beta), float(floor), self.threads)
         return mass
 
 
@@ -181,6 +204,53 @@ def _kernels(q: torch.Tensor, backend: str) -> _TorchKernels | _NativeKernels:
     return _TorchKernels(q)
 
 
+class _GraphLoop:
+    """Eq. 7's start pass, ``n_iters`` passes and Eq. 5 of the torch path, captured once as a CUDA graph.
+
+    For one (B, K) shape and dtype on one CUDA device: a call writes q into the graph's input (B, K)
+    and beta into its 0-d input, replays the ~6 (n_iters + 1) kernels with a single launch and returns
+    a copy of W (B, K). beta may change between calls (schedules) without a new capture.
+    """
+
+    def __init__(self, shape: torch.Size, dtype: torch.dtype, device: torch.device, n_iters: int) -> None:
+        self.q = torch.ones(shape, dtype=dtype, device=device)
+        self.beta = torch.zeros((), dtype=dtype, device=device)
+        self.graph = torch.cuda.CUDAGraph()
+        kernels = _TorchKernels(self.q)
+        side = torch.cuda.Stream(device)  # warm-up off the capture (cuBLAS sets up its workspace)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            kernels.assign(_fixed_point(kernels, self.beta, n_iters))
+        torch.cuda.current_stream(device).wait_stream(side)
+        # thread_local: data-loading threads may use CUDA (pinned memory) while this thread captures
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            self.w = kernels.assign(_fixed_point(kernels, self.beta, n_iters))
+
+    def __call__(self, logits: torch.Tensor, scale: float, beta: float) -> torch.Tensor:
+        _flushed_exp(logits, scale, out=self.q)
+        self.beta.fill_(beta)
+        self.graph.replay()
+        return self.w.clone()
+
+
+@functools.lru_cache(maxsize=4)
+def _graph_loop(shape: torch.Size, dtype: torch.dtype, device: torch.device, n_iters: int) -> _GraphLoop:
+    """The captured loop for one shape (a training run uses one or two: with and without a queue)."""
+    return _GraphLoop(shape, dtype, device, n_iters)
+
+
+def _use_graph(logits: torch.Tensor, backend: str, callback: Callback | None) -> bool:
+    """Whether ``backend`` runs the captured graph on ``logits``; ``"graph"`` errors where it cannot."""
+    fits = logits.device.type == "cuda" and world_size() == 1 and callback is None
+    fits = fits and not torch.cuda.is_current_stream_capturing()
+    if backend == "graph" and not fits:
+        raise ValueError(
+            "MIRA backend='graph' needs CUDA logits in a single process and no callback, got "
+            f"{logits.device.type} logits, {world_size()} processes; use backend='auto' or 'torch'"
+        )
+    return fits and backend in ("auto", "graph")
+
+
 @register("mira")
 class MIRALabeler(Labeler):
     """MIRA pseudo-labels (Eq. 4-7): KL to p = softmax(logits / tau) minus beta times the MI estimate.
@@ -188,7 +258,8 @@ class MIRALabeler(Labeler):
     ``temperature`` is the teacher temperature tau_t (paper: 0.225), ``beta`` in [0, 1) the
     trade-off (paper: 2/3), ``n_iters`` the number of fixed-point iterations (paper: 30).
     ``beta`` and ``temperature`` may be changed during training (schedules). ``backend`` is
-    ``"auto"`` (the fused C kernel on CPU where it builds, else torch), ``"native"`` or ``"torch"``.
+    ``"auto"`` (the fused C kernel on CPU where it builds, the captured CUDA graph on one GPU, else
+    torch), ``"native"``, ``"torch"`` or ``"graph"`` (see :func:`mira_targets`).
     """
 
     temperature = Checked(check_positive)

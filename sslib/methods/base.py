@@ -33,6 +33,21 @@ def backbone_spec(cfg: DictConfig | dict) -> tuple[str, dict]:
     return name, kwargs
 
 
+def has_conv(module: nn.Module) -> bool:
+    """Whether ``module`` has a 2-D convolution (then channels_last memory helps it on CUDA)."""
+    return any(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+def to_channels_last(batch):
+    """``batch`` with every 4-D tensor (B, C, H, W) in channels_last memory format, nested lists and
+    tuples kept; other values (labels, indices) as they are."""
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_channels_last(b) for b in batch)
+    return batch
+
+
 def build_backbone(cfg: DictConfig | dict) -> tuple[nn.Module, int]:
     """Backbone of a run config -> ``(module, feat_dim)``, see :func:`backbone_spec`."""
     name, kwargs = backbone_spec(cfg)
@@ -49,6 +64,10 @@ class SSLMethod(L.LightningModule):
     Subclasses implement :meth:`ssl_step` and :meth:`ssl_modules`. A subclass with an EMA teacher sets
     ``self.teacher`` to a copy of some of ``ssl_modules()`` (same keys); it is updated after every step
     with the momentum of ``cfg.method.ema`` ({base_momentum, final_momentum}, cosine ramp per iteration).
+
+    For the device it runs on (:meth:`prepare_for`, called by Lightning's ``setup``): on CUDA, conv
+    backbones and their batches use channels_last memory; ``cfg.compile_backbone`` compiles the backbone
+    and the teacher's (``torch.compile``, in place, so the state dict keeps its keys).
     """
 
     def __init__(self, cfg: DictConfig, num_classes: int) -> None:
@@ -75,6 +94,9 @@ class SSLMethod(L.LightningModule):
             closed_right=True,
         )
         self.monitor_views: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.compile_backbone = bool(cfg.get("compile_backbone", False))
+        self.channels_last = False  # set by prepare_for
+        self._prepared_for: torch.device | None = None
 
     # --- to be provided by methods ---------------------------------------------------------------
 
@@ -100,6 +122,35 @@ class SSLMethod(L.LightningModule):
     @property
     def steps_per_epoch(self) -> float:
         return self.total_steps / max(1, self.trainer.max_epochs or 1)
+
+    # --- device ------------------------------------------------------------------------------
+
+    def backbones(self) -> list[nn.Module]:
+        """The student's backbone and, with an EMA teacher, the teacher's."""
+        teacher = (
+            [self.teacher["backbone"]] if self.teacher is not None and "backbone" in self.teacher else []
+        )
+        return [self.backbone, *teacher]
+
+    def prepare_for(self, device: torch.device) -> None:
+        """Tune the backbones for ``device`` once, before the strategy moves or wraps the module: on
+        CUDA a conv backbone goes to channels_last (and :meth:`on_after_batch_transfer` converts the
+        batches); with ``compile_backbone`` each backbone's forward is compiled (``nn.Module.compile``)."""
+        if self._prepared_for is not None:
+            return
+        self._prepared_for = device
+        self.channels_last = device.type == "cuda" and has_conv(self.backbone)
+        for backbone in self.backbones():
+            if self.channels_last:
+                backbone.to(memory_format=torch.channels_last)
+            if self.compile_backbone:
+                backbone.compile()
+
+    def setup(self, stage: str) -> None:
+        self.prepare_for(self.trainer.strategy.root_device)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        return to_channels_last(batch) if self.channels_last else batch
 
     # --- training ------------------------------------------------------------------------------
 
