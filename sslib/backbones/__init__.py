@@ -12,9 +12,9 @@ import timm
 from sslib.backbones import resnet, vit  # noqa: F401  (register resnet18/50, vit_tiny/small/base)
 from sslib.backbones.base import BACKBONES, Backbone
 from sslib.backbones.timm_models import timm_backbone
-from sslib.backbones.vit import check_crop_sizes
+from sslib.backbones.vit import check_crop_sizes, disable_drop_path
 
-__all__ = ["BACKBONES", "Backbone", "available", "build", "check_crop_sizes"]
+__all__ = ["BACKBONES", "Backbone", "available", "build", "check_crop_sizes", "disable_drop_path"]
 
 
 def available() -> list[str]:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from timm.layers import DropPath
+from torch import nn
+
 from sslib.backbones.base import BACKBONES, Backbone
 from sslib.backbones.timm_models import timm_backbone
 
@@ -63,6 +66,18 @@ def check_crop_sizes(name: str, kwargs: dict, sizes: Iterable[tuple[str, int]]) 
                 f"{key}={size} is not a multiple of the ViT patch size {patch} (backbone.patch_size); "
                 f"use a multiple of {patch}, e.g. {lower or upper} or {upper}"
             )
+
+
+def disable_drop_path(module: nn.Module) -> nn.Module:
+    """Turn off stochastic depth in ``module`` (timm's ``DropPath`` layers), in place; returns it.
+
+    For EMA teachers: DINO builds its teacher without ``drop_path_rate`` (facebookresearch/dino@7c446df
+    main_dino.py L166), so only the student drops residual branches.
+    """
+    for layer in module.modules():
+        if isinstance(layer, DropPath):
+            layer.drop_prob = 0.0
+    return module
 
 
 def vit(

@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sslib import labelers
+from sslib.backbones import disable_drop_path
 from sslib.heads import PrototypeHead, build_projector
 from sslib.labelers import label_stats
 from sslib.methods.base import SSLMethod
@@ -46,7 +47,7 @@ class ClusteringMethod(SSLMethod):
     ``freeze_prototypes_epochs``, ``queue`` ({length, start_epoch}); the labeler comes from ``cfg.labeler``.
     Teacher logits are those of the global crops, from the EMA teacher when enabled, else from the
     student itself (no grad). The prototype head is shared with the teacher when ``share_prototypes``
-    (MIRA), or EMA-averaged with the rest of the teacher (DINO).
+    (MIRA), or EMA-averaged with the rest of the teacher (DINO). The teacher takes no stochastic depth.
     """
 
     def __init__(self, cfg: DictConfig, num_classes: int, n_global: int) -> None:
@@ -64,7 +65,7 @@ class ClusteringMethod(SSLMethod):
             parts = {"backbone": self.backbone, "projector": self.projector}
             if not m.ema.share_prototypes:
                 parts["prototypes"] = self.prototypes
-            self.teacher = make_teacher(nn.ModuleDict(parts))
+            self.teacher = disable_drop_path(make_teacher(nn.ModuleDict(parts)))
         self.queue = (
             EmbeddingQueue(n_global, m.queue.length, m.projector_dims[-1]) if m.queue.length else None
         )

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from sslib.config import compose
+from sslib.config import compose, options
 
 RECORDS = "records"
 DUMMY_ROOT = "/data/{data}"  # image-folder datasets need a data.root to compose
@@ -132,9 +132,11 @@ def load_all() -> list[Record]:
 
 
 def recipe_config(recipe: str) -> DictConfig:
-    """The composed config of recipe ``<method>_<data>`` (a placeholder data.root for image folders)."""
-    method, data = recipe.split("_", 1)
-    overrides = [f"method={method}", f"data={data}"]
+    """The composed config of recipe ``<method>_<data>`` (a placeholder data.root for image folders), or of a
+    variant ``<method>_<data>_<variant>`` chosen with ``recipe=`` (e.g. ``dino_imagenet_300ep``)."""
+    method, rest = recipe.split("_", 1)
+    data = max((d for d in options("data") if rest.startswith(f"{d}_")), key=len, default=rest)
+    overrides = [f"method={method}", f"data={data}"] + ([f"recipe={recipe}"] if rest != data else [])
     if data not in ("digits", "cifar10", "cifar100"):
         overrides.append(f"data.root={DUMMY_ROOT.format(data=data)}")
     return compose(overrides)
@@ -249,7 +251,7 @@ def render(records: list[Record]) -> str:
                 "    |---|---|---|---|---|",
             ]
             out += [
-                f"    | `{e.key}` | {_cell(e.value)} | {_text(e.source)} | {_cell(e.source_value)} | {_text(e.reason)} |"
+                f"    | `{e.key}` | {_cell(e.value)} | {_text(e.source)} | {_cell(e.source_value)} | {_text(e.reason or '')} |"
                 for e in sorted(deviations, key=lambda e: e.key)
             ]
             out.append("")
