@@ -240,7 +240,10 @@ def peer_loop(cfg, root: Path, device: torch.device, args) -> Loop:
         hidden, _, bottleneck = m.projector_dims
         head = DINOProjectionHead(feat_dim, hidden, bottleneck, m.num_prototypes, freeze_last_layer=1)
         model = PeerModel(backbone, head)
-        teacher = copy.deepcopy(model)
+        # as lightly's DINO example: a second head (its weight-normed last layer cannot be deep-copied)
+        teacher_head = DINOProjectionHead(feat_dim, hidden, bottleneck, m.num_prototypes)
+        teacher = PeerModel(copy.deepcopy(backbone), teacher_head)
+        teacher.load_state_dict(model.state_dict())
         deactivate_requires_grad(teacher)
         teacher.to(device)
         criterion = DINOLoss(m.num_prototypes, lab.temperature, lab.temperature, 0, m.student_temperature)
