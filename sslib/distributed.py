@@ -142,10 +142,13 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
-        self.num_batches_tracked.add_(1)
-        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-        self.running_var.lerp_(var.to(self.running_var.dtype), factor)
+        running_mean, running_var, batches = self.running_mean, self.running_var, self.num_batches_tracked
+        if running_mean is None or running_var is None or batches is None:
+            raise RuntimeError("running statistics are updated only with track_running_stats=True")
+        batches.add_(1)
+        factor = 1.0 / float(batches) if self.momentum is None else self.momentum
+        running_mean.lerp_(mean.to(running_mean.dtype), factor)
+        running_var.lerp_(var.to(running_var.dtype), factor)
 
 
 def convert_batchnorm(

@@ -24,9 +24,13 @@ SHIPPED = ("tex-mml-chtml.js", "input/tex/extensions", "output/chtml/fonts/woff-
 def mathjax_root() -> Path:
     """The installed MathJax release (the folder with its ``package.json`` and ``es5/``)."""
     spec = importlib.util.find_spec("mathjax")
-    root = Path(next(iter(spec.submodule_search_locations or []), "")) / "static" / "mathjax" if spec else None
+    root = (
+        Path(next(iter(spec.submodule_search_locations or []), "")) / "static" / "mathjax" if spec else None
+    )
     if root is None or not (root / "es5" / SHIPPED[0]).is_file():
-        raise PluginError("MathJax is not installed: pip install -e '.[docs]' (package django-static-mathjax)")
+        raise PluginError(
+            "MathJax is not installed: pip install -e '.[docs]' (package django-static-mathjax)"
+        )
     version = json.loads((root / "package.json").read_text())["version"]
     if not version.startswith("3."):
         raise PluginError(f"MathJax {version} is installed; docs/javascripts/mathjax.js configures MathJax 3")

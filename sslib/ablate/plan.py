@@ -154,6 +154,11 @@ def _split_args(args: Sequence[str]) -> _Args:
     return parsed
 
 
+def _or_default(names: list[str] | None) -> list[str | None]:
+    """``names``, or ``[None]`` (the default choice) when the list is not given."""
+    return [*names] if names else [None]
+
+
 def _compose_run(shared: Sequence[str], method: str | None, labeler: str | None) -> Run:
     """The run of ``method`` and ``labeler`` (``None``: as the shared overrides or the method choose)."""
     chosen = [f"{group}={option}" for group, option in (("method", method), ("labeler", labeler)) if option]
@@ -180,7 +185,7 @@ def make_plan(args: Sequence[str]) -> Plan:
     methods, labelers = parsed.lists.get("methods"), parsed.lists.get("labelers")
     runs = [
         _compose_run(parsed.shared, method, labeler)
-        for method, labeler in itertools.product(methods or [None], labelers or [None])
+        for method, labeler in itertools.product(_or_default(methods), _or_default(labelers))
     ]
     _check_budget(runs)
     name = [

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import torch
@@ -160,7 +161,9 @@ def run_one(
 def _budget(run: Run) -> dict:
     """What the untrained backbone of a plan depends on: the seed, the backbone and the data."""
     cfg = run.cfg
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["seed", "backbone", "data"]), resolve=True)
+    return cast(
+        dict, OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["seed", "backbone", "data"]), resolve=True)
+    )
 
 
 def random_init_result(plan: Plan, settings: EvalSettings, log: Callable[[str], None]) -> Result:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -63,5 +63,6 @@ def load_any_backbone(path: str | Path, source: BackboneSource | None = None) ->
     from sslib.zoo.convert import convert
     from sslib.zoo.weights import load_into, read_weights
 
-    backbone, _ = backbones.build(source.arch, **source.arch_kwargs)
+    arch = cast(str, source.arch)  # set for every format but sslib (BackboneSource.__post_init__)
+    backbone, _ = backbones.build(arch, **source.arch_kwargs)
     return load_into(backbone, convert(read_weights(path), source.fmt), f"{source.fmt} file {path}")

@@ -11,6 +11,7 @@ import copy
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -101,7 +102,9 @@ def finetune_settings(
     protocol: str, fraction: float, seed: int = 0, overrides: dict[str, float | int | None] | None = None
 ) -> FinetuneSettings:
     """:func:`preset` with ``seed`` and the ``overrides`` that are not ``None``."""
-    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    changes: dict[str, Any] = {
+        k: v for k, v in (overrides or {}).items() if v is not None
+    }  # checked by the dataclass
     return replace(preset(protocol, fraction), seed=seed, **changes)
 
 
@@ -192,7 +195,7 @@ def finetune_eval(
     subset :func:`sslib.eval.subsets.label_subset` of its train split (``fraction``, or ``subset_file``)."""
     base = cache.build("train", cache.train_transform())
     indices = label_subset(base, cache.dataset, fraction, settings.seed, subset_file)
-    num_classes = cache.stats.num_classes or len(base.classes)
+    num_classes = cache.class_count(base)
     backbone = copy.deepcopy(cache.backbone)
     feat_dim = cache.features("val")[0].shape[1]
     _, acc = finetune(

@@ -11,10 +11,11 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,10 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class _HasClasses(Protocol):
+    classes: Sequence[str]
 
 
 class FeatureCache:
@@ -85,9 +90,14 @@ class FeatureCache:
         """The checkpoint's backbone (loaded on first use: a cache hit never reads the weights)."""
         return load_any_backbone(self.checkpoint, self.source)
 
-    def build(self, split: str, transform: Callable) -> Dataset:
+    def build(self, split: str, transform: Callable | None) -> Dataset:
         """Split ``split`` of the dataset with ``transform``."""
         return build_dataset(self.dataset, self.root, split, transform)
+
+    def class_count(self, dataset: Dataset) -> int:
+        """The dataset's number of classes: from its statistics, else from ``dataset`` (one of its splits,
+        which, as every torchvision dataset and image folder, lists its ``classes``)."""
+        return self.stats.num_classes or len(cast(_HasClasses, dataset).classes)
 
     def eval_transform(self) -> Callable:
         """Center crop at ``image_size`` (after a resize of the short side for variable-size images)."""
@@ -370,8 +380,8 @@ def linear_eval_augmented(cache: FeatureCache, settings: ProbeSettings | None = 
                 features = backbone(images.to(device))
             yield features, labels
 
-    num_classes = cache.stats.num_classes or len(train_set.classes)
-    steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
+    num_classes = cache.class_count(train_set)
+    steps_per_epoch = math.ceil(len(cast(Sized, train_set)) / settings.batch_size)
     with torch.random.fork_rng(devices=[]):  # seeded crops (drawn from the global RNG), restored afterwards
         torch.manual_seed(settings.seed)
         probe = _train_probe(

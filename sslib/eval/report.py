@@ -76,7 +76,7 @@ class EvalOptions:
 def parse_options(pairs: Sequence[str]) -> tuple[str, EvalOptions]:
     """``["suite=paper", "data=cifar10", ...]`` -> ``(suite, options)``; an unknown key or a bad value is a
     one-line ``ValueError``. Lists are comma-separated (``transfer=cifar10:data,pets:/data/pets``)."""
-    types = {f.name: f.type for f in fields(EvalOptions)}
+    types = {f.name: str(f.type) for f in fields(EvalOptions)}  # annotations are strings (PEP 563)
     suite, values = "quick", {}
     for pair in pairs:
         key, sep, text = pair.partition("=")

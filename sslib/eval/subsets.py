@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.datasets import ImageFolder
 
 from sslib.data.folder import names
 from sslib.eval.offline import FeatureCache, check_fraction, stratified_subset
@@ -63,24 +65,25 @@ def listed_subset(
     samples = getattr(dataset, "samples", None)
     if samples is None:
         raise ValueError(f"an image list needs an ImageFolder dataset, got {type(dataset).__name__}")
+    folder = cast(ImageFolder, dataset)  # an ImageFolder, or a dataset with its samples, classes and root
     index = {(Path(path).parent.name, Path(path).name): i for i, (path, _) in enumerate(samples)}
-    classes = set(dataset.classes)
+    classes = set(folder.classes)
     wanted = [(name.split("_", 1)[0], name) for name in listed]
     if own_classes_only:
         wanted = [pair for pair in wanted if pair[0] in classes]
     unknown = [name for cls, name in wanted if cls not in classes]
     if unknown:
         raise ValueError(
-            f"{len(unknown)} images of {source} belong to no class of {dataset.root} "
+            f"{len(unknown)} images of {source} belong to no class of {folder.root} "
             f"(names start with the class folder, e.g. n01440764_10026.JPEG): {names(unknown)}"
         )
     missing = [name for cls, name in wanted if (cls, name) not in index]
     if missing:
         raise ValueError(
-            f"{len(missing)} images of {source} are missing from {dataset.root}: {names(missing)}"
+            f"{len(missing)} images of {source} are missing from {folder.root}: {names(missing)}"
         )
     if not wanted:
-        raise ValueError(f"{source} names no image of the classes of {dataset.root}")
+        raise ValueError(f"{source} names no image of the classes of {folder.root}")
     return torch.tensor(sorted(index[pair] for pair in wanted))
 
 

@@ -149,7 +149,7 @@ def logistic_transfer(
     if not cs or any(c <= 0 for c in cs):
         raise ValueError(f"the C grid must be non-empty and positive, got {cs}")
     val_scores = {c: _score(train, val, c, metric, max_iter) for c in cs}
-    best = max(val_scores, key=val_scores.get)
+    best = max(val_scores, key=val_scores.__getitem__)
     trainval = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
     return TransferResult(metric, _score(trainval, test, best, metric, max_iter), best, val_scores)
 

@@ -9,9 +9,10 @@ split in torchvision: give them (like any other data) as an image folder ``ROOT/
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -110,8 +111,8 @@ def is_folder(root: Path) -> bool:
     return (root / "train").is_dir() and (root / "test").is_dir()
 
 
-def folder_splits(root: Path, transform: Callable) -> dict[str, Dataset | None]:
-    """The ``train``, ``val`` (``None`` when absent) and ``test`` image folders of ``root``; every split
+def folder_splits(root: Path, transform: Callable) -> dict[str, Dataset]:
+    """The ``train``, ``val`` (left out when absent) and ``test`` image folders of ``root``; every split
     must have the class folders of ``train``, else a one-line ``ValueError``."""
     if not is_folder(root):
         raise FileNotFoundError(
@@ -119,7 +120,7 @@ def folder_splits(root: Path, transform: Callable) -> dict[str, Dataset | None]:
             f"(and optionally {root}/val/<class>/<images>)"
         )
     classes = class_folders(root / "train")
-    out: dict[str, Dataset | None] = {"val": None}
+    out: dict[str, Dataset] = {}
     for split in SPLITS:
         if split == "val" and not (root / split).is_dir():
             continue
@@ -154,10 +155,10 @@ def transfer_splits(
             raise FileNotFoundError(
                 f"{name} not found in {root}: {' '.join(str(err).split())}{how}"
             ) from None
-        splits.setdefault("val", None)
-    if splits["val"] is None:
-        train_idx, val_idx = random_val_split(len(splits["train"]), seed=seed)
-        splits["train"], splits["val"] = Subset(splits["train"], train_idx), Subset(splits["train"], val_idx)
+    if "val" not in splits:
+        train = splits["train"]
+        train_idx, val_idx = random_val_split(len(cast(Sized, train)), seed=seed)
+        splits["train"], splits["val"] = Subset(train, train_idx.tolist()), Subset(train, val_idx.tolist())
     return splits
 
 

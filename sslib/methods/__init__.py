@@ -12,7 +12,7 @@ from sslib.methods.deepcluster import DeepClusterV2
 from sslib.methods.simclr import SimCLR
 from sslib.registry import Registry
 
-METHODS: Registry[type[SSLMethod]] = Registry("method")
+METHODS: Registry[SSLMethod] = Registry("method")
 for _name in ("mira", "swav", "dino"):  # one loop, three recipes (sslib/conf/method/*.yaml)
     METHODS.register(_name)(ClusteringMethod)
 METHODS.register("deepclusterv2")(DeepClusterV2)

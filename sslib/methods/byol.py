@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -63,9 +65,10 @@ class BYOL(SiameseMethod):
 
     def embedding_loss(self, crops: list[torch.Tensor], z: list[torch.Tensor]):
         predictions = self.predictor(torch.cat(z)).split([len(c) for c in crops])
+        teacher = cast(nn.ModuleDict, self.teacher)  # made in __init__
         with torch.no_grad():
             global_crops = crops[: self.n_global]
             _, targets = embed_crops(
-                self.teacher["backbone"], self.teacher["projector"], global_crops, self.crop_forward
+                teacher["backbone"], teacher["projector"], global_crops, self.crop_forward
             )
         return byol_loss(list(predictions), list(targets.split([len(c) for c in global_crops]))), {}

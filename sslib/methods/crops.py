@@ -41,7 +41,7 @@ def embed_crops(
     on each crop alone, so every crop is normalised with its own statistics.
     """
     if check_crop_forward(mode) == "per_crop":
-        feats = [backbone(c) for c in crops]
-        return torch.cat(feats), torch.cat([projector(f) for f in feats])
+        per_crop = [backbone(c) for c in crops]
+        return torch.cat(per_crop), torch.cat([projector(f) for f in per_crop])
     feats = forward_by_resolution(backbone, crops)
     return feats, projector(feats)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable
 
 import torch
@@ -45,8 +46,10 @@ class DeepClusterV2(ClusteringMethod):
     def ssl_step(self, crops: list[torch.Tensor], indices: torch.Tensor | None = None):
         if indices is None:
             raise ValueError("deepclusterv2 needs the samples' dataset indices: ssl_step(crops, indices)")
+        if self.clusters is None:
+            raise RuntimeError("deepclusterv2 clusters its memory bank at each epoch start, before any step")
         feats, z, student = self._student_outputs(crops)
-        self.memory.write(indices, z[0])
+        self._bank().write(indices, z[0])
         clusters = self.clusters[indices]
         loss = cluster_prediction_loss(student, clusters, self.cfg.method.student_temperature)
         targets = F.one_hot(clusters[clusters >= 0], self.cfg.method.num_prototypes).float()
@@ -54,9 +57,16 @@ class DeepClusterV2(ClusteringMethod):
 
     # --- memory bank and clustering ----------------------------------------------------------------
 
+    def _bank(self) -> MemoryBank:
+        if self.memory is None:
+            raise RuntimeError(
+                "deepclusterv2's memory bank is made at train start or loaded from a checkpoint"
+            )
+        return self.memory
+
     def on_train_start(self) -> None:
         if self.memory is None:  # a resumed run has the bank of its checkpoint
-            datamodule = self.trainer.datamodule
+            datamodule = getattr(self.trainer, "datamodule")  # noqa: B009 (set in fit; Trainer does not declare it)
             size = len(datamodule.train_set)
             dim, dtype = self.cfg.method.projector_dims[-1], self.prototypes.prototypes().dtype
             self.memory = MemoryBank(size, dim, self.device, dtype)
@@ -70,10 +80,12 @@ class DeepClusterV2(ClusteringMethod):
         ``loader`` is a fresh training loader of the data module (torchvision or DALI: the same first
         epoch of batches), so the trainer's own iterator is left alone.
         """
-        for crops, _, indices in itertools.islice(loader, self.trainer.num_training_batches):
+        batches = self.trainer.num_training_batches
+        memory = self._bank()
+        for crops, _, indices in itertools.islice(loader, None if math.isinf(batches) else int(batches)):
             with self.trainer.precision_plugin.forward_context():
                 z = self.projector(self.backbone(crops[0].to(self.device)))
-            self.memory.write(indices.to(self.device), z)
+            memory.write(indices.to(self.device), z)
 
     @torch.no_grad()
     def on_train_epoch_start(self) -> None:
@@ -83,8 +95,9 @@ class DeepClusterV2(ClusteringMethod):
         Each rank clusters and labels every world-th filled row; k-means all-reduces its sums and the
         clusters are all-reduced (max over -1 elsewhere), so every rank knows every sample's cluster.
         """
-        k, bank = self.cfg.method.num_prototypes, self.memory.embeddings
-        rows = self.memory.filled.nonzero().squeeze(1)
+        memory = self._bank()
+        k, bank = self.cfg.method.num_prototypes, memory.embeddings
+        rows = memory.filled.nonzero().squeeze(1)
         if len(rows) < k:
             raise ValueError(
                 f"k-means needs num_prototypes={k} filled memory rows, got {len(rows)}; "
@@ -94,7 +107,7 @@ class DeepClusterV2(ClusteringMethod):
         start = rows[torch.randperm(len(rows), generator=generator)[:k].to(rows.device)]
         mine = rows[rank() :: world_size()]
         self.prototypes.set_prototypes(spherical_kmeans(bank[mine], bank[start], self.kmeans_iters))
-        clusters = torch.full(self.memory.filled.shape, -1, dtype=torch.long, device=bank.device)
+        clusters = torch.full(memory.filled.shape, -1, dtype=torch.long, device=bank.device)
         clusters[mine] = self.labeler(self.prototypes(bank[mine])).argmax(dim=1)
         self.clusters = all_reduce(clusters, op="max")
 

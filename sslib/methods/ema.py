@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from sslib.validation import check_unit_interval
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-def make_teacher(student: nn.Module) -> nn.Module:
+
+def make_teacher(student: ModuleT) -> ModuleT:
     """A frozen deep copy of ``student`` to be updated by :func:`ema_update`."""
     teacher = copy.deepcopy(student)
     teacher.requires_grad_(False)
@@ -26,7 +29,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     parameters only.
     """
     check_unit_interval("momentum", momentum, closed_right=True)
-    t_params = list(teacher.parameters())
+    t_params: list[torch.Tensor] = list(teacher.parameters())
     s_params = [p.detach() for p in student.parameters()]
     if len(t_params) != len(s_params):
         raise ValueError(f"teacher has {len(t_params)} parameters, student {len(s_params)}")

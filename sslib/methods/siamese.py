@@ -72,8 +72,8 @@ class SiameseMethod(SSLMethod):
     def ssl_step(self, crops: list[torch.Tensor], indices: torch.Tensor | None = None):
         if len(crops) < 2 or (len(crops) > 2 and not self.local_crops):
             raise ValueError(f"{self.cfg.method.name} needs 2 crops per sample, got {len(crops)}")
-        feats, z = embed_crops(self.backbone, self.projector, crops, self.crop_forward)
-        z = list(z.split([c.shape[0] for c in crops]))
+        feats, embeddings = embed_crops(self.backbone, self.projector, crops, self.crop_forward)
+        z = list(embeddings.split([c.shape[0] for c in crops]))
         self.monitor_views = (z[0], z[1])  # the two global views: alignment and uniformity
         loss, metrics = self.embedding_loss(crops, z)
         metrics["embedding/std"] = embedding_std(z[0])
