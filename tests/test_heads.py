@@ -107,3 +107,38 @@ def test_set_prototypes_gives_normalised_rows():
     torch.testing.assert_close(head(rows[:3]), unit[:3] @ unit.t())  # row i scores 1 on prototype i
     with pytest.raises(ValueError, match=r"prototypes must have shape \(10, 16\), got \(9, 16\)"):
         head.set_prototypes(rows[:9])
+
+
+def test_dino_head_without_a_normalised_last_layer_trains_its_gains():
+    torch.manual_seed(0)
+    fixed, free = PrototypeHead(16, 12), PrototypeHead(16, 12, norm_last_layer=False)
+    weight = free.layer.parametrizations.weight
+    assert [p.requires_grad for p in (weight.original0, weight.original1)] == [True, True]
+    assert (
+        len(fixed.parameters_to_freeze()) == 1 and len(free.parameters_to_freeze()) == 2
+    )  # DINO freezes both
+    x = torch.randn(6, 16)
+    free(x).pow(2).sum().backward()
+    assert weight.original0.grad is not None and weight.original0.grad.abs().sum() > 0
+    with torch.no_grad():
+        weight.original0.mul_(3.0)
+    norms = free.prototypes().norm(dim=1)
+    torch.testing.assert_close(norms, torch.full((12,), 3.0))  # logits are g_k times a cosine
+    torch.testing.assert_close(
+        free(x), 3.0 * torch.nn.functional.normalize(x, dim=1) @ (free.prototypes() / 3.0).T
+    )
+    with pytest.raises(ValueError, match="norm_last_layer must be true or false, got 'no'"):
+        PrototypeHead(16, 12, norm_last_layer="no")
+
+
+def test_dino_head_initialisation_is_a_truncated_normal_with_zero_biases():
+    torch.manual_seed(0)
+    head = MLP([384, 2048, 2048, 256], norm="none", activation="gelu", init="trunc_normal")
+    linears = [m for m in head if isinstance(m, nn.Linear)]
+    assert len(linears) == 3 and all(float(m.bias.abs().max()) == 0.0 for m in linears)
+    weights = torch.cat([m.weight.flatten() for m in linears])
+    assert float(weights.abs().max()) <= 2.0 and abs(float(weights.std()) - 0.02) < 1e-3
+    default = MLP([384, 2048, 256], norm="none")
+    assert float(default[0].bias.abs().max()) > 0  # PyTorch's own initialisation otherwise
+    with pytest.raises(ValueError, match="MLP init must be one of default, trunc_normal, got 'xavier'"):
+        MLP([4, 4], init="xavier")
