@@ -75,14 +75,14 @@ def resample_matrix(start: Tensor, length: Tensor, size: int, out: int, interpol
     source pixel ``x`` of the crop is ``k((x + 0.5 - c) / max(s, 1))``, normalised to sum to 1, with
     ``k`` the kernel of ``interpolation`` (widened by ``s`` when downsampling: the antialiasing).
     """
-    start, length = start.double().unsqueeze(1), length.double().unsqueeze(1)
+    start, length = start.float().unsqueeze(1), length.float().unsqueeze(1)
     step = length / out
-    centre = start + (torch.arange(out, device=start.device, dtype=torch.float64) + 0.5) * step
-    x = torch.arange(size, device=start.device, dtype=torch.float64) + 0.5
+    centre = start + (torch.arange(out, device=start.device, dtype=torch.float32) + 0.5) * step
+    x = torch.arange(size, device=start.device, dtype=torch.float32) + 0.5
     weights = _kernel((x - centre.unsqueeze(2)) / step.clamp(min=1).unsqueeze(2), interpolation)
     inside = (x >= start.unsqueeze(2)) & (x < (start + length).unsqueeze(2))
     weights = weights * inside
-    return (weights / weights.sum(2, keepdim=True)).float()
+    return weights / weights.sum(2, keepdim=True)
 
 
 def resized_crop(images: Tensor, boxes: Tensor, size: int, interpolation: str, flip: Tensor) -> Tensor:
@@ -97,7 +97,9 @@ def resized_crop(images: Tensor, boxes: Tensor, size: int, interpolation: str, f
     rows = resample_matrix(top, h, images.shape[-2], size, interpolation)
     cols = resample_matrix(left, w, images.shape[-1], size, interpolation)
     cols = torch.where(flip.view(-1, 1, 1), cols.flip(1), cols)
-    wide = (images.float() @ cols.transpose(1, 2).unsqueeze(1)).clamp_(0, 255).round_()
+    n, channels, height, width = images.shape
+    wide = torch.bmm(images.float().view(n, channels * height, width), cols.transpose(1, 2))
+    wide = wide.clamp_(0, 255).round_().view(n, channels, height, size)  # rounded as torchvision does
     return (rows.unsqueeze(1) @ wide).clamp_(0, 255).round_().div_(255)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,10 @@ class DeviceTrainLoader:
     ``EpochSampler``: Lightning calls its ``set_epoch``), so batches are those of the torchvision loader;
     ``crops`` are ``transform``'s float32 (B, 3, S, S) views on the images' device, ``labels`` and
     ``indices`` int64 (B,) on the CPU. ``len()`` counts the batches of a whole epoch of this rank.
+
+    On the CPU a batch is split into ``threads`` parts (default: torch's intra-op threads) augmented in
+    parallel Python threads, each op on one core: on 32x32 images the ops are too small for torch's
+    own threading, which then costs more than it gains. Every sample's crops are the same either way.
     """
 
     def __init__(
@@ -118,8 +123,10 @@ class DeviceTrainLoader:
         epoch: int = 0,
         skip: int = 0,
         drop_last: bool = True,
+        threads: int | None = None,
     ) -> None:
         self.images, self.targets, self.transform = images, targets, transform
+        self.threads = 1 if images.device.type != "cpu" else threads or torch.get_num_threads()
         self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
         self.sampler = EpochSampler(len(images), seed=seed, epoch=epoch, skip=skip)
 
@@ -127,12 +134,27 @@ class DeviceTrainLoader:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def _crops(self, pool: ThreadPoolExecutor, epoch: int, index: Tensor) -> list[Tensor]:
+        """The views of samples ``index`` (B,) of epoch ``epoch``, made on the images' device."""
+        index = index.to(self.images.device, non_blocking=True)
+        if self.threads == 1:
+            return self.transform(self.images[index], self.seed, epoch, index)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            parts = pool.map(
+                lambda part: self.transform(self.images[part], self.seed, epoch, part),
+                index.tensor_split(self.threads),
+            )
+            return [torch.cat(views) for views in zip(*parts, strict=True)]
+        finally:
+            torch.set_num_threads(threads)
+
     def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor, Tensor]]:
         keys = list(self.sampler)
         stop = len(keys) - len(keys) % self.batch_size if self.drop_last else len(keys)
-        for start in range(0, stop, self.batch_size):
-            batch = keys[start : start + self.batch_size]
-            index = torch.tensor([i for _, i in batch], dtype=torch.int64)
-            on_device = index.to(self.images.device, non_blocking=True)
-            crops = self.transform(self.images[on_device], self.seed, batch[0][0], on_device)
-            yield crops, self.targets[index], index
+        with ThreadPoolExecutor(self.threads) as pool:
+            for start in range(0, stop, self.batch_size):
+                batch = keys[start : start + self.batch_size]
+                index = torch.tensor([i for _, i in batch], dtype=torch.int64)
+                yield self._crops(pool, batch[0][0], index), self.targets[index], index
