@@ -17,7 +17,12 @@ def test_every_group_has_options_and_every_recipe_composes():
             assert compose([f"recipe={recipe}"]).data.name == "digits"
             continue
         method, data = recipe.split("_", 1)
-        cfg = compose([f"method={method}", f"data={data}", "data.root=/x"])
+        variant_of = next(
+            (d for d in options("data") if data.startswith(f"{d}_")), None
+        )  # dino_imagenet_300ep
+        chosen = [f"recipe={recipe}"] if variant_of else []
+        data = variant_of or data
+        cfg = compose([f"method={method}", f"data={data}", "data.root=/x", *chosen])
         assert cfg.method.name == method and cfg.data.name == data
 
 

@@ -10,12 +10,15 @@ the patch tokens (``global_pool="avg"``).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar
 
 from timm.layers import DropPath
 from torch import nn
 
 from sslib.backbones.base import BACKBONES, Backbone
 from sslib.backbones.timm_models import timm_backbone
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 VITS = {
     "vit_tiny": "vit_tiny_patch16_224",
@@ -68,7 +71,7 @@ def check_crop_sizes(name: str, kwargs: dict, sizes: Iterable[tuple[str, int]]) 
             )
 
 
-def disable_drop_path(module: nn.Module) -> nn.Module:
+def disable_drop_path(module: ModuleT) -> ModuleT:
     """Turn off stochastic depth in ``module`` (timm's ``DropPath`` layers), in place; returns it.
 
     For EMA teachers: DINO builds its teacher without ``drop_path_rate`` (facebookresearch/dino@7c446df

@@ -27,7 +27,8 @@ def param_groups(
     ``weight_decay=0`` and ``lars_exclude=True``. Empty groups are dropped.
     """
     tokens = token_names(module) if exclude_tokens else set()
-    adapted, excluded = [], []
+    adapted: list[nn.Parameter] = []
+    excluded: list[nn.Parameter] = []
     for name, p in module.named_parameters():
         if p.requires_grad:
             skip = (exclude_bias_norm and p.ndim <= 1) or name in tokens

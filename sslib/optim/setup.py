@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -86,7 +87,9 @@ def configure(
             "lr": scaled_lr(cfg.online_eval.probe_lr, global_batch),
         }
     )
-    extra = OmegaConf.to_container(opt.kwargs, resolve=True) if opt.get("kwargs") else {}
+    extra = (
+        cast(dict[str, Any], OmegaConf.to_container(opt.kwargs, resolve=True)) if opt.get("kwargs") else {}
+    )
     if "momentum" in opt:
         extra["momentum"] = opt.momentum
     optimizer = build_optimizer(

@@ -37,7 +37,8 @@ LAYOUTS: dict[str, Layout] = {
         containers=("state_dict",), prefixes=("module.",), drop=("projection_head.", "prototypes.")
     ),
     # facebookresearch/dino: "*_pretrain.pth" is the plain backbone (no fc); a full checkpoint nests
-    # the teacher (backbone.* + head.*) under "teacher".
+    # the teacher (backbone.* + head.*) under "teacher". Its ViTs keep their keys: DINO's VisionTransformer
+    # (vision_transformer.py L134-159 at 7c446df) names its weights as timm's vit_*_patch16_224 does.
     "dino-official": Layout(
         containers=("teacher",), prefixes=("module.", "backbone."), drop=("head.", "fc.")
     ),
