@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install dev pretrain test lint format docs bench clean
+.PHONY: install dev pretrain test lint format typecheck coverage docs bench clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,19 @@ pretrain: $(VENV)/.base
 	$(PY) scripts/pretrain.py
 
 LINTED := sslib scripts tests benchmarks examples hubconf.py
+MYPY := $(VENV)/bin/mypy
+# make lint and make test type-check sslib with TYPECHECK=1 (make typecheck always does).
+TYPECHECK ?= 0
+TYPECHECK_STEP := $(if $(filter 1,$(TYPECHECK)),$(MYPY),@echo "mypy skipped (TYPECHECK=$(TYPECHECK)): make typecheck")
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
+	$(TYPECHECK_STEP)
+
+## mypy over sslib, as configured in pyproject.toml's [tool.mypy].
+typecheck: $(VENV)/.dev
+	$(MYPY)
 
 ## Rewrite the sources in the project's format (ruff format) and apply ruff's safe fixes.
 format: $(VENV)/.dev
@@ -40,8 +49,15 @@ format: $(VENV)/.dev
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
+	$(TYPECHECK_STEP)
 	$(PY) -m pytest
 	$(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
+
+## Line and branch coverage of the test suite ([tool.coverage] in pyproject.toml): a terminal report and
+## htmlcov/index.html. TESTS= runs a part of the suite, e.g. make coverage TESTS=tests/test_labelers.py
+TESTS ?=
+coverage: $(VENV)/.dev
+	$(PY) -m pytest --cov --cov-report=term:skip-covered --cov-report=html $(TESTS)
 
 docs: $(VENV)/.dev
 	$(VENV)/bin/mkdocs serve
@@ -50,4 +66,4 @@ bench: $(VENV)/.dev
 	$(PY) benchmarks/labelers.py
 
 clean:
-	rm -rf $(VENV) site .pytest_cache
+	rm -rf $(VENV) site .pytest_cache .mypy_cache htmlcov .coverage .coverage.*
