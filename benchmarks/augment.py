@@ -13,9 +13,9 @@ Every case makes the CIFAR recipe's two 32x32 views (``Augment.preset("cifar")``
 - ``device``: ``SSLDataModule(loader="device")``, sslib's batched torch ops (``sslib.data.batch_transform``),
   on the CPU each batch split over ``--workers`` Python threads of one torch thread each;
 - ``kornia``: ``kornia.augmentation`` ops with the same probabilities and ranges, one
-  ``AugmentationSequential`` per view, on the same uint8 tensor (when kornia is installed), one torch
-  thread (on 32x32 images torch's threading makes its many small ops slower, 2 threads ran at half
-  the speed of 1 on the 2-core machine of docs/benchmarks.md);
+  ``AugmentationSequential`` per view, on the same uint8 tensor (when kornia is installed), each batch
+  split over the threads as ``device`` does (on 32x32 images torch's own threading makes these small
+  ops slower: 2 threads ran at half the speed of 1 on the 2-core machine of docs/benchmarks.md);
 - ``dali``: sslib's DALI view ops (``sslib.data.dali``) fed by an external source of the same images,
   ``--workers`` threads (when DALI is installed).
 
@@ -34,12 +34,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sslib.data import SSLDataModule, dataset_stats
+from sslib.data.device import split_over_threads
 from sslib.data.loaders import dali_installed
 from sslib.data.transforms import ASPECT_RATIO, Augment, CropGroup, view_specs
 
@@ -96,10 +98,16 @@ def kornia_batches(images: torch.Tensor, args) -> Iterator:
 
     views = [view(crop, blur_p, solarize_p) for crop, blur_p, solarize_p in view_specs(CROPS, None, aug)]
     images = images.to(args.device)
-    while True:
-        index = torch.randint(len(images), (args.batch_size,), device=args.device)
+
+    def crops(index: torch.Tensor) -> list[torch.Tensor]:
         batch = images[index].float().div_(255)
-        yield [v(batch) for v in views], index
+        return [v(batch) for v in views]
+
+    with ThreadPoolExecutor(args.workers) as pool:
+        while True:
+            index = torch.randint(len(images), (args.batch_size,), device=args.device)
+            on_cpu = args.device == "cpu" and args.workers > 1
+            yield split_over_threads(pool, args.workers, crops, index) if on_cpu else crops(index), index
 
 
 def dali_batches(images: torch.Tensor, args) -> Iterator:
@@ -180,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cases["dali"] = lambda: dali_batches(images, args)
 
         def measure(name: str) -> float:
-            torch.set_num_threads(args.workers if name == "device" else 1)  # see the module's docstring
+            torch.set_num_threads(args.workers if name in ("device", "kornia") else 1)
             stream = cases[name]()
             return seconds_per_image(stream, args.batch_size, args.warmup, args.batches, sync)
 

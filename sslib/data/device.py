@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,22 @@ GIB = 2**30
 
 
 def training_device() -> torch.device:
-    """The current CUDA device when CUDA is available, else the CPU."""
+    """The current CUDA device when CUDA is available (Lightning sets it per rank), else the CPU."""
     return (
         torch.device("cuda", torch.cuda.current_device())
         if torch.cuda.is_available()
         else torch.device("cpu")
     )
+
+
+def rank_device() -> torch.device:
+    """The device this process will train on, known before Lightning sets it: CUDA device
+    ``LOCAL_RANK`` (the launcher's, 0 without one) when it exists, else :func:`training_device`.
+    Asking another device's free memory would open a CUDA context there for the process's lifetime."""
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available() and local < torch.cuda.device_count():
+        return torch.device("cuda", local)
+    return training_device()
 
 
 def free_bytes(device: torch.device) -> int:
@@ -99,6 +109,19 @@ def uint8_images(dataset: Any) -> Tensor:
     return torch.stack([F.pil_to_tensor(load_image(path)) for path, _ in dataset.samples])
 
 
+def split_over_threads(
+    pool: ThreadPoolExecutor, parts: int, views: Callable[[Tensor], list[Tensor]], index: Tensor
+) -> list[Tensor]:
+    """``views(index)`` made as ``parts`` calls on consecutive parts of ``index`` (B,) in ``pool``'s
+    threads, torch limited to one intra-op thread meanwhile: each view's parts concatenated."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [torch.cat(view) for view in zip(*pool.map(views, index.tensor_split(parts)), strict=True)]
+    finally:
+        torch.set_num_threads(threads)
+
+
 class DeviceTrainLoader:
     """Training batches ``(crops, labels, indices)`` made on the images' device, for Lightning.
 
@@ -137,18 +160,11 @@ class DeviceTrainLoader:
     def _crops(self, pool: ThreadPoolExecutor, epoch: int, index: Tensor) -> list[Tensor]:
         """The views of samples ``index`` (B,) of epoch ``epoch``, made on the images' device."""
         index = index.to(self.images.device, non_blocking=True)
-        if self.threads == 1:
-            return self.transform(self.images[index], self.seed, epoch, index)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            parts = pool.map(
-                lambda part: self.transform(self.images[part], self.seed, epoch, part),
-                index.tensor_split(self.threads),
-            )
-            return [torch.cat(views) for views in zip(*parts, strict=True)]
-        finally:
-            torch.set_num_threads(threads)
+
+        def views(part: Tensor) -> list[Tensor]:
+            return self.transform(self.images[part], self.seed, epoch, part)
+
+        return views(index) if self.threads == 1 else split_over_threads(pool, self.threads, views, index)
 
     def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor, Tensor]]:
         keys = list(self.sampler)

@@ -190,9 +190,9 @@ class SSLDataModule(lightning.LightningDataModule):
     def _train_images(self, train_set: Any) -> Tensor:
         """The train split as a uint8 CPU tensor, after checking it fits in the training device's free
         memory (a one-line ``ValueError`` with the sizes otherwise)."""
-        from sslib.data.device import check_fits, training_device, uint8_bytes, uint8_images
+        from sslib.data.device import check_fits, rank_device, uint8_bytes, uint8_images
 
-        check_fits(self.name, len(train_set), uint8_bytes(train_set), training_device())
+        check_fits(self.name, len(train_set), uint8_bytes(train_set), rank_device())
         return uint8_images(train_set)
 
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
