@@ -17,6 +17,7 @@ from test_zoo import Server, torch_bytes
 from sslib import backbones, zoo
 from sslib.checkpoint import load_backbone
 from sslib.config import compose
+from sslib.eval.features import extract_features
 from sslib.methods.base import build_backbone
 from sslib.train import pretrain
 from sslib.validate import check_run_config
@@ -120,8 +121,12 @@ def test_a_vit_run_exports_weights_that_a_plain_timm_model_loads(tmp_path, capsy
     plain.load_state_dict(load_file(out))
     trained, _ = load_backbone(ckpt)
     x = torch.randn(5, 3, 16, 16)
+    features, _ = extract_features(
+        trained, [(x, torch.zeros(5, dtype=torch.long))]
+    )  # the offline tools' path
     with torch.no_grad():
         torch.testing.assert_close(plain.eval()(x), trained(x))
+        torch.testing.assert_close(features, plain(x))
         assert not torch.allclose(plain_timm(img_size=16, patch_size=4).eval()(x), trained(x))
 
 

@@ -21,10 +21,11 @@ def clip_per_parameter_(params: Iterable[Tensor], max_norm: float) -> None:
     (facebookresearch/dino@7c446df utils.py L132-141).
     """
     check_positive("max_norm", max_norm)
-    for p in params:
-        if p.grad is not None:
-            scale = max_norm / (torch.linalg.vector_norm(p.grad) + 1e-6)
-            p.grad.mul_(scale.clamp(max=1.0))
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    scales = [(max_norm / (norm + 1e-6)).clamp_(max=1.0) for norm in torch._foreach_norm(grads)]
+    torch._foreach_mul_(grads, scales)  # no host sync: the scales stay on the device
 
 
 def clip_before_step(optimizer: Optimizer, params: Iterable[Tensor], max_norm: float) -> RemovableHandle:
