@@ -2,7 +2,7 @@
 the candidates it was chosen from, against sslib's torchvision loader with worker processes.
 
     python benchmarks/augment.py                        # 2 workers / threads, batches of 256, 2x32 crops
-    python benchmarks/augment.py --workers 8 --repeats 7
+    python benchmarks/augment.py --device cuda --workers 8   # on a GPU machine: torchvision keeps 8 CPU workers
 
 Every case makes the CIFAR recipe's two 32x32 views (``Augment.preset("cifar")``) of batches of
 ``--batch-size`` images drawn from ``--images`` generated 32x32 images, on the CPU (or the GPU with
@@ -22,7 +22,7 @@ Every case makes the CIFAR recipe's two 32x32 views (``Augment.preset("cifar")``
 Each case first makes ``--warmup`` batches, then ``--batches`` are timed; a round times every case once,
 back to back (``paired.run_rounds``), and the table shows each case's median images/s over ``--repeats``
 rounds and the median of its per-round speed ratio to ``torchvision``. The verdict: ``device`` at least
-1x the torchvision loader's images/s.
+1x the torchvision loader's images/s on the CPU, 2x with ``--device cuda``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ from data import cpu_name, make_cifar, no_checksums  # noqa: E402
 from paired import Verdict, add_verdict_arguments, median, paired_ratio, report, run_rounds  # noqa: E402
 
 CROPS = CropGroup(2, 32)
-DEVICE_MIN_RATIO = 1.0  # target on the CPU: the on-device loader is not slower than the torchvision loader
+# Targets: the on-device loader not slower than the torchvision loader on the CPU, 2x faster on a GPU.
+DEVICE_MIN_RATIO = {"cpu": 1.0, "cuda": 2.0}
 STATS = dataset_stats("cifar10")
 
 
@@ -212,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"CIFAR 2x32 batch {args.batch_size} on {device}: device loader",
         ratio,
         f"the torchvision loader's images/s ({args.workers} workers)",
-        at_least=DEVICE_MIN_RATIO,
+        at_least=DEVICE_MIN_RATIO[args.device],
     )
     return report([verdict], args.no_fail)
 
