@@ -262,3 +262,24 @@ def test_bad_vit_and_optimiser_settings_are_one_line_errors_before_any_work(tmp_
     assert "\n" not in str(err.value)
     if overrides[0].startswith("data."):
         build_backbone(vit_cfg(tmp_path))  # the same ViT with good crops builds
+
+
+def test_the_command_line_stops_a_bad_vit_run_in_one_line_before_any_data(monkeypatch, tmp_path, capsys):
+    from sslib import train
+    from sslib.cli import pretrain_main
+
+    def no_work(cfg):
+        raise AssertionError("the data module was built before the config was checked")
+
+    monkeypatch.setattr(train, "build_datamodule", no_work)
+    args = [
+        "backbone=vit_small",
+        "data.global_crops.size=18",
+        f"run_dir={tmp_path / 'run'}",
+        "trainer.accelerator=cpu",
+    ]
+    assert pretrain_main(args) == 2
+    assert capsys.readouterr().err == (
+        "error: data.global_crops.size=18 is not a multiple of the ViT patch size 4 (backbone.patch_size); "
+        "use a multiple of 4, e.g. 16 or 20\n"
+    )
