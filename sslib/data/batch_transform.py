@@ -9,6 +9,7 @@ grayscale, PIL blur and solarize probabilities of ``Augment`` with the per-view 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,18 +79,32 @@ class BatchViewTransform:
         stream: int,
     ) -> None:
         self.crop, self.aug, self.blur_p, self.solarize_p, self.stream = crop, aug, blur_p, solarize_p, stream
-        mean, std = _mean_std(mean, std)
-        self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        self.mean, self.std = _mean_std(mean, std)
         spreads = (aug.brightness, aug.contrast, aug.saturation)
         self.ranges = [(max(0.0, 1.0 - v), 1.0 + v) for v in spreads] + [(-aug.hue, aug.hue)]
         self.blur_reach = batched.box_reach(aug.blur_sigma[1])
+        self._constants: dict[torch.device, dict[str, Tensor]] = {}
+
+    def constants(self, device: torch.device) -> dict[str, Tensor]:
+        """Normalisation ``mean``/``std`` (1, 3, 1, 1), factor ranges ``low``/``high`` (4,) and the jitter
+        ops ``enabled`` (4,) on ``device``, copied there once (a copy to a GPU waits for its queue)."""
+        if device not in self._constants:
+            as_tensor = functools.partial(torch.tensor, device=device)
+            self._constants[device] = {
+                "mean": as_tensor(self.mean).view(1, 3, 1, 1),
+                "std": as_tensor(self.std).view(1, 3, 1, 1),
+                "low": as_tensor([r[0] for r in self.ranges], dtype=torch.float64),
+                "high": as_tensor([r[1] for r in self.ranges], dtype=torch.float64),
+                "enabled": as_tensor([r[0] != r[1] for r in self.ranges]),
+            }
+        return self._constants[device]
 
     def params(self, seed: int, epoch: int, index: Tensor, height: int, width: int) -> ViewParams:
         """The parameters of the samples ``index`` (B,) of epoch ``epoch`` (on ``index``'s device)."""
         u = keyed_uniform(seed, epoch, index, self.stream, DRAWS)
         aug = self.aug
-        lo = torch.tensor([r[0] for r in self.ranges], dtype=u.dtype, device=u.device)
-        hi = torch.tensor([r[1] for r in self.ranges], dtype=u.dtype, device=u.device)
+        constants = self.constants(u.device)
+        lo, hi = constants["low"], constants["high"]
         sigma_lo, sigma_hi = aug.blur_sigma
         return ViewParams(
             boxes=batched.crop_boxes(
@@ -112,7 +127,7 @@ class BatchViewTransform:
         not jittered and for ops of zero spread, which ``ViewTransform`` leaves out), so every op runs
         once per step on a contiguous slice; one device-to-host copy per view gives the slices' bounds.
         """
-        enabled = torch.tensor([r[0] != r[1] for r in self.ranges], device=x.device)
+        enabled = self.constants(x.device)["enabled"]
         steps = torch.where(p.jitter.unsqueeze(1) & enabled[p.order], p.order, NO_OP)  # (B, 4)
         counts = torch.nn.functional.one_hot(steps, NO_OP + 1).sum(0).tolist()  # (4 steps, ops + 1)
         arranged = torch.arange(len(x), device=x.device)  # x[i] is sample arranged[i]
@@ -143,7 +158,8 @@ class BatchViewTransform:
             x = x.index_copy(0, chosen, batched.blur(x[chosen], p.sigma[chosen], self.blur_reach))
         if self.solarize_p > 0:
             x = batched.solarize(x, p.solarize, SOLARIZE_THRESHOLD)
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        constants = self.constants(x.device)
+        return (x - constants["mean"]) / constants["std"]
 
 
 class BatchMultiCrop:

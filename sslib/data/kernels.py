@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# HSV -> RGB offsets of the red, green and blue channels, in sixths of a turn.
-_CHANNEL_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1)
+# HSV -> RGB offsets of the red, green and blue channels, in sixths of a turn: 5, 3, 1, as the
+# (start, end, step) of a torch.arange made on the image's device (no host-to-device copy).
+_CHANNEL_OFFSETS = (5.0, 0.0, -2.0)
 Number = TypeVar("Number", float, Tensor)  # a float, or a tensor of them element-wise
 BOX_PASSES = 3  # PIL's GaussianBlur: 3 box passes per axis (ImageFilter.GaussianBlur, Pillow >= 4.3)
 
@@ -44,7 +45,8 @@ def adjust_hue(image: Tensor, hue_factor: float | Tensor) -> Tensor:
         torch.where(high == g, (b - r).add_(chroma, alpha=2.0), (r - g).add_(chroma, alpha=4.0)),
     )
     sixths.div_(torch.where(chroma > 0, chroma, 1.0)).add_(6.0 * hue_factor)
-    k = (_CHANNEL_OFFSETS.to(image.device) + sixths.unsqueeze(-3)).remainder_(6.0)
+    offsets = torch.arange(*_CHANNEL_OFFSETS, device=image.device, dtype=image.dtype).view(3, 1, 1)
+    k = (offsets + sixths.unsqueeze(-3)).remainder_(6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return torch.addcmul(high.unsqueeze(-3), chroma.unsqueeze(-3), ramp, value=-1.0)
 
