@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sslib.backbones import check_crop_sizes
+from sslib.methods.base import backbone_spec
 from sslib.optim.setup import configure
 from sslib.validation import check_positive
 
@@ -43,8 +44,6 @@ def check_run_config(cfg: DictConfig, world_size: int) -> None:
 
 def check_backbone_inputs(cfg: DictConfig) -> None:
     """A ViT's crops must be multiples of its patch size, and a ViT takes no CIFAR stem (one line each)."""
-    from sslib.methods.base import backbone_spec  # the methods package imports this module's neighbours
-
     name, kwargs = backbone_spec(cfg)
     sizes = [("data.global_crops.size", cfg.data.global_crops.size)]
     if cfg.data.get("local_crops"):
