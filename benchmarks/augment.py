@@ -115,7 +115,7 @@ def dali_batches(images: torch.Tensor, args) -> Iterator:
     """Endless batches of the two views made by sslib's DALI view ops, fed HWC uint8 images."""
     from nvidia.dali import fn, pipeline_def
 
-    from sslib.data.dali import _view
+    from sslib.data.dali import view_ops
 
     aug = Augment.preset("cifar")
     pixels = images.permute(0, 2, 3, 1).contiguous().numpy()
@@ -130,7 +130,9 @@ def dali_batches(images: torch.Tensor, args) -> Iterator:
     def pipeline():
         batch = fn.external_source(source=source, batch=True, layout="HWC")
         batch = batch.gpu() if gpu else batch
-        return tuple(_view(batch, crop, aug, blur, sol, STATS.mean, STATS.std) for crop, blur, sol in specs)
+        return tuple(
+            view_ops(batch, crop, aug, blur, sol, STATS.mean, STATS.std) for crop, blur, sol in specs
+        )
 
     pipe = pipeline(
         batch_size=args.batch_size, num_threads=args.workers, device_id=0 if gpu else None, seed=0

@@ -68,7 +68,7 @@ def blur(view, aug: Augment, blur_p: float):
     return view
 
 
-def _view(images, crop: CropGroup, aug: Augment, blur_p: float, solarize_p: float, mean, std):
+def view_ops(images, crop: CropGroup, aug: Augment, blur_p: float, solarize_p: float, mean, std):
     """uint8 HWC images -> one normalised float32 (3, size, size) view per sample."""
     view = fn.random_resized_crop(
         images,
@@ -124,7 +124,7 @@ def multicrop_pipeline(
     )
     images = fn.decoders.image(encoded, device=decoder, output_type=types.RGB)
     crops = [
-        _view(images, crop, augment, blur_p, solarize_p, mean, std) for crop, blur_p, solarize_p in views
+        view_ops(images, crop, augment, blur_p, solarize_p, mean, std) for crop, blur_p, solarize_p in views
     ]
     return (*crops, index)
 
