@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import timm
 from timm.models import is_model_in_modules
 
@@ -33,4 +35,4 @@ def timm_backbone(model_name: str = "vit_small_patch16_224", **timm_kwargs) -> B
         model = timm.create_model(model_name, pretrained=False, num_classes=0, **timm_kwargs)
     except TypeError as err:
         raise ValueError(f"timm model '{model_name}' rejected its arguments: {err}") from err
-    return model, model.num_features
+    return model, cast(int, model.num_features)

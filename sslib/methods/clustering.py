@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
@@ -10,7 +12,7 @@ from torch import nn
 from sslib import labelers
 from sslib.backbones import disable_drop_path
 from sslib.heads import PrototypeHead, build_projector
-from sslib.labelers import label_stats
+from sslib.labelers import LabelStats, label_stats
 from sslib.methods.base import SSLMethod
 from sslib.methods.crops import check_crop_forward, embed_crops
 from sslib.methods.ema import make_teacher
@@ -26,7 +28,7 @@ def build_labeler(cfg: DictConfig) -> tuple[labelers.Labeler, dict[str, Ramp]]:
     A schedule of an attribute the labeler lacks is an error. (A recipe's schedules never reach a
     swapped labeler: :func:`sslib.config.compose` gives it its own defaults.)
     """
-    kwargs = OmegaConf.to_container(cfg.labeler, resolve=True)
+    kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.labeler, resolve=True))
     schedule = ramps(kwargs.pop("schedule", None))
     labeler = labelers.build(kwargs.pop("name"), **kwargs)
     for attr in schedule:
@@ -69,7 +71,7 @@ class ClusteringMethod(SSLMethod):
         self.queue = (
             EmbeddingQueue(n_global, m.queue.length, m.projector_dims[-1]) if m.queue.length else None
         )
-        self._last_stats = None
+        self._last_stats: LabelStats | None = None
 
     def ssl_modules(self) -> nn.ModuleDict:
         return nn.ModuleDict(

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -55,7 +56,7 @@ def build_optimizer(
     if isinstance(module_or_groups, nn.Module):
         params = param_groups(module_or_groups, weight_decay)
     else:
-        params = list(module_or_groups)
+        params = list(cast(Iterable[dict], module_or_groups))  # tensors or groups: the optimiser takes both
     if name in _USES_MOMENTUM:
         kwargs["momentum"] = 0.9 if momentum is None else momentum
     elif momentum is not None:
