@@ -152,7 +152,7 @@ def sslib_loop(cfg, device: torch.device, args) -> Loop:
 
     def step() -> None:
         crops, _, indices = next(batches)
-        (crops,) = model.on_after_batch_transfer((to_device(crops, device),), 0)
+        crops = model.device_batch(to_device(crops, device))
         with amp:
             loss, _, _ = model.ssl_step(crops, indices)
         optimizer.zero_grad(set_to_none=True)

@@ -79,7 +79,7 @@ def test_on_cuda_the_backbones_and_batches_go_channels_last_and_on_cpu_nothing_c
     assert model.channels_last
     assert channels_last(model.backbone) and channels_last(model.teacher["backbone"])
     crops, labels = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4)], torch.arange(2)
-    out_crops, out_labels, _ = model.on_after_batch_transfer((crops, labels, labels), 0)
+    out_crops, out_labels, _ = model.device_batch((crops, labels, labels))
     assert all(c.is_contiguous(memory_format=torch.channels_last) for c in out_crops)
     assert all(torch.equal(a, b) for a, b in zip(out_crops, crops, strict=True)) and out_labels is labels
     loss, _, _ = model.ssl_step(out_crops)  # the channels_last step runs and trains

@@ -134,8 +134,8 @@ class SSLMethod(L.LightningModule):
 
     def prepare_for(self, device: torch.device) -> None:
         """Tune the backbones for ``device`` once, before the strategy moves or wraps the module: on
-        CUDA a conv backbone goes to channels_last (and :meth:`on_after_batch_transfer` converts the
-        batches); with ``compile_backbone`` each backbone's forward is compiled (``nn.Module.compile``)."""
+        CUDA a conv backbone goes to channels_last (and :meth:`device_batch` converts the batches);
+        with ``compile_backbone`` each backbone's forward is compiled (``nn.Module.compile``)."""
         if self._prepared_for is not None:
             return
         self._prepared_for = device
@@ -149,12 +149,16 @@ class SSLMethod(L.LightningModule):
     def setup(self, stage: str) -> None:
         self.prepare_for(self.trainer.strategy.root_device)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+    def device_batch(self, batch):
+        """``batch`` as the backbone takes it on its device: channels_last images where
+        :meth:`prepare_for` chose it (a step hook, not Lightning's batch-transfer hook, which the data
+        module would shadow)."""
         return to_channels_last(batch) if self.channels_last else batch
 
     # --- training ------------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        batch = self.device_batch(batch)
         crops, labels = batch[0], batch[1]
         loss, feats, metrics = self.ssl_step(crops, batch[2] if len(batch) > 2 else None)
         self.representation.add(feats, self.monitor_views)
@@ -205,7 +209,7 @@ class SSLMethod(L.LightningModule):
     # --- online evaluation ---------------------------------------------------------------------
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        images, labels = batch
+        images, labels = self.device_batch(batch)
         feats = self.backbone(images)
         if dataloader_idx == 0:
             self.online.add_bank(feats, labels)
