@@ -64,10 +64,10 @@ def check_crop_sizes(name: str, kwargs: dict, sizes: Iterable[tuple[str, int]]) 
     patch = resolve_patch_size(kwargs.get("patch_size", 16), kwargs.get("img_size", 224))
     for key, size in sizes:
         if size % patch:
-            lower, upper = size - size % patch, size - size % patch + patch
+            nearest = [n for n in (size - size % patch, size - size % patch + patch) if n > 0]
             raise ValueError(
                 f"{key}={size} is not a multiple of the ViT patch size {patch} (backbone.patch_size); "
-                f"use a multiple of {patch}, e.g. {lower or upper} or {upper}"
+                f"use a multiple of {patch}, e.g. {' or '.join(map(str, nearest))}"
             )
 
 
