@@ -320,7 +320,7 @@ def pretrain(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, flo
         for key, value in trainer.validate(model, datamodule, verbose=False)[0].items():
             results[key.replace("val/", "baseline/")] = float(value)
     with warnings.catch_warnings():
-        if datamodule.loader == "torchvision":  # its sampler skips the trained batches (start_batch)
+        if datamodule.loader in ("torchvision", "device"):  # their sampler skips the trained batches
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
         trainer.fit(model, datamodule, ckpt_path=ckpt, weights_only=True)
     results.update({k: float(v) for k, v in trainer.callback_metrics.items()})
