@@ -283,3 +283,34 @@ def test_the_command_line_stops_a_bad_vit_run_in_one_line_before_any_data(monkey
         "error: data.global_crops.size=18 is not a multiple of the ViT patch size 4 (backbone.patch_size); "
         "use a multiple of 4, e.g. 16 or 20\n"
     )
+
+
+def test_position_embeddings_at_other_sizes_are_close_to_dinos_interpolation():
+    """timm resamples bicubically with anti-aliasing; DINO's interpolate_pos_encoding (vision_transformer.py
+    L174-194) bicubically by a scale factor of (grid + 0.1) / 14 without it, and not at all at the learnt size."""
+    model, _ = backbones.build("vit_small")
+    grid, dim = 14, 384
+    y, x = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij"
+    )
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4) / (dim // 4))
+    smooth = torch.cat(
+        [f(c.flatten()[:, None] * omega) for c in (x, y) for f in (torch.sin, torch.cos)], dim=1
+    )
+    with torch.no_grad():  # zero patch embeddings: the tokens entering the blocks are the position embeddings
+        model.pos_embed[0, 1:] = smooth
+        model.patch_embed.proj.weight.zero_()
+        model.patch_embed.proj.bias.zero_()
+    tokens = {}
+    model.blocks[0].register_forward_pre_hook(lambda _m, args: tokens.update(x=args[0][0, 1:]))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 224, 224))
+        assert torch.equal(tokens["x"], smooth)  # 224 px: the learnt embeddings as they are
+        model(torch.zeros(1, 3, 96, 96))
+    scale = (6 + 0.1) / grid
+    image = smooth.reshape(1, grid, grid, dim).permute(0, 3, 1, 2)
+    dino = torch.nn.functional.interpolate(image, scale_factor=(scale, scale), mode="bicubic")
+    cosine = torch.nn.functional.cosine_similarity(
+        tokens["x"], dino.permute(0, 2, 3, 1).reshape(-1, dim), dim=1
+    )
+    assert 0.99 < float(cosine.min()) < 1.0  # 96 px: close to DINO's, not the same
