@@ -9,14 +9,17 @@ per-round ratios (``paired.paired_ratio``), and the verdicts (MIRA <= 1.5x the b
 than the naive form) set the exit status (1 on a FAIL, unless ``--no-fail``). Rows:
 
 * ``mira``, ``sinkhorn``, ``dino``: sslib's labelers (eval mode, so including the input checks); ``mira``
-  is the default ``backend="auto"`` (on CPU the fused C pass of ``mira_kernels.c`` where it builds),
-  ``mira (torch path)`` the same labeler with ``backend="torch"`` (two mat-vecs per iteration, as on GPU);
+  is the default ``backend="auto"`` (on CPU the fused C pass of ``mira_kernels.c`` where it builds, on
+  CUDA the loop replayed as one captured CUDA graph), ``mira (torch path)`` the same labeler with
+  ``backend="torch"`` (two mat-vecs per iteration, launched one by one);
 * ``bare loop``: 2 (30 + 1) mat-vecs ``q @ v`` and ``r @ q`` over a precomputed B x K float32
   matrix, the reads MIRA's 30 iterations cannot avoid;
 * ``fused pass loop`` (CPU, where the C kernels build): the 31 passes of MIRA's native path alone
   (``sslib_mira_pass``: q read once per iteration, rows split over the torch threads), i.e. the
   native path's own floor; MKL runs the bare loop's mat-vecs on one thread at these sizes;
-* ``naive MIRA``: Eq. 7 and Eq. 5 as written in the paper, float32, plain out-of-place ops.
+* ``naive MIRA``: Eq. 7 and Eq. 5 as written in the paper, float32, plain out-of-place ops;
+* ``mira (torch.compile)`` (``--compiled``): the torch path's passes and Eq. 5 compiled by ``torch.compile``
+  (inductor; the compilation, once per shape, is not timed), the candidate for one code path everywhere.
 
 Usage: ``python benchmarks/labelers.py [--device cpu|cuda] [--repeats N] [--shapes 256x3000,...] [--no-fail]``
 (``--threads 1`` when other processes load the CPU: OpenMP threads that wait for a descheduled
@@ -44,7 +47,7 @@ except ImportError:  # not on Windows
     resource = None
 
 import sslib.labelers as L
-from sslib.labelers.mira import _kernels, native_kernels
+from sslib.labelers.mira import _fixed_point, _flushed_exp, _kernels, _TorchKernels, native_kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/paired.py, also when imported by path
 from paired import Verdict, add_verdict_arguments, median, paired_ratio, report, run_rounds, seconds  # noqa: E402
@@ -56,6 +59,7 @@ DEFAULT_SHAPES = "256x3000,4096x3000,1024x65536"
 BIG = 2**26  # B*K from which (268 MB per float32 matrix) 3 rounds are run by default
 ROUNDS_BUDGET_S = 2.0  # smaller shapes: by default as many rounds as fit in this time, 5 to 50
 MIRA_MAX_RATIO, MIRA_MIN_SPEEDUP = 1.5, 3.0
+ONE_PATH_MAX_RATIO = 1.25  # --compiled: the compiled torch path within this of the default (C pass on CPU)
 FLOORS = ("bare loop", "fused pass loop")  # rows that time loops, not labelers
 
 
@@ -97,8 +101,16 @@ def naive_mira(
     return num / num.sum(1, keepdim=True)
 
 
-def make_cases(logits: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-    """The timed callables on ``logits`` (B, K), by row name."""
+def torch_path(
+    logits: torch.Tensor, tau: float = TAU, beta: float = BETA, n_iters: int = N_ITERS
+) -> torch.Tensor:
+    """MIRA's torch path (``backend="torch"``) without the labeler's checks: what ``--compiled`` compiles."""
+    kernels = _TorchKernels(_flushed_exp(logits, 1.0 / (tau * (1.0 - beta))))
+    return kernels.assign(_fixed_point(kernels, beta, n_iters), out=kernels.q)
+
+
+def make_cases(logits: torch.Tensor, compiled: bool = False) -> dict[str, Callable[[], torch.Tensor]]:
+    """The timed callables on ``logits`` (B, K), by row name (with ``compiled``, the torch.compile row)."""
     batch, n_clusters = logits.shape
     q = torch.exp(
         (logits - logits.amax(1, keepdim=True)) / (TAU * (1 - BETA))
@@ -117,6 +129,8 @@ def make_cases(logits: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
     for name, labeler in labelers.items():
         cases[name] = functools.partial(labeler.to(logits.device).eval(), logits)
     cases["naive MIRA"] = lambda: naive_mira(logits)
+    if compiled:
+        cases["mira (torch.compile)"] = functools.partial(torch.compile(torch_path, dynamic=False), logits)
     return cases
 
 
@@ -180,7 +194,10 @@ def machine(device: torch.device) -> str:
         except (OSError, StopIteration):
             pass
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    mira = "native C pass" if device.type == "cpu" and native_kernels() is not None else "torch path"
+    if device.type == "cuda":
+        mira = "captured CUDA graph"
+    else:
+        mira = "native C pass" if native_kernels() is not None else "torch path"
     return f"{name}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads{load}; mira runs the {mira}"
 
 
@@ -206,6 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a busy CPU"
     )
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="add the torch.compile row (compiles once per shape, ~10-30 s on CPU)",
+    )
     add_verdict_arguments(parser)
     args = parser.parse_args(argv)
     if args.threads:
@@ -222,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdicts = []
     for batch, n_clusters in args.shapes:
         logits = cosine_logits(batch, n_clusters, device)
-        cases = make_cases(logits)
+        cases = make_cases(logits, args.compiled)
         t0 = time.perf_counter()
         has_nan = {name: bool(fn().isnan().any()) for name, fn in cases.items()}  # also the warm-up
         warm_s = time.perf_counter() - t0
@@ -259,6 +281,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 note=f"torch path {torch_speedup:.1f}x",
             )
         )
+        if args.compiled:
+            verdicts.append(
+                Verdict(
+                    f"{batch}x{n_clusters}: mira (torch.compile)",
+                    paired_ratio(times["mira (torch.compile)"], times["mira"]),
+                    "the default mira's time",
+                    at_most=ONE_PATH_MAX_RATIO,
+                    note="one code path for every device needs this",
+                )
+            )
         del logits, cases
     return report(verdicts, args.no_fail)
 

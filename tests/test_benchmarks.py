@@ -107,3 +107,17 @@ def test_the_script_exit_status_follows_its_verdicts():
     lines = verdict_lines(out.stdout)
     assert len(lines) == 2, out.stderr[-2000:]
     assert out.returncode == (1 if any(line.startswith("FAIL ") for line in lines) else 0)
+
+
+def test_labelers_compiled_row_and_its_one_code_path_verdict(monkeypatch, capsys):
+    """``--compiled`` adds the torch.compile row and its verdict against the default (here the compiler is
+    replaced by the identity: the row then times the torch path, and the wiring is what is tested)."""
+    bench = load("benchmarks/labelers.py")
+    compiled: list = []
+    monkeypatch.setattr(bench.torch, "compile", lambda fn, **kw: compiled.append(kw) or fn)
+    bench.main(["--shapes", "8x10", "--repeats", "1", "--compiled", "--no-fail"])
+    out = capsys.readouterr().out
+    assert compiled == [{"dynamic": False}]
+    assert any(line.startswith("| 8x10 | mira (torch.compile) |") for line in out.splitlines())
+    [line] = [v for v in verdict_lines(out) if "mira (torch.compile)" in v]
+    assert "the default mira's time (target <= 1.25x" in line
