@@ -6,15 +6,17 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
-from torch.utils.data import Dataset
-from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
 from sslib.data.digits import IMAGE_SIZE, DigitsDataset, check_split
 from sslib.data.folder import CheckedImageFolder, class_folders, image_folder, read_class_list
 
 RGB = tuple[float, float, float]
+# What build_dataset returns: a map-style dataset of (transform(image), label) items with its classes
+# (names) and targets (per-sample labels). CIFAR100 is a CIFAR10, the checked image folders are ImageFolders.
+LabelledDataset: TypeAlias = DigitsDataset | CIFAR10 | ImageFolder
 IMAGENET_MEAN: RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD: RGB = (0.229, 0.224, 0.225)
 
@@ -70,7 +72,7 @@ def build_dataset(
     seed: int = 0,
     class_list: str | Path | None = None,
     skip_corrupt: bool = False,
-) -> Dataset:
+) -> LabelledDataset:
     """Split ``"train"`` or ``"val"`` of dataset ``name``; items are ``(transform(image), label)``.
 
     ``digits`` is built in memory (``root``/``download`` unused; ``val_fraction``/``seed`` pick its split).
@@ -100,7 +102,7 @@ def build_dataset(
     return dataset
 
 
-def _cifar(name: str, root: Path, train: bool, transform: Callable | None, download: bool) -> Dataset:
+def _cifar(name: str, root: Path, train: bool, transform: Callable | None, download: bool) -> LabelledDataset:
     """torchvision CIFAR; missing files (or a failed download) are one ``FileNotFoundError`` line."""
     cls, folder = _CIFAR[name]
     try:

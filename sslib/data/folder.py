@@ -121,6 +121,8 @@ class CheckedImageFolder(ImageFolder):
     images with :func:`load_image`. With ``skip_corrupt`` the files PIL cannot ``verify()`` are dropped
     (one warning with the count); a class left with no image is a one-line ``ValueError``."""
 
+    samples: list[tuple[str, int]]  # (path, label), as ImageFolder sets them
+
     def __init__(
         self,
         root: Path,

@@ -10,8 +10,9 @@ import lightning
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.datasets import ImageFolder
 
-from sslib.data.datasets import build_dataset, dataset_stats
+from sslib.data.datasets import LabelledDataset, build_dataset, dataset_stats
 from sslib.data.loaders import choose_loader
 from sslib.data.sampling import EpochSampler, SeededDataset
 from sslib.data.transforms import AUGMENT_PRESETS, Augment, CropGroup, MultiCropTransform, eval_transform
@@ -74,6 +75,8 @@ class SSLDataModule(lightning.LightningDataModule):
     see :mod:`sslib.data.loaders`.
     """
 
+    name: str  # the dataset's name (LightningDataModule's optional name, always set here)
+
     def __init__(
         self,
         name: str = "digits",
@@ -128,10 +131,10 @@ class SSLDataModule(lightning.LightningDataModule):
         )
         self.start_epoch = 0  # first epoch of the training loader (Lightning then calls set_epoch)
         self.start_batch = 0  # batches of start_epoch already trained (a run resumed mid-epoch)
-        self.train_set: Dataset | None = None
+        self.train_set: LabelledDataset | None = None
         self.train_images: Tensor | None = None  # data.loader=device: the train split, uint8 (N, 3, H, W)
-        self.bank_set: Dataset | None = None
-        self.val_set: Dataset | None = None
+        self.bank_set: LabelledDataset | Subset | None = None
+        self.val_set: LabelledDataset | None = None
 
     @property
     def n_global(self) -> int:
@@ -146,10 +149,15 @@ class SSLDataModule(lightning.LightningDataModule):
         """Known per dataset, or counted from the train split's classes (``folder``)."""
         if self.stats.num_classes is not None:
             return self.stats.num_classes
-        self.setup()
-        return len(self.train_set.classes)
+        return len(self.train_split().classes)
 
-    def _build(self, split: str, transform: Any) -> Dataset:
+    def train_split(self) -> LabelledDataset:
+        """The training dataset (items ``(crops, label)`` under the torchvision loader), built on first use."""
+        self.setup()
+        assert self.train_set is not None  # setup() built it
+        return self.train_set
+
+    def _build(self, split: str, transform: Any) -> LabelledDataset:
         return build_dataset(
             self.name,
             self.root,
@@ -212,18 +220,18 @@ class SSLDataModule(lightning.LightningDataModule):
         with DALI (:class:`sslib.data.dali.DaliTrainLoader`) ``start_epoch`` only reseeds; the on-device
         loader (:class:`sslib.data.device.DeviceTrainLoader`) has the torchvision loader's order and
         resumes as exactly."""
-        self.setup()
+        train_set = self.train_split()
         if self.loader == "dali":
             return self._dali_loader()
         if self.loader == "device":
             return self._device_loader()
         sampler = EpochSampler(
-            len(self.train_set),
+            len(train_set),
             seed=self.seed,
             epoch=self.start_epoch,
             skip=self.start_batch * self.batch_size,
         )
-        dataset = SeededDataset(self.train_set, self.seed)
+        dataset = SeededDataset(train_set, self.seed)
         return self._loader(dataset, sampler=sampler, drop_last=self.drop_last)
 
     def _device_loader(self) -> Iterable:
@@ -247,8 +255,11 @@ class SSLDataModule(lightning.LightningDataModule):
         from sslib.data.dali import DaliTrainLoader  # imports DALI, which is optional
 
         global_group, local_group, augment = self.crops
+        train_set = self.train_split()
+        if not isinstance(train_set, ImageFolder):
+            raise ValueError(f"data.loader=dali reads image folders, not {self.name}")
         return DaliTrainLoader(
-            self.train_set.samples,
+            train_set.samples,
             global_group,
             local_group,
             augment,
@@ -269,7 +280,7 @@ class SSLDataModule(lightning.LightningDataModule):
         return [self._loader(self._shard(d), shuffle=False) for d in (self.bank_set, self.val_set)]
 
     @staticmethod
-    def _shard(dataset: Dataset) -> Dataset:
+    def _shard(dataset: LabelledDataset | Subset) -> Dataset:
         world = world_size()
         if world == 1:
             return dataset

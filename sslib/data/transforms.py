@@ -149,8 +149,9 @@ def view_specs(
 ) -> list[tuple[CropGroup, float, float]]:
     """``(crop group, blur_p, solarize_p)`` of every view, global views first (as ``MultiCropTransform``)."""
     specs = [(global_crops, *probs) for probs in augment.global_probs(global_crops.n)]
-    n_local = 0 if local_crops is None else local_crops.n
-    return specs + [(local_crops, augment.local_blur_p, augment.local_solarize_p)] * n_local
+    if local_crops is None:
+        return specs
+    return specs + [(local_crops, augment.local_blur_p, augment.local_solarize_p)] * local_crops.n
 
 
 def _mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[list[float], list[float]]:
@@ -270,7 +271,7 @@ class MultiCropTransform:
         self.n_local = 0 if local_crops is None else local_crops.n
         self.local_view = (
             None
-            if self.n_local == 0
+            if local_crops is None or self.n_local == 0
             else ViewTransform(
                 local_crops, augment, augment.local_blur_p, augment.local_solarize_p, mean, std
             )
@@ -288,7 +289,7 @@ class MultiCropTransform:
     def __call__(self, image: Any) -> list[Tensor]:
         """PIL image or uint8 (3, H, W) tensor -> ``n_crops`` float32 (3, size, size) views."""
         image = _as_uint8_tensor(image)
-        local = [self.local_view(image) for _ in range(self.n_local)]
+        local = [] if self.local_view is None else [self.local_view(image) for _ in range(self.n_local)]
         return [view(image) for view in self.global_views] + local
 
 
