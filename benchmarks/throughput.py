@@ -72,16 +72,22 @@ EMA_MOMENTUM = 0.996
 PEER_MIN_RATIO = 1.0  # sslib's torchvision row serves at least the lightly row's images/s
 DEVICE_MIN_SPEEDUP = 2.0  # CUDA, MIRA CIFAR: the on-device loader >= 2x the torchvision workers
 LABELER_MAX_SHARE = 0.03  # CUDA, MIRA CIFAR: the labeler's share of a step
+STEP_ONLY = ", step only"  # rows that train on one kept batch: the step without the loader
 
 
 @dataclass
 class Loop:
-    """One row: ``step()`` runs one step of the loop; ``labeler_s`` accumulates the labeler's time."""
+    """One row's training: ``train(batch)`` is one step on a loader's batch, ``batches`` the loader;
+    ``labeler_s()`` the labeler's time so far (None: not measured apart)."""
 
-    step: Callable[[], None]
-    labeler_s: Callable[[], float | None]  # None: not measured
-    reset: Callable[[], None]
+    train: Callable[[object], None]
+    batches: Iterator
+    labeler_s: Callable[[], float | None]
     images: int
+
+    def step(self) -> None:
+        """One step of the whole loop: the next batch, then training on it."""
+        self.train(next(self.batches))
 
 
 class SinkhornTimer:
@@ -110,10 +116,6 @@ class SinkhornTimer:
 
         timed.timed = True  # type: ignore[attr-defined]
         swav_loss.sinkhorn = timed
-
-    @classmethod
-    def reset(cls) -> None:
-        cls.seconds = 0.0
 
 
 def autocast(device: torch.device, precision: str):
@@ -150,8 +152,8 @@ def sslib_loop(cfg, device: torch.device, args) -> Loop:
     timer = TimedLabeler(model.labeler, device)
     amp = autocast(device, args.precision)
 
-    def step() -> None:
-        crops, _, indices = next(batches)
+    def train(batch) -> None:
+        crops, _, indices = batch
         crops = model.device_batch(to_device(crops, device))
         with amp:
             loss, _, _ = model.ssl_step(crops, indices)
@@ -162,7 +164,7 @@ def sslib_loop(cfg, device: torch.device, args) -> Loop:
             student = model.ssl_modules()
             ema_update(model.teacher, nn.ModuleDict({k: student[k] for k in model.teacher}), EMA_MOMENTUM)
 
-    return Loop(step, lambda: timer.seconds, lambda: setattr(timer, "seconds", 0.0), cfg.data.batch_size)
+    return Loop(train, batches, lambda: timer.seconds, cfg.data.batch_size)
 
 
 class PeerModel(nn.Module):
@@ -235,7 +237,7 @@ def peer_loop(cfg, root: Path, device: torch.device, args) -> Loop:
         )
         criterion: nn.Module = SwaVLoss(m.student_temperature, lab.n_iters, lab.epsilon)
         SinkhornTimer.install(device)
-        labeler_s, reset = (lambda: SinkhornTimer.seconds), SinkhornTimer.reset
+        labeler_s: Callable[[], float | None] = lambda: SinkhornTimer.seconds  # noqa: E731
     else:  # DINO: the teacher's centring and sharpening run inside DINOLoss, not timed apart
         hidden, _, bottleneck = m.projector_dims
         head = DINOProjectionHead(feat_dim, hidden, bottleneck, m.num_prototypes, freeze_last_layer=1)
@@ -247,16 +249,15 @@ def peer_loop(cfg, root: Path, device: torch.device, args) -> Loop:
         deactivate_requires_grad(teacher)
         teacher.to(device)
         criterion = DINOLoss(m.num_prototypes, lab.temperature, lab.temperature, 0, m.student_temperature)
-        labeler_s, reset = (lambda: None), (lambda: None)
+        labeler_s = lambda: None  # noqa: E731
     model.to(device).train()
     criterion.to(device)
     optimizer = LARS(model.parameters(), lr=cfg.optim.lr, momentum=0.9, weight_decay=cfg.optim.weight_decay)
-    batches = peer_loader(cfg, root, args)
     amp = autocast(device, args.precision)
     n_global = cfg.data.global_crops.n
 
-    def step() -> None:
-        views = to_device(next(batches)[0], device)
+    def train(batch) -> None:
+        views = to_device(batch[0], device)
         with amp:
             if teacher is None:
                 with torch.no_grad():
@@ -274,7 +275,7 @@ def peer_loop(cfg, root: Path, device: torch.device, args) -> Loop:
             model.head.cancel_last_layer_gradients(current_epoch=0)
         optimizer.step()
 
-    return Loop(step, labeler_s, reset, cfg.data.batch_size)
+    return Loop(train, peer_loader(cfg, root, args), labeler_s, cfg.data.batch_size)
 
 
 def lightly_version() -> str | None:
@@ -317,18 +318,33 @@ def group_rows(recipe: str, method: str, root: Path, device: torch.device, args)
         else:
             cfg = compose_run(recipe, method, root, "torchvision", args)
             loops[f"lightly {version}"] = peer_loop(cfg, root, device, args)
-    wait = lambda: sync(device)  # noqa: E731
     for loop in loops.values():
         for _ in range(args.warmup):
             loop.step()
-        sync(device)
-        loop.reset()
+    # the step alone, on one batch kept from its loader: sslib's torchvision row and the peer
+    cases: dict[str, tuple[Loop, Callable[[], None]]] = {
+        name: (loop, loop.step) for name, loop in loops.items()
+    }
+    for name, loop in list(loops.items()):
+        if name == "torchvision" or name.startswith("lightly"):
+            kept = next(loop.batches)
+            cases[f"{name}{STEP_ONLY}"] = (loop, lambda loop=loop, kept=kept: loop.train(kept))
+    spent = {name: 0.0 for name in cases}
 
-    def measure(loop: Loop) -> Callable[[], float]:
-        return lambda: seconds(lambda: [loop.step() for _ in range(args.steps)], wait)
+    def measure(name: str) -> Callable[[], float]:
+        loop, run = cases[name]
 
-    times = run_rounds({name: measure(loop) for name, loop in loops.items()}, args.rounds)
-    for name, loop in loops.items():
+        def timed() -> float:
+            before = loop.labeler_s()
+            elapsed = seconds(lambda: [run() for _ in range(args.steps)], lambda: sync(device))
+            if before is not None:
+                spent[name] += loop.labeler_s() - before
+            return elapsed
+
+        return timed
+
+    times = run_rounds({name: measure(name) for name in cases}, args.rounds)
+    for name, (loop, _) in cases.items():
         step_s = median(times[name]) / args.steps
         rows.append(
             {
@@ -336,7 +352,8 @@ def group_rows(recipe: str, method: str, root: Path, device: torch.device, args)
                 "images_s": loop.images / step_s,
                 "step_ms": step_s * 1e3,
                 "x_tv": paired_ratio(times["torchvision"], times[name]) if "torchvision" in times else None,
-                "labeler_share": None if (spent := loop.labeler_s()) is None else spent / sum(times[name]),
+                "labeler_share": None if loop.labeler_s() is None else spent[name] / sum(times[name]),
+                "times": times[name],
             }
         )
     return rows
@@ -351,16 +368,19 @@ def make_data(root: Path, recipes: Sequence[str], args) -> None:
 
 def verdicts_of(recipe: str, method: str, rows: list[dict], device: torch.device) -> list[Verdict]:
     timed = {r["loader"]: r for r in rows if "images_s" in r}
-    peer = next((r for name, r in timed.items() if name.startswith("lightly")), None)
-    tv = timed.get("torchvision")
+    peers = [name for name in timed if name.startswith("lightly") and not name.endswith(STEP_ONLY)]
     out = []
-    if tv is not None and peer is not None:
-        ratio = 1.0 / peer["x_tv"]  # per round: the peer's time over sslib's
-        out.append(
-            Verdict(
-                f"{recipe} {method}: sslib", ratio, f"{peer['loader']}'s images/s", at_least=PEER_MIN_RATIO
+    for peer in peers:
+        for suffix, what in (("", "whole loop"), (STEP_ONLY, "step")):
+            sslib, other = timed[f"torchvision{suffix}"], timed[f"{peer}{suffix}"]
+            out.append(
+                Verdict(
+                    f"{recipe} {method}: sslib's {what}",
+                    paired_ratio(other["times"], sslib["times"]),  # per round: the peer's time over sslib's
+                    f"as fast as {peer}'s",
+                    at_least=PEER_MIN_RATIO,
+                )
             )
-        )
     if device.type == "cuda" and recipe == "cifar" and method == "mira":
         if "device" in timed and timed["device"]["x_tv"] is not None:
             out.append(
