@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -35,7 +37,7 @@ def trained_epochs(ckpt: dict) -> int:
     return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
 
 
-def backbone_state_dict(ckpt: dict) -> dict[str, torch.Tensor]:
+def backbone_state_dict(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The student backbone's weights, keys as in the plain torchvision/timm module."""
     return {
         k[len(BACKBONE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(BACKBONE_PREFIX)
