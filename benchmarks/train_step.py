@@ -73,11 +73,13 @@ def bench(method: str, labeler: str | None, args, device: torch.device) -> dict:
     the labeler's time per step and share of the method's step."""
     overrides = [f"method={method}", "data=cifar10", f"data.batch_size={args.batch_size}"]
     cfg = compose(overrides + ([f"labeler={labeler}"] if labeler else []))
-    model = methods.build(cfg, num_classes=10, n_global=2).to(device).train()
+    model = methods.build(cfg, num_classes=10, n_global=2)
+    model.prepare_for(device)  # channels_last on CUDA, as the trainer's setup does
+    model = model.to(device).train()
     opt = build_optimizer("lars", param_groups(model.ssl_modules(), 1e-6), lr=0.3, weight_decay=1e-6)
     labeler = getattr(model, "labeler", None)
     timer = TimedLabeler(labeler, device) if labeler is not None else None
-    crops = [torch.randn(args.batch_size, 3, 32, 32, device=device) for _ in range(2)]
+    crops = model.device_batch([torch.randn(args.batch_size, 3, 32, 32, device=device) for _ in range(2)])
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
 
     def method_step() -> None:
