@@ -45,9 +45,6 @@ def _require_browser() -> None:
         pytest.skip(message)
 
 
-pytestmark = [needs_mkdocs, pytest.mark.usefixtures("browser")]
-
-
 @pytest.fixture(scope="module")
 def browser() -> None:
     _require_browser()
@@ -126,7 +123,7 @@ def site(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(site: Path) -> Iterator[str]:
+def server(site: Path, browser: None) -> Iterator[str]:
     """The built site served on a free loopback port; its base URL."""
     handler = functools.partial(QuietHandler, directory=str(site))
     with ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
@@ -163,12 +160,14 @@ def test_report_flags_raw_tex_errors_and_missing_containers():
     assert report(typeset).problems() == []
 
 
+@needs_mkdocs
 def test_mathjax_is_shipped_with_the_site(site):
     assert (site / "javascripts" / "mathjax" / "tex-mml-chtml.js").is_file()
     assert any((site / "javascripts" / "mathjax" / "output").rglob("*.woff"))
     assert "cdn.jsdelivr.net" not in (site / SCREENSHOT_PAGE / "index.html").read_text()
 
 
+@needs_mkdocs
 def test_every_equation_is_typeset_offline(site, server):
     pages = math_pages(site)
     assert SCREENSHOT_PAGE in pages and len(pages) >= 5
@@ -181,6 +180,7 @@ def test_every_equation_is_typeset_offline(site, server):
     assert all(report(dom).containers > 0 for dom in doms.values())
 
 
+@needs_mkdocs
 def test_screenshot_of_a_page_with_equations(server, tmp_path):
     shot = tmp_path / "mira.png"
     width, height = SCREENSHOT_SIZE
