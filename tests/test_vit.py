@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from test_methods import TINY, fit
 from test_zoo import Server, torch_bytes
 
-from sslib import backbones, zoo
+from sslib import backbones, methods, zoo
 from sslib.checkpoint import load_backbone
 from sslib.config import compose
 from sslib.eval.features import extract_features
@@ -84,6 +84,14 @@ def test_a_multicrop_step_trains_every_part_of_a_vit(tmp_path, method):
     before = model.backbone.pos_embed.detach().clone()
     trainer.fit(model, datamodule=dm)  # two global 16 px + two local 8 px crops per sample, AdamW
     assert not torch.equal(before, model.backbone.pos_embed.detach())
+
+
+def test_byols_target_network_takes_no_stochastic_depth(tmp_path):
+    overrides = ["method=byol", "data.global_crops.size=16", *VIT, "backbone.drop_path_rate=0.2"]
+    model = methods.build(compose([*overrides, f"run_dir={tmp_path}"]), num_classes=10, n_global=2)
+    student = [m.drop_prob for m in model.backbone.modules() if hasattr(m, "drop_prob")]
+    teacher = [m.drop_prob for m in model.teacher["backbone"].modules() if hasattr(m, "drop_prob")]
+    assert max(student) == pytest.approx(0.2) and teacher == [0.0] * len(student)
 
 
 def test_dino_training_clips_each_gradient_and_moves_the_weight_decay(tmp_path):

@@ -10,7 +10,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sslib import labelers
-from sslib.backbones import disable_drop_path
 from sslib.heads import PrototypeHead, build_projector
 from sslib.labelers import LabelStats, label_stats
 from sslib.methods.base import SSLMethod
@@ -67,7 +66,7 @@ class ClusteringMethod(SSLMethod):
             parts = {"backbone": self.backbone, "projector": self.projector}
             if not m.ema.share_prototypes:
                 parts["prototypes"] = self.prototypes
-            self.teacher = disable_drop_path(make_teacher(nn.ModuleDict(parts)))
+            self.teacher = make_teacher(nn.ModuleDict(parts))
         self.queue = (
             EmbeddingQueue(n_global, m.queue.length, m.projector_dims[-1]) if m.queue.length else None
         )

@@ -8,14 +8,17 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from sslib.backbones import disable_drop_path
 from sslib.validation import check_unit_interval
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def make_teacher(student: ModuleT) -> ModuleT:
-    """A frozen deep copy of ``student`` to be updated by :func:`ema_update`."""
-    teacher = copy.deepcopy(student)
+    """A frozen deep copy of ``student`` to be updated by :func:`ema_update`, without stochastic depth
+    (:func:`sslib.backbones.disable_drop_path`; DINO's teacher has none, BYOL's target network is
+    deterministic)."""
+    teacher = disable_drop_path(copy.deepcopy(student))
     teacher.requires_grad_(False)
     return teacher
 
