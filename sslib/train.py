@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import lightning as L
 import torch
@@ -20,6 +21,7 @@ from sslib.callbacks import AtomicCheckpointIO, SaveAndStop, SyncBatchNormPlugin
 from sslib.checkpoint import trained_epochs
 from sslib.data import SSLDataModule
 from sslib.io import atomic_write_text
+from sslib.registry import to_dict
 from sslib.validate import check_run_config
 
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
@@ -68,7 +70,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 def config_changes(old: DictConfig, new: DictConfig) -> list[str]:
     """Keys whose values differ between two run configs, ignoring :data:`RUNTIME_KEYS`."""
-    a, b = (_flatten(OmegaConf.to_container(c, resolve=True)) for c in (old, new))
+    a, b = (_flatten(to_dict(c)) for c in (old, new))
     keep = lambda k: not any(k == r or k.startswith(f"{r}.") for r in RUNTIME_KEYS)  # noqa: E731
     return sorted(k for k in set(a) | set(b) if keep(k) and a.get(k) != b.get(k))
 
@@ -81,7 +83,7 @@ def check_same_run(
     """``resume=auto`` must not continue a different experiment that happens to share ``run_dir``;
     the one-line error ends with ``advice``."""
     saved = run_dir / "config.yaml"
-    changes = config_changes(OmegaConf.load(saved), cfg) if saved.is_file() else []
+    changes = config_changes(cast(DictConfig, OmegaConf.load(saved)), cfg) if saved.is_file() else []
     if changes:
         raise ValueError(
             f"run_dir {run_dir} holds a run with a different config ({', '.join(changes[:4])}); {advice}"
@@ -225,16 +227,17 @@ def check_launch(trainer: DictConfig) -> int:
 
 def check_shards(datamodule: SSLDataModule, world: int) -> None:
     """Every rank must get at least one training batch: ``len(train) // world >= data.batch_size``."""
-    per_rank = len(datamodule.train_set) // world
+    n = len(datamodule.train_split())
+    per_rank = n // world
     if datamodule.drop_last and per_rank < datamodule.batch_size:
         raise ValueError(
             f"data.batch_size {datamodule.batch_size} (per device) exceeds the {per_rank} training images of "
-            f"each of the {world} processes ({len(datamodule.train_set)} in {datamodule.name}); "
+            f"each of the {world} processes ({n} in {datamodule.name}); "
             f"use data.batch_size <= {per_rank}"
         )
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = ()) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """The Lightning trainer of ``cfg.trainer``, with the run's checkpoints, logger and plug-ins.
 
     One file, ``checkpoints/last.ckpt``, is rewritten at every epoch end (also between online
@@ -255,7 +258,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = 
         enable_version_counter=False,
     )
     every = cfg.get("checkpoint", {}).get("every_n_steps", 0)
-    trainer_kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True))
+    trainer_kwargs = to_dict(cfg.trainer)
     trainer_kwargs["precision"] = resolve_precision(
         trainer_kwargs["precision"], trainer_kwargs["accelerator"]
     )
@@ -279,9 +282,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = 
 
 def build_datamodule(cfg: DictConfig) -> SSLDataModule:
     """The data module of ``cfg.data``, its kNN bank drawn per ``cfg.online_eval.bank_fraction``."""
-    return SSLDataModule(
-        **OmegaConf.to_container(cfg.data, resolve=True), bank_fraction=cfg.online_eval.bank_fraction
-    )
+    return SSLDataModule(**to_dict(cfg.data), bank_fraction=cfg.online_eval.bank_fraction)
 
 
 def remove_partial_writes(path: Path) -> None:
@@ -290,7 +291,7 @@ def remove_partial_writes(path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def pretrain(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, float]:
+def pretrain(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
     """Train ``cfg`` in ``cfg.run_dir`` (resuming per ``cfg.resume``); return the final metrics.
 
     The returned dict has the last logged metrics (e.g. ``val/knn_top1``) and, for fresh runs with

@@ -426,6 +426,19 @@ def test_label_stats_on_known_assignments():
     assert abs(uniform.mutual_information) < 1e-6 and uniform.clusters_used == 1
 
 
+def test_label_statistics_of_a_training_step_read_nothing_back_to_the_host():
+    """The step logs :func:`label_statistics` as device tensors: on meta tensors, which hold no data, any
+    ``.item()``, ``bool(tensor)`` or size-from-data op (``bincount``) would raise; the values are those of
+    :func:`label_stats`."""
+    w = torch.softmax(torch.randn(20, 6) * 2, dim=1)
+    meta = L.label_statistics(w.to("meta"))
+    assert all(v.device.type == "meta" and v.dim() == 0 for v in meta.values())
+    stats, plain = L.label_statistics(w), L.label_stats(w)
+    assert {k: v.item() for k, v in stats.items()} == {
+        k: v for k, v in plain.as_dict().items() if k != "n_clusters"
+    }
+
+
 def test_label_stats_match_eq2_in_float64():
     w = torch.softmax(torch.randn(50, 12) * 3, dim=1)
     wd = w.double()

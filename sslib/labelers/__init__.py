@@ -10,7 +10,7 @@
 
 from sslib.labelers import dino, kmeans, mira, sinkhorn  # noqa: F401  (registers the built-in labelers)
 from sslib.labelers.base import Labeler
-from sslib.labelers.diagnostics import LabelStats, label_stats
+from sslib.labelers.diagnostics import LabelStats, label_statistics, label_stats
 from sslib.labelers.dino import DINOLabeler
 from sslib.labelers.kmeans import KMeansLabeler, spherical_kmeans
 from sslib.labelers.mira import MIRALabeler, mira_targets
@@ -27,6 +27,7 @@ __all__ = [
     "SinkhornLabeler",
     "available",
     "build",
+    "label_statistics",
     "label_stats",
     "mira_targets",
     "register",

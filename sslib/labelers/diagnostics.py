@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from sslib.distributed import all_reduce, global_batch_size
+from sslib.distributed import all_reduce
 
 
 @dataclass(frozen=True)
@@ -24,18 +24,32 @@ class LabelStats:
 
 
 @torch.no_grad()
-def label_stats(targets: torch.Tensor) -> LabelStats:
-    """Eq. 2's entropy terms and cluster usage of ``targets`` (B, K), all-reduced across ranks."""
+def label_statistics(targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Eq. 2's entropy terms and cluster usage of ``targets`` (B, K), all-reduced across ranks, as 0-d
+    tensors on ``targets``' device: nothing is read back to the host, so a training step that logs them
+    does not wait for the device (keys as the fields of :class:`LabelStats`, without ``n_clusters``)."""
     w = targets.detach().float()
-    n = global_batch_size(w.shape[0], w.device)
+    n = all_reduce(w.new_tensor(float(w.shape[0])))  # the global batch, kept on the device
     w_bar = all_reduce(w.sum(dim=0)) / n
     h_y = -torch.special.xlogy(w_bar, w_bar).sum()
     h_y_given_b = -all_reduce(torch.special.xlogy(w, w).sum()) / n
-    counts = all_reduce(torch.bincount(w.argmax(dim=1), minlength=w.shape[1]))
+    top = w.argmax(dim=1)  # scatter_add, not bincount, which reads the largest index back on a GPU
+    counts = all_reduce(w.new_zeros(w.shape[1]).scatter_add_(0, top, torch.ones_like(w[:, 0])))
+    return {
+        "marginal_entropy": h_y,
+        "conditional_entropy": h_y_given_b,
+        "mutual_information": h_y - h_y_given_b,
+        "clusters_used": (counts > 0).sum(),
+    }
+
+
+def label_stats(targets: torch.Tensor) -> LabelStats:
+    """:func:`label_statistics` of ``targets`` (B, K) as Python numbers."""
+    stats = label_statistics(targets)
     return LabelStats(
-        marginal_entropy=h_y.item(),
-        conditional_entropy=h_y_given_b.item(),
-        mutual_information=(h_y - h_y_given_b).item(),
-        clusters_used=int((counts > 0).sum().item()),
-        n_clusters=w.shape[1],
+        marginal_entropy=stats["marginal_entropy"].item(),
+        conditional_entropy=stats["conditional_entropy"].item(),
+        mutual_information=stats["mutual_information"].item(),
+        clusters_used=int(stats["clusters_used"].item()),
+        n_clusters=targets.shape[1],
     )

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from sslib import native
 from sslib.distributed import all_reduce, world_size
@@ -96,7 +95,7 @@ def _flushed_exp(logits: torch.Tensor, scale: float, out: torch.Tensor | None = 
     at beta = 0.9, to 6.9e-7 on the native path and 1.2e-6 on the torch path, so exp stays.)
     """
     q = torch.sub(logits, logits.amax(dim=1, keepdim=True), out=out).mul_(scale).exp_()
-    return F.threshold_(q, Q_FLOOR, 0.0)
+    return torch.threshold_(q, Q_FLOOR, 0.0)
 
 
 def _weight_floor(beta: float | torch.Tensor) -> float | torch.Tensor:
@@ -121,8 +120,9 @@ class _TorchKernels:
         torch.mv(self.q, v, out=self.r).reciprocal_()
         return torch.mv(self.qt, self.r, out=out)
 
-    @staticmethod
-    def weights(mass: torch.Tensor, beta: float | torch.Tensor, floor: float | torch.Tensor) -> torch.Tensor:
+    def weights(
+        self, mass: torch.Tensor, beta: float | torch.Tensor, floor: float | torch.Tensor
+    ) -> torch.Tensor:
         """v_j = max(m_j / max_k m_k, floor)^(-beta) (K,) from the column mass (K,) = B m_j, in place.
 
         ``pow`` is accurate to an ulp, where exp2(-beta log2 x) loses ~|log2 x| ulps; at beta = 0 it

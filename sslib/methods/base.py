@@ -5,6 +5,8 @@ A method subclass only adds its heads (``ssl_modules``) and its loss (``ssl_step
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,7 @@ from sslib.methods.ema import ema_update
 from sslib.methods.online import CHECKPOINT_KEY, OnlineMonitor
 from sslib.optim import cosine_ramp
 from sslib.optim.setup import configure
+from sslib.registry import to_dict
 from sslib.validation import check_int_at_least, check_unit_interval
 
 SMALL_IMAGE_SIZE = 64  # crops up to this size use the CIFAR stem when backbone.cifar is "auto"
@@ -26,7 +29,7 @@ SMALL_IMAGE_SIZE = 64  # crops up to this size use the CIFAR stem when backbone.
 def backbone_spec(cfg: DictConfig | dict) -> tuple[str, dict]:
     """``(name, kwargs)`` of ``cfg.backbone`` ({name, **kwargs}); ``cifar: auto`` follows the crop size."""
     cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
-    kwargs = OmegaConf.to_container(cfg.backbone, resolve=True)
+    kwargs = to_dict(cfg.backbone)
     name = kwargs.pop("name")
     if kwargs.get("cifar") == "auto":
         kwargs["cifar"] = cfg.data.global_crops.size <= SMALL_IMAGE_SIZE
@@ -106,7 +109,7 @@ class SSLMethod(L.LightningModule):
 
     def ssl_step(
         self, crops: list[torch.Tensor], indices: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, Mapping[str, float | torch.Tensor]]:
         """Loss of one batch of crops, the first global crop's backbone features (B, D), and metrics.
 
         ``indices`` (B,) are the samples' dataset indices, for methods with per-sample state.

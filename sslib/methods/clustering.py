@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from sslib import labelers
 from sslib.heads import PrototypeHead, build_projector
-from sslib.labelers import LabelStats, label_stats
+from sslib.labelers import label_statistics
 from sslib.methods.base import SSLMethod
 from sslib.methods.crops import check_crop_forward, embed_crops
 from sslib.methods.ema import make_teacher
 from sslib.methods.losses import swapped_prediction_loss
 from sslib.methods.queue import EmbeddingQueue
 from sslib.methods.schedule import Ramp, ramps
+from sslib.registry import to_dict
 from sslib.validation import check_positive
 
 
@@ -27,7 +26,7 @@ def build_labeler(cfg: DictConfig) -> tuple[labelers.Labeler, dict[str, Ramp]]:
     A schedule of an attribute the labeler lacks is an error. (A recipe's schedules never reach a
     swapped labeler: :func:`sslib.config.compose` gives it its own defaults.)
     """
-    kwargs = cast(dict[str, Any], OmegaConf.to_container(cfg.labeler, resolve=True))
+    kwargs = to_dict(cfg.labeler)
     schedule = ramps(kwargs.pop("schedule", None))
     labeler = labelers.build(kwargs.pop("name"), **kwargs)
     for attr in schedule:
@@ -70,7 +69,7 @@ class ClusteringMethod(SSLMethod):
         self.queue = (
             EmbeddingQueue(n_global, m.queue.length, m.projector_dims[-1]) if m.queue.length else None
         )
-        self._last_stats: LabelStats | None = None
+        self._last_stats: dict[str, torch.Tensor] | None = None  # label_statistics of the last batch
 
     def ssl_modules(self) -> nn.ModuleDict:
         return nn.ModuleDict(
@@ -101,11 +100,13 @@ class ClusteringMethod(SSLMethod):
         self.monitor_views = (views[0], views[1]) if self.n_global > 1 else None  # alignment, uniformity
         return feats, views, list(self.prototypes(z).split(sizes))
 
-    def _label_metrics(self, targets: torch.Tensor) -> dict[str, float]:
-        """``labels/*`` statistics of ``targets`` (B, K) (kept for the collapse check) and ``schedule/*``."""
-        stats = label_stats(targets)
+    def _label_metrics(self, targets: torch.Tensor) -> dict[str, float | torch.Tensor]:
+        """``labels/*`` statistics of ``targets`` (B, K) (kept for the collapse check) and ``schedule/*``;
+        the statistics stay device tensors, read only when Lightning writes its logs."""
+        stats = label_statistics(targets)
         self._last_stats = stats
-        metrics = stats.as_dict("labels/")
+        metrics: dict[str, float | torch.Tensor] = {f"labels/{k}": v for k, v in stats.items()}
+        metrics["labels/n_clusters"] = float(targets.shape[1])
         metrics.update({f"schedule/{k}": float(getattr(self.labeler, k)) for k in self.labeler_schedule})
         return metrics
 
@@ -158,9 +159,10 @@ class ClusteringMethod(SSLMethod):
         if stats is None:
             return
         threshold = self.cfg.online_eval.collapse_threshold
-        reachable = min(stats.n_clusters, self.cfg.data.batch_size * self.trainer.world_size)
-        if stats.clusters_used < threshold * reachable:
+        used, k = int(stats["clusters_used"]), self.cfg.method.num_prototypes
+        reachable = min(k, self.cfg.data.batch_size * self.trainer.world_size)
+        if used < threshold * reachable:
             rank_zero_warn(
-                f"possible collapse at epoch {self.current_epoch}: {stats.clusters_used} of {stats.n_clusters} "
+                f"possible collapse at epoch {self.current_epoch}: {used} of {k} "
                 f"clusters used by the last batch (< {threshold:.0%} of {reachable} reachable)"
             )

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, cast
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.optim import Optimizer
 
@@ -13,6 +12,7 @@ from sslib.optim import build_optimizer
 from sslib.optim.clip import clip_before_step
 from sslib.optim.params import param_groups
 from sslib.optim.schedules import WarmupCosine, build_scheduler, resolve_warmup_start_ratio, scaled_lr
+from sslib.registry import to_dict
 
 
 def _number_at_least_zero(key: str, value: object) -> float:
@@ -87,9 +87,7 @@ def configure(
             "lr": scaled_lr(cfg.online_eval.probe_lr, global_batch),
         }
     )
-    extra = (
-        cast(dict[str, Any], OmegaConf.to_container(opt.kwargs, resolve=True)) if opt.get("kwargs") else {}
-    )
+    extra = to_dict(opt.kwargs) if opt.get("kwargs") else {}
     if "momentum" in opt:
         extra["momentum"] = opt.momentum
     optimizer = build_optimizer(
