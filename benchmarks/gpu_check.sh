@@ -3,6 +3,7 @@
 #   1. the GPU-marked tests (pytest -m gpu),
 #   2. the labeler benchmark on CUDA,
 #   3. the DALI GPU decode path (the data benchmark's ImageNet-style preset),
+#   3b. the on-device multi-crop against the torchvision workers (augment benchmark, CIFAR batch 256),
 #   4. the whole-loop throughput benchmark at batch 256 in bf16 (with the lightly rows when installed),
 #   5. a 2-epoch MIRA pretraining on generated CIFAR-shaped data with each loader (torchvision, device;
 #      dali on an image folder of 32x32 JPEGs),
@@ -64,13 +65,16 @@ check() {
     } >>"$REPORT"
 }
 
-check "GPU-marked tests" 90 40 \
+check "GPU-marked tests" 80 40 \
     "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
 check "Labelers on CUDA" 40 30 \
     "$PYTHON" benchmarks/labelers.py --device cuda --no-fail
 check "DALI GPU decode (data benchmark, ImageNet-style preset)" 40 20 \
     "$PYTHON" benchmarks/data.py --presets imagenet --workers "$WORKERS" --batch-size 64 --images 512 --no-fail
-check "Whole-loop throughput, batch 256, bf16" 170 40 \
+check "On-device multi-crop vs torchvision workers (CIFAR, batch 256)" 30 20 \
+    "$PYTHON" benchmarks/augment.py --device cuda --workers "$WORKERS" --batch-size 256 --images 4096 \
+    --repeats 3 --no-fail
+check "Whole-loop throughput, batch 256, bf16" 150 40 \
     "$PYTHON" benchmarks/throughput.py --device cuda --precision bf16 --batch-size 256 \
     --imagenet-batch-size 64 --workers "$WORKERS" --steps 5 --rounds 2 --no-fail
 
