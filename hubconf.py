@@ -1,4 +1,4 @@
-"""torch.hub entry points: one per model of the sslib zoo (``zoo/manifest.yaml``).
+"""torch.hub entry points: one per model of the sslib zoo (``sslib/zoo/manifest.yaml``).
 
     import torch
     torch.hub.list("<owner>/<repo>")       # the entry names: the zoo names with '-' written as '_'
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # torch.hub lists every public callable of this module as an 
 
 dependencies = ["torch", "torchvision", "timm", "yaml", "safetensors"]
 
-_MANIFEST = _Path(__file__).resolve().parent / "zoo" / "manifest.yaml"
+_MANIFEST = _Path(__file__).resolve().parent / "sslib" / "zoo" / "manifest.yaml"
 """The manifest next to this file, so the entries are those of the checkout torch.hub loaded."""
 
 

@@ -79,9 +79,9 @@ def served(tmp_path):
 def hub_repo(tmp_path: Path, entry: Entry) -> Path:
     """A checkout holding this hubconf.py and a manifest with the single model ``entry``."""
     repo = tmp_path / "repo"
-    (repo / "zoo").mkdir(parents=True)
+    (repo / "sslib" / "zoo").mkdir(parents=True)
     shutil.copy(ROOT / "hubconf.py", repo / "hubconf.py")
-    (repo / "zoo" / "manifest.yaml").write_text("models:\n" + entry.to_yaml())
+    (repo / "sslib" / "zoo" / "manifest.yaml").write_text("models:\n" + entry.to_yaml())
     return repo
 
 

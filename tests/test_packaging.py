@@ -1,4 +1,5 @@
-"""The built wheel: its name and version, the data files it ships, and sslib imported from it alone."""
+"""The built wheel: its name and version, the data files it ships, and sslib imported from it alone
+(configs, recipes and their records, the zoo's manifest)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import sslib
-from sslib import config
+from sslib import config, zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST_NAME = "sslib-vision"
@@ -28,9 +29,9 @@ IMPORT_FROM_WHEEL = """
 import json, sys
 from importlib import resources
 import sslib
-from sslib import config
-from sslib import config, recipes
+from sslib import config, recipes, zoo
 from sslib.labelers import mira
+from sslib.zoo import manifest
 record = recipes.load("mira_cifar10")
 cfg = config.compose(["method=mira", "data=cifar10"])
 print(json.dumps({
@@ -40,6 +41,8 @@ print(json.dumps({
     "imagenet100": (resources.files("sslib.data") / "imagenet100.txt").is_file(),
     "recipe_lr": cfg.optim.lr,
     "record_problems": recipes.check(record),
+    "zoo": [entry.to_dict() for entry in zoo.list()],
+    "manifest": str(manifest.MANIFEST_PATH),
 }))
 """
 
@@ -56,7 +59,18 @@ def wheel(tmp_path_factory) -> Path:
     # Build with the environment's setuptools when it has one (offline, faster), else in pip's isolation.
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", *isolation, "-q", "-w", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            *isolation,
+            "-q",
+            "-w",
+            str(out),
+        ],
         check=True,
         capture_output=True,
     )
@@ -71,7 +85,9 @@ def test_version_is_semver_and_the_installed_metadata_version():
 
 def test_changelog_latest_release_is_the_version():
     releases = re.findall(
-        r"^## \[(\d[^\]]*)\] - \d{4}-\d{2}-\d{2}$", (ROOT / "CHANGELOG.md").read_text(), re.M
+        r"^## \[(\d[^\]]*)\] - \d{4}-\d{2}-\d{2}$",
+        (ROOT / "CHANGELOG.md").read_text(),
+        re.M,
     )
     assert releases and releases[0] == sslib.__version__
 
@@ -93,6 +109,7 @@ def test_wheel_ships_configs_kernels_data_and_records(wheel):
         *package.glob("labelers/*.c"),
         *package.glob("data/**/*.txt"),
         *package.glob("recipes/records/*.yaml"),
+        package / "zoo" / "manifest.yaml",
     ]
     assert len(shipped) > 40
     missing = sorted(str(p.relative_to(ROOT)) for p in shipped if str(p.relative_to(ROOT)) not in names)
@@ -100,7 +117,7 @@ def test_wheel_ships_configs_kernels_data_and_records(wheel):
     assert not any(n.startswith(("tests/", "docs/", "scripts/")) for n in names)
 
 
-def test_sslib_imported_from_the_wheel_composes_a_recipe_and_loads_its_record(wheel, tmp_path):
+def test_sslib_imported_from_the_wheel_composes_a_recipe_loads_its_record_and_lists_the_zoo(wheel, tmp_path):
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
@@ -122,3 +139,5 @@ def test_sslib_imported_from_the_wheel_composes_a_recipe_and_loads_its_record(wh
     assert report["kernel"] and report["imagenet100"]
     assert report["record_problems"] == []
     assert report["recipe_lr"] == config.compose(["method=mira", "data=cifar10"]).optim.lr
+    assert Path(report["manifest"]).is_relative_to(site)
+    assert report["zoo"] == [entry.to_dict() for entry in zoo.list()] and report["zoo"]

@@ -1,6 +1,6 @@
 """Model zoo: published self-supervised backbones with verified, cached downloads.
 
-``sslib.zoo.list()`` gives the entries of ``zoo/manifest.yaml``; ``sslib.zoo.load(name)`` downloads a
+``sslib.zoo.list()`` gives the entries of ``sslib/zoo/manifest.yaml``; ``sslib.zoo.load(name)`` downloads a
 checkpoint once into the cache (``$SSLIB_ZOO_CACHE``, else ``<torch hub dir>/checkpoints/sslib``),
 verifies its SHA-256, converts its published layout and returns the backbone in eval mode. Files are
 read with ``weights_only=True`` or safetensors, so a checkpoint can never run code.

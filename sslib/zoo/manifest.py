@@ -1,4 +1,5 @@
-"""The zoo manifest (``zoo/manifest.yaml``): one typed :class:`Entry` per published checkpoint."""
+"""The zoo manifest (``sslib/zoo/manifest.yaml``, shipped in the package): one typed :class:`Entry` per
+published checkpoint."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-MANIFEST_PATH = Path(__file__).resolve().parents[2] / "zoo" / "manifest.yaml"
+MANIFEST_PATH = Path(__file__).resolve().with_name("manifest.yaml")
 
 FORMATS = ("sslib", "torchvision", "mira-official", "swav-official", "dino-official", "solo-learn")
 """Checkpoint layouts that :mod:`sslib.zoo.convert` turns into backbone state dicts."""
