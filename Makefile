@@ -14,7 +14,7 @@ $(VENV)/.base: pyproject.toml
 $(VENV)/.dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev,docs]'
+	$(PY) -m pip install -e '.[dev,docs,bench]'
 	touch $(VENV)/.base $@
 
 install: $(VENV)/.base
@@ -27,14 +27,11 @@ pretrain: $(VENV)/.base
 
 LINTED := sslib scripts tests benchmarks examples hubconf.py
 MYPY := $(VENV)/bin/mypy
-# make lint and make test type-check sslib with TYPECHECK=1 (make typecheck always does).
-TYPECHECK ?= 0
-TYPECHECK_STEP := $(if $(filter 1,$(TYPECHECK)),$(MYPY),@echo "mypy skipped (TYPECHECK=$(TYPECHECK)): make typecheck")
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
-	$(TYPECHECK_STEP)
+	$(MYPY)
 
 ## mypy over sslib, as configured in pyproject.toml's [tool.mypy].
 typecheck: $(VENV)/.dev
@@ -45,11 +42,11 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff format $(LINTED)
 	$(VENV)/bin/ruff check --fix $(LINTED)
 
-## The test command CI runs: lint, the test suite, and the strict docs build.
+## The test command CI runs: lint, format and type checks, the test suite, and the strict docs build.
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
-	$(TYPECHECK_STEP)
+	$(MYPY)
 	$(PY) -m pytest
 	$(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
 
@@ -62,8 +59,10 @@ coverage: $(VENV)/.dev
 docs: $(VENV)/.dev
 	$(VENV)/bin/mkdocs serve
 
+## The quick benchmarks: labelers and the on-device multi-crop (docs/benchmarks.md has the others).
 bench: $(VENV)/.dev
 	$(PY) benchmarks/labelers.py
+	$(PY) benchmarks/augment.py
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache htmlcov .coverage .coverage.*
