@@ -1,5 +1,6 @@
 """Spies and callbacks that record what a training run did, for the methods' tests: each call of a loss
-function, each EMA update, and the closed form the momentum of those updates must follow."""
+function, each EMA update, the closed form the momentum of those updates must follow, and the indices a
+training loader fed each epoch."""
 
 from __future__ import annotations
 
@@ -102,3 +103,24 @@ def assert_updates_follow_the_ramp(probe: EMAProbe, total_steps: int, base: floa
             torch.testing.assert_close(t1, m * t0 + (1 - m) * s, rtol=0, atol=atol)
             margin = max(margin, off_by_one * float((s - t0).abs().max()))
     assert margin > 100 * atol
+
+
+class IndexRecorder(L.LightningModule):
+    """Trains one weight on the first crop's mean and records each epoch's sample indices: what a
+    training loader fed Lightning, epoch by epoch (``batch = (crops, labels, indices)``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.indices: list[list[int]] = []
+
+    def on_train_epoch_start(self) -> None:
+        self.indices.append([])
+
+    def training_step(self, batch, batch_idx):
+        crops, _, indices = batch
+        self.indices[-1] += indices.tolist()
+        return (self.weight * crops[0].mean()) ** 2
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)

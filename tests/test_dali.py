@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from probes import IndexRecorder
 from scipy.stats import kstest
 from torchvision.datasets import ImageFolder
 
@@ -290,29 +291,9 @@ def test_two_ranks_read_disjoint_shards_of_the_same_length(root):
     assert len(covered) > n // 2 + 4  # the shards change with the epoch's permutation
 
 
-class Recorder(L.LightningModule):
-    """Trains a single weight on the mean of the first crop; records the batches' indices per epoch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(()))
-        self.indices: list[list[int]] = []
-
-    def on_train_epoch_start(self) -> None:
-        self.indices.append([])
-
-    def training_step(self, batch, batch_idx):
-        crops, _, indices = batch
-        self.indices[-1] += indices.tolist()
-        return (self.weight * crops[0].mean()) ** 2
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 @needs_dali
 def test_lightning_trains_on_the_dali_loader(root):
-    model, dm = Recorder(), datamodule(root, "dali")
+    model, dm = IndexRecorder(), datamodule(root, "dali")
     trainer = L.Trainer(
         max_epochs=2,
         accelerator="cpu",

@@ -14,6 +14,7 @@ import pytest
 import torch
 from ddp import run_on_ranks
 from PIL import Image
+from probes import IndexRecorder
 from scipy.stats import binomtest, chisquare, kstest
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
@@ -279,28 +280,8 @@ def test_crops_do_not_depend_on_the_cpu_threads_splitting_a_batch():
         assert torch.equal(ia, ib) and all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b, strict=True))
 
 
-class Recorder(L.LightningModule):
-    """Trains one weight on the first crop's mean; records each epoch's indices."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(()))
-        self.indices: list[list[int]] = []
-
-    def on_train_epoch_start(self) -> None:
-        self.indices.append([])
-
-    def training_step(self, batch, batch_idx):
-        crops, _, indices = batch
-        self.indices[-1] += indices.tolist()
-        return (self.weight * crops[0].mean()) ** 2
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def test_lightning_trains_on_the_device_loader_in_the_torchvision_order(folder):
-    model, dm = Recorder(), datamodule(folder, "device")
+    model, dm = IndexRecorder(), datamodule(folder, "device")
     trainer = L.Trainer(
         max_epochs=2,
         accelerator="cpu",
