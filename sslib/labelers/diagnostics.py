@@ -39,7 +39,7 @@ def label_statistics(targets: torch.Tensor) -> dict[str, torch.Tensor]:
         "marginal_entropy": h_y,
         "conditional_entropy": h_y_given_b,
         "mutual_information": h_y - h_y_given_b,
-        "clusters_used": (counts > 0).sum(),
+        "clusters_used": (counts > 0).sum().to(w.dtype),  # a float, as logged
     }
 
 
