@@ -124,3 +124,20 @@ class IndexRecorder(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit_recording(datamodule: L.LightningDataModule, epochs: int = 2) -> tuple[IndexRecorder, L.Trainer]:
+    """An :class:`IndexRecorder` trained ``epochs`` epochs on ``datamodule``'s training loader (CPU, no
+    validation, logs or checkpoints), and its trainer."""
+    model = IndexRecorder()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return model, trainer

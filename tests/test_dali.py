@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 import sys
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from probes import IndexRecorder
+from probes import fit_recording
 from scipy.stats import kstest
 from torchvision.datasets import ImageFolder
 
@@ -293,17 +292,7 @@ def test_two_ranks_read_disjoint_shards_of_the_same_length(root):
 
 @needs_dali
 def test_lightning_trains_on_the_dali_loader(root):
-    model, dm = IndexRecorder(), datamodule(root, "dali")
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(model, datamodule=dm)
+    model, trainer = fit_recording(datamodule(root, "dali"))
     batches = len(CLASSES) * PER_CLASS // 8
     assert trainer.num_training_batches == batches
     assert [len(set(epoch)) for epoch in model.indices] == [batches * 8] * 2

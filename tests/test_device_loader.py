@@ -8,13 +8,12 @@ import math
 from collections import Counter
 from types import SimpleNamespace
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 from ddp import run_on_ranks
 from PIL import Image
-from probes import IndexRecorder
+from probes import fit_recording
 from scipy.stats import binomtest, chisquare, kstest
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
@@ -281,17 +280,7 @@ def test_crops_do_not_depend_on_the_cpu_threads_splitting_a_batch():
 
 
 def test_lightning_trains_on_the_device_loader_in_the_torchvision_order(folder):
-    model, dm = IndexRecorder(), datamodule(folder, "device")
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(model, datamodule=dm)
+    model, _ = fit_recording(datamodule(folder, "device"))
     expected = [
         [i for _, _, ids in epoch for i in ids.tolist()]
         for epoch in epochs(datamodule(folder, "torchvision").train_dataloader(), 2)
