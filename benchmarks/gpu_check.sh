@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One-shot GPU check: on a machine with CUDA, in at most 8 minutes (the checks' limits add up to 475 s), run
+# One-shot GPU check: on a machine with CUDA, in at most 8 minutes (the checks' limits add up to 476 s), run
 #   1. the GPU-marked tests (pytest -m gpu),
 #   2. the labeler benchmark on CUDA,
 #   3. the DALI GPU decode path (the data benchmark's ImageNet-style preset),
 #   3b. the on-device multi-crop against the torchvision workers (augment benchmark, CIFAR batch 256),
+#   3c. LARS's batched (foreach) step against one tensor at a time and lightly's LARS,
 #   4. the whole-loop throughput benchmark at batch 256 in bf16 (with the lightly rows when installed),
 #   5. a 2-epoch MIRA pretraining on generated CIFAR-shaped data with each loader (torchvision, device;
 #      dali on an image folder of 32x32 JPEGs),
@@ -65,7 +66,7 @@ check() {
     } >>"$REPORT"
 }
 
-check "GPU-marked tests" 80 40 \
+check "GPU-marked tests" 75 40 \
     "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
 check "Labelers on CUDA" 40 30 \
     "$PYTHON" benchmarks/labelers.py --device cuda --no-fail
@@ -74,6 +75,8 @@ check "DALI GPU decode (data benchmark, ImageNet-style preset)" 40 20 \
 check "On-device multi-crop vs torchvision workers (CIFAR, batch 256)" 30 20 \
     "$PYTHON" benchmarks/augment.py --device cuda --workers "$WORKERS" --batch-size 256 --images 4096 \
     --repeats 3 --no-fail
+check "LARS step on CUDA (foreach, per tensor, lightly)" 15 12 \
+    "$PYTHON" benchmarks/optimizer.py --device cuda --no-fail
 check "Whole-loop throughput, batch 256, bf16" 150 40 \
     "$PYTHON" benchmarks/throughput.py --device cuda --precision bf16 --batch-size 256 \
     --imagenet-batch-size 64 --workers "$WORKERS" --steps 5 --rounds 2 --no-fail
@@ -100,11 +103,11 @@ with no_checksums():
 COMMON=(method=mira trainer.max_epochs=2 data.batch_size=256 "data.num_workers=$WORKERS" baseline_eval=false
     trainer.enable_progress_bar=false resume=never)
 for loader in torchvision device; do
-    check "MIRA 2 epochs, CIFAR-shaped, data.loader=$loader" 45 12 \
+    check "MIRA 2 epochs, CIFAR-shaped, data.loader=$loader" 42 12 \
         "$PYTHON" -c "$PRETRAIN" "${COMMON[@]}" data=cifar10 "data.root=$WORK/cifar" "data.loader=$loader" \
         "run_dir=$WORK/run-$loader"
 done
-check "MIRA 2 epochs, 32x32 JPEG folder, data.loader=dali" 45 12 \
+check "MIRA 2 epochs, 32x32 JPEG folder, data.loader=dali" 42 12 \
     "$PYTHON" -c "$PRETRAIN" "${COMMON[@]}" data=folder "data.root=$WORK/folder" data.loader=dali \
     "data.global_crops.size=32" "run_dir=$WORK/run-dali"
 

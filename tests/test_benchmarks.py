@@ -60,6 +60,7 @@ UNMEETABLE = {
         ["--presets", "cifar", "--cifar-images", "160", "--cifar-batch-size", "16", "--workers", "0"]
         + ["--warmup", "1", "--batches", "1", "--repeats", "2"],
     ),
+    "optimizer": ("MIN_RATIO", math.inf, ["--device", "cpu", "--steps", "1", "--rounds", "1"]),
     "train_step": (
         "STEP_MAX_RATIO",
         0.0,
@@ -121,3 +122,19 @@ def test_labelers_compiled_row_and_its_one_code_path_verdict(monkeypatch, capsys
     assert any(line.startswith("| 8x10 | mira (torch.compile) |") for line in out.splitlines())
     [line] = [v for v in verdict_lines(out) if "mira (torch.compile)" in v]
     assert "the default mira's time (target <= 1.25x" in line
+
+
+def test_optimizer_rows_time_both_batchings_against_lightly(capsys):
+    bench = load("benchmarks/optimizer.py")
+    assert bench.main(["--device", "cpu", "--steps", "1", "--rounds", "2", "--no-fail"]) == 0
+    out = capsys.readouterr().out
+    rows = {
+        line.strip("|").split(" | ")[0].strip(): line.strip("|").split(" | ")[1:]
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| optimiser")
+    }
+    assert set(rows) == {"sslib, per tensor", "sslib, foreach", "torch SGD, foreach", "lightly"}
+    assert all(float(ms) > 0 for ms, _ in rows.values())
+    assert float(rows["lightly"][1]) == 1.0
+    [line] = verdict_lines(out)
+    assert "sslib, per tensor (the default on cpu)" in line

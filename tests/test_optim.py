@@ -359,3 +359,95 @@ def test_scheduler_follows_warmup_cosine_and_survives_state_dict_round_trip():
             s.step()
     assert lrs == pytest.approx(expected)
     assert resumed_lrs == pytest.approx(expected[8:])
+
+
+def _mixed_net() -> nn.Module:
+    """Conv, BatchNorm and linear layers in float64: weights in the trust-ratio group, the rest excluded."""
+    torch.manual_seed(0)
+    return nn.Sequential(_net(), nn.Linear(2, 3), nn.Linear(3, 3, bias=False)).double()
+
+
+NO_GRAD_AND_ZERO_WEIGHT = (8, 10)  # positions in _mixed_net().parameters(): net[1].weight, net[2].weight
+
+
+def _lars_steps(foreach: bool | None, device: str = "cpu", steps: int = 3, **kwargs) -> tuple[list, list]:
+    """Parameters and momentum buffers after ``steps`` LARS steps on fixed gradients, one weight of zeros
+    (trust 1) and one parameter without a gradient (left alone)."""
+    net = _mixed_net().to(device)
+    with torch.no_grad():
+        net[2].weight.zero_()
+    opt = LARS(param_groups(net, kwargs.pop("weight_decay", 0.01)), lr=0.1, foreach=foreach, **kwargs)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for p in net.parameters():
+            p.grad = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(device)
+        net[1].weight.grad = None
+        opt.step()
+    params = [p.detach().cpu() for p in net.parameters()]
+    return params, [opt.state[p].get("momentum_buffer") for p in net.parameters()]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"trust_ratio": "moco"},
+        {"clip_lr": True, "eta": 10.0},
+        {"momentum": 0.0},
+        {"weight_decay": 0.0},
+    ],
+)
+def test_lars_foreach_batching_takes_the_same_steps_as_one_tensor_at_a_time(kwargs):
+    per_tensor, buffers = _lars_steps(False, **dict(kwargs))
+    batched, batched_buffers = _lars_steps(True, **dict(kwargs))
+    untouched, _ = _lars_steps(False, steps=0)
+    for a, b in zip(per_tensor, batched, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    for a, b in zip(buffers, batched_buffers, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    no_grad, zero_weight = NO_GRAD_AND_ZERO_WEIGHT
+    torch.testing.assert_close(per_tensor[no_grad], untouched[no_grad], rtol=0, atol=0)  # no step
+    assert buffers[no_grad] is None
+    assert all(
+        not torch.equal(a, b)
+        for i, (a, b) in enumerate(zip(per_tensor, untouched, strict=True))
+        if i != no_grad
+    )
+    assert untouched[zero_weight].abs().sum() == 0
+
+
+def test_lars_batches_by_device_and_dtype_only_when_asked_or_on_cuda():
+    from sslib.optim.lars import _chunks
+
+    tensors = [torch.zeros(2), torch.zeros(3, dtype=torch.float64), torch.zeros(4), torch.zeros(1)]
+    assert _chunks(tensors, None) == [[t] for t in tensors]  # CPU: one tensor at a time
+    assert _chunks(tensors, False) == [[t] for t in tensors]
+    batched = _chunks(tensors, True)
+    assert [[id(t) for t in chunk] for chunk in batched] == [
+        [id(tensors[0]), id(tensors[2]), id(tensors[3])],
+        [id(tensors[1])],
+    ]
+
+
+def test_lars_state_saved_without_foreach_loads_with_the_device_default():
+    p = nn.Parameter(W0.clone())
+    saved = LARS([p], lr=0.1).state_dict()
+    del saved["param_groups"][0]["foreach"]
+    opt = LARS([p], lr=0.1, foreach=True)
+    opt.load_state_dict(saved)
+    assert opt.param_groups[0]["foreach"] is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_lars_on_cuda_batches_and_takes_the_cpu_steps():
+    from sslib.optim.lars import _chunks
+
+    on_cuda = [torch.zeros(2, device="cuda"), torch.zeros(3, device="cuda")]
+    assert len(_chunks(on_cuda, None)) == 1
+    cpu, _ = _lars_steps(False, trust_ratio="moco")
+    cuda, _ = _lars_steps(None, device="cuda", trust_ratio="moco")
+    for a, b in zip(cpu, cuda, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
