@@ -1,6 +1,7 @@
 """Trainer plug-ins of a run: synchronised BatchNorm on any device, atomic checkpoints, checkpoints every
-N steps, and a clean stop (checkpoint first) on the signals a cluster sends before a time limit or a
-preemption."""
+N steps, a clean stop (checkpoint first) on the signals a cluster sends before a time limit or a
+preemption, a guard that stops a diverged run before it saves, and a progress bar that reads the step's
+metrics only when it redraws."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm, _BatchNormXd
 from lightning.pytorch.utilities import rank_zero_info
@@ -55,6 +57,74 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
     ) -> dict:
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+class DivergenceGuard(L.Callback):
+    """Stops a run whose loss became NaN or Inf, before any checkpoint is written from it.
+
+    Every step adds ``not isfinite(loss)`` to a flag on the device (no read); the flag is read every
+    ``every_n_steps`` steps (when the logger reads the metrics anyway) and before every checkpoint, and
+    taken over all ranks, so all of them stop together. A diverged run raises ``FloatingPointError``
+    naming the steps, and ``checkpoints/last.ckpt`` keeps the last finite weights.
+    """
+
+    def __init__(self, every_n_steps: int) -> None:
+        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}")
+        self.every_n_steps = every_n_steps
+        self.nonfinite: torch.Tensor | None = None
+        self.checked_step = 0  # the last step the flag was read at
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            bad = ~torch.isfinite(loss.detach())
+            self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
+        if trainer.global_step % self.every_n_steps == 0:
+            self.check(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.check(trainer)
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Raise ``FloatingPointError`` if a loss since the last check was not finite on any rank."""
+        if self.nonfinite is None:
+            return
+        flag = self.nonfinite.to(torch.int32)
+        if world_size() > 1:
+            flag = all_reduce(flag.reshape(1), op="max")
+        since, self.checked_step, self.nonfinite = self.checked_step, trainer.global_step, None
+        if flag.any().item():
+            raise FloatingPointError(
+                f"training diverged: the loss was NaN or Inf at a step in {since + 1}-{trainer.global_step}, "
+                "and nothing was saved after it (try a lower optim.lr, or trainer.precision=32-true)"
+            )
+
+
+class StepMetricsBar(TQDMProgressBar):
+    """Lightning's TQDM bar showing ``keys`` of the training step, read from the device only when the bar
+    redraws (every ``refresh_rate`` steps).
+
+    Metrics logged with ``prog_bar=True`` are copied to the host after every step, which makes the CPU
+    wait for the GPU each time; the step logs these ``keys`` without it and the bar reads their latest
+    values (``trainer.callback_metrics``, device tensors) at its own rate.
+    """
+
+    def __init__(self, keys: tuple[str, ...], refresh_rate: int = 1) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.keys = keys
+
+    def get_metrics(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
+        metrics = super().get_metrics(trainer, pl_module)
+        latest = trainer.callback_metrics
+        for key in self.keys:
+            if key in latest:
+                metrics[key] = float(latest[key])
+        return metrics
 
 
 class Preempted(Exception):

@@ -17,10 +17,17 @@ from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig, OmegaConf
 
 from sslib import methods
-from sslib.callbacks import AtomicCheckpointIO, SaveAndStop, SyncBatchNormPlugin
+from sslib.callbacks import (
+    AtomicCheckpointIO,
+    DivergenceGuard,
+    SaveAndStop,
+    StepMetricsBar,
+    SyncBatchNormPlugin,
+)
 from sslib.checkpoint import trained_epochs
 from sslib.data import SSLDataModule
 from sslib.io import atomic_write_text
+from sslib.methods.base import STEP_METRICS
 from sslib.registry import to_dict
 from sslib.validate import check_run_config
 
@@ -57,6 +64,7 @@ RUNTIME_KEYS = (
     "online_eval.rank_collapse_threshold",
     "checkpoint",  # how often last.ckpt is written
     "compile_backbone",  # how the backbone's forward runs, not what it computes
+    "channels_last",  # how its tensors are laid out in memory
 )
 
 
@@ -245,7 +253,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
     and when a stop signal arrives (:class:`sslib.callbacks.SaveAndStop`); every write is atomic
     (:class:`sslib.callbacks.AtomicCheckpointIO`). ``trainer.sync_batchnorm`` converts BatchNorm layers
     to synchronised ones that also run in CPU processes (:class:`sslib.callbacks.SyncBatchNormPlugin`).
-    ``trainer.precision=auto`` is resolved by :func:`resolve_precision` (bf16-mixed on CUDA).
+    ``trainer.precision=auto`` is resolved by :func:`resolve_precision` (bf16-mixed on CUDA). The
+    progress bar (:class:`sslib.callbacks.StepMetricsBar`) redraws every ``trainer.log_every_n_steps``
+    steps, when the logger also reads the step's metrics, and :class:`sslib.callbacks.DivergenceGuard`
+    checks the loss then and before every checkpoint, so nothing is copied from the device between.
     """
     last = run_dir / LAST_CHECKPOINT
     checkpoints = ModelCheckpoint(
@@ -263,14 +274,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
         trainer_kwargs["precision"], trainer_kwargs["accelerator"]
     )
     sync_bn = SyncBatchNormPlugin()
+    log_every = trainer_kwargs.get("log_every_n_steps", 50)
+    bar = [StepMetricsBar(STEP_METRICS, log_every)]
     trainer = L.Trainer(
         **trainer_kwargs,
         default_root_dir=str(run_dir),
         logger=build_logger(cfg, run_dir),
         callbacks=[
             checkpoints,
+            DivergenceGuard(log_every),
             SaveAndStop(last, every),
             LearningRateMonitor(logging_interval="step"),
+            *(bar if trainer_kwargs.get("enable_progress_bar", True) else []),
             *callbacks,
         ],
         plugins=[AtomicCheckpointIO(), *([sync_bn] if trainer_kwargs.get("sync_batchnorm") else [])],

@@ -12,14 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sslib.backbones import check_crop_sizes
-from sslib.methods.base import backbone_spec
+from sslib.methods.base import backbone_spec, check_channels_last
 from sslib.optim.setup import configure
 from sslib.validation import check_positive
 
 
 def check_run_config(cfg: DictConfig, world_size: int) -> None:
     """Raise a one-line ``ValueError`` naming the first bad optimiser or schedule value (or
-    ``compile_backbone``) of ``cfg``.
+    ``compile_backbone``, ``channels_last``) of ``cfg``.
 
     The scalar values are checked under their config names; then the run's optimiser and schedule are
     built once on a stand-in parameter (``configure``, which checks everything else: ``optim.kwargs``,
@@ -28,6 +28,7 @@ def check_run_config(cfg: DictConfig, world_size: int) -> None:
     compile_backbone = cfg.get("compile_backbone", False)
     if not isinstance(compile_backbone, bool):
         raise ValueError(f"compile_backbone must be true or false, got {compile_backbone!r}")
+    check_channels_last(cfg.get("channels_last", "auto"))
     for key in ("optim.lr", "online_eval.probe_lr"):
         check_positive(key, OmegaConf.select(cfg, key))
     final = cfg.optim.final_lr_ratio

@@ -60,6 +60,11 @@ UNMEETABLE = {
         ["--presets", "cifar", "--cifar-images", "160", "--cifar-batch-size", "16", "--workers", "0"]
         + ["--warmup", "1", "--batches", "1", "--repeats", "2"],
     ),
+    "memory_format": (
+        "MIN_RATIO",
+        math.inf,
+        ["--device", "cpu", "--sizes", "16", "--batch", "2", "--rounds", "1", "--steps", "1"],
+    ),
     "optimizer": ("MIN_RATIO", math.inf, ["--device", "cpu", "--steps", "1", "--rounds", "1"]),
     "train_step": (
         "STEP_MAX_RATIO",
@@ -138,3 +143,21 @@ def test_optimizer_rows_time_both_batchings_against_lightly(capsys):
     assert float(rows["lightly"][1]) == 1.0
     [line] = verdict_lines(out)
     assert "sslib, per tensor (the default on cpu)" in line
+
+
+def test_memory_format_rows_name_the_layout_auto_takes(capsys):
+    bench = load("benchmarks/memory_format.py")
+    args = ["--device", "cpu", "--sizes", "16,32,96", "--batch", "2", "--large-batch", "1"]
+    bench.main([*args, "--rounds", "1", "--steps", "1", "--no-fail"])
+    out = capsys.readouterr().out
+    rows = [
+        line.strip("|").split(" | ")
+        for line in out.splitlines()
+        if line.startswith("| ") and "px" not in line
+    ]
+    assert [(r[0].strip(), r[1], r[-1].strip()) for r in rows] == [
+        ("16", "CIFAR", "contiguous"),
+        ("32", "CIFAR", "channels_last"),
+        ("96", "ImageNet", "contiguous"),  # a 24 px stem output
+    ]
+    assert len(verdict_lines(out)) == 3

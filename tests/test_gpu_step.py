@@ -10,7 +10,7 @@ from torch import nn
 from sslib import methods
 from sslib.config import compose
 from sslib.labelers.mira import mira_targets
-from sslib.methods.base import to_channels_last
+from sslib.methods.base import to_channels_last, wants_channels_last
 from sslib.train import build_trainer, resolve_precision
 from sslib.validate import check_run_config
 
@@ -70,8 +70,8 @@ def channels_last(module: nn.Module) -> bool:
     return bool(convs) and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
 
 
-def test_on_cuda_the_backbones_and_batches_go_channels_last_and_on_cpu_nothing_changes():
-    _, model = tiny_mira()
+def test_on_cuda_the_backbones_and_batches_go_channels_last():
+    _, model = tiny_mira()  # 16 px crops: contiguous on a CPU
     model.prepare_for(torch.device("cpu"))
     assert not model.channels_last and not channels_last(model.backbone)
     _, model = tiny_mira()
@@ -85,6 +85,46 @@ def test_on_cuda_the_backbones_and_batches_go_channels_last_and_on_cpu_nothing_c
     loss, _, _ = model.ssl_step(out_crops)  # the channels_last step runs and trains
     loss.backward()
     assert model.backbone.conv1.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], False),  # 16 px with the CIFAR stem: maps below CPU_CHANNELS_LAST_MIN_MAP
+        (["data.global_crops.size=32"], True),
+        (["data.global_crops.size=32", "data.local_crops={n:2,size:16,scale:[0.1,0.3]}"], False),
+        (["data.global_crops.size=48", "data.local_crops={n:2,size:32,scale:[0.1,0.3]}"], True),
+        (["data.global_crops.size=224", "data.local_crops={n:2,size:96,scale:[0.1,0.3]}"], False),  # 24 px
+        (["data.global_crops.size=224", "data.local_crops={n:2,size:128,scale:[0.1,0.3]}"], True),
+        (["data.global_crops.size=64", "backbone.cifar=false"], False),  # the ImageNet stem: 16 px maps
+        (["channels_last=true"], True),
+        (["data.global_crops.size=32", "channels_last=false"], False),
+    ],
+)
+def test_on_a_cpu_auto_takes_channels_last_for_stem_outputs_of_32_px_and_more(overrides, expected):
+    cfg, model = tiny_mira(*overrides)
+    model.prepare_for(torch.device("cpu"))
+    assert model.channels_last is expected
+    assert channels_last(model.backbone) is (expected or False)
+    if model.channels_last:
+        assert channels_last(model.teacher["backbone"])
+        size = cfg.data.global_crops.size
+        crops = model.device_batch([torch.randn(2, 3, size, size) for _ in range(2)])
+        assert all(c.is_contiguous(memory_format=torch.channels_last) for c in crops)
+
+
+def test_a_backbone_without_convolutions_never_goes_channels_last():
+    for setting in ("auto", True):
+        for device in ("cpu", "cuda"):
+            assert not wants_channels_last(setting, torch.device(device), nn.Linear(2, 2), [224])
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, "cuda"])
+def test_a_bad_channels_last_setting_is_one_line_naming_it(bad):
+    cfg = compose(["method=mira", *TINY, f"channels_last={bad}"])
+    with pytest.raises(ValueError, match=rf"channels_last must be auto, true or false, got {bad!r}") as err:
+        check_run_config(cfg, world_size=1)
+    assert "\n" not in str(err.value)
 
 
 def test_to_channels_last_keeps_the_structure_and_the_other_values():

@@ -31,21 +31,25 @@ class Labeler(nn.Module):
         return targets
 
     @torch.no_grad()
-    def label_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+    def label_views(self, views: list[torch.Tensor], check_finite: bool = True) -> list[torch.Tensor]:
         """Targets for several views of the same images, each ``(B, K)``.
 
         Each view is labelled on its own (the paper's swapped-prediction setting); state is
         updated once from all views together, as DINO updates its centre once per step.
+        ``check_finite=False`` leaves out the finiteness check, which reads a value from the device
+        (on a GPU: waits for the logits); the training step does, and guards its loss instead
+        (:class:`sslib.callbacks.DivergenceGuard`).
         """
-        xs = [check_logits(v) for v in views]
+        xs = [check_logits(v, check_finite) for v in views]
         targets = [self.assign(x) for x in xs]
         if self.training:
             self.update(torch.cat(xs))
         return targets
 
 
-def check_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Validate ``logits`` (2-D, non-empty, finite) and return them detached, in float32 unless float64."""
+def check_logits(logits: torch.Tensor, finite: bool = True) -> torch.Tensor:
+    """Validate ``logits`` (2-D, non-empty and, with ``finite``, finite) and return them detached, in
+    float32 unless float64."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be a 2-D tensor (batch, clusters), got shape {shape}")
@@ -55,6 +59,6 @@ def check_logits(logits: torch.Tensor) -> torch.Tensor:
     x = x if x.dtype == torch.float64 else x.float()
     # One reduction is the fast path; the elementwise check (several passes) runs only when the sum is
     # not finite, which NaN/Inf entries guarantee (finite values can overflow the sum, hence the check).
-    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+    if finite and not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise ValueError("logits must be finite, got NaN or Inf values")
     return x

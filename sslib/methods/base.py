@@ -24,6 +24,10 @@ from sslib.registry import to_dict
 from sslib.validation import check_int_at_least, check_unit_interval
 
 SMALL_IMAGE_SIZE = 64  # crops up to this size use the CIFAR stem when backbone.cifar is "auto"
+# channels_last=auto on a CPU: oneDNN's channels_last convolutions train a ResNet faster than contiguous
+# ones once the stem's output is this many pixels wide, slower below (benchmarks/memory_format.py)
+CPU_CHANNELS_LAST_MIN_MAP = 32
+IMAGENET_STEM_STRIDE = 4  # a 7x7 stride-2 convolution and a stride-2 max pool
 
 
 def backbone_spec(cfg: DictConfig | dict) -> tuple[str, dict]:
@@ -37,8 +41,39 @@ def backbone_spec(cfg: DictConfig | dict) -> tuple[str, dict]:
 
 
 def has_conv(module: nn.Module) -> bool:
-    """Whether ``module`` has a 2-D convolution (then channels_last memory helps it on CUDA)."""
+    """Whether ``module`` has a 2-D convolution (the layers channels_last memory speeds up)."""
     return any(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+def stem_output_sizes(cfg: DictConfig) -> list[int]:
+    """The side of the stem's output for every crop kind of ``cfg.data`` (global, then local): the crop's
+    own with the CIFAR stem, a quarter of it otherwise."""
+    _, kwargs = backbone_spec(cfg)
+    stride = 1 if kwargs.get("cifar") else IMAGENET_STEM_STRIDE
+    local = cfg.data.get("local_crops")
+    sizes = [int(cfg.data.global_crops.size)] + ([int(local.size)] if local else [])
+    return [size // stride for size in sizes]
+
+
+def check_channels_last(setting: object) -> None:
+    """``channels_last`` is ``auto``, ``true`` or ``false``, else a one-line ``ValueError``."""
+    if setting != "auto" and not isinstance(setting, bool):
+        raise ValueError(f"channels_last must be auto, true or false, got {setting!r}")
+
+
+def wants_channels_last(
+    setting: object, device: torch.device, backbone: nn.Module, stem_sizes: list[int]
+) -> bool:
+    """Whether ``backbone`` trains in channels_last memory on ``device``, its stem giving maps of
+    ``stem_sizes`` pixels (:func:`stem_output_sizes`): ``setting`` ``True``/``False`` decides for conv
+    backbones (others have no use for it); ``"auto"`` takes it on CUDA, and on a CPU when every map is at
+    least ``CPU_CHANNELS_LAST_MIN_MAP`` pixels (crops of 32 px with the CIFAR stem, 128 px without)."""
+    check_channels_last(setting)
+    if not has_conv(backbone):
+        return False
+    if setting == "auto":
+        return device.type == "cuda" or min(stem_sizes) >= CPU_CHANNELS_LAST_MIN_MAP
+    return bool(setting)
 
 
 def to_channels_last(batch):
@@ -57,6 +92,9 @@ def build_backbone(cfg: DictConfig | dict) -> tuple[nn.Module, int]:
     return backbones.build(name, **kwargs)
 
 
+STEP_METRICS = ("train/loss", "train/probe_loss", "train/probe_acc")  # what the progress bar shows
+
+
 class SSLMethod(L.LightningModule):
     """Base LightningModule of every method.
 
@@ -68,8 +106,9 @@ class SSLMethod(L.LightningModule):
     ``self.teacher`` to a copy of some of ``ssl_modules()`` (same keys); it is updated after every step
     with the momentum of ``cfg.method.ema`` ({base_momentum, final_momentum}, cosine ramp per iteration).
 
-    For the device it runs on (:meth:`prepare_for`, called by Lightning's ``setup``): on CUDA, conv
-    backbones and their batches use channels_last memory; ``cfg.compile_backbone`` compiles the backbone
+    For the device it runs on (:meth:`prepare_for`, called by Lightning's ``setup``): conv backbones and
+    their batches use channels_last memory where ``cfg.channels_last`` says so
+    (:func:`wants_channels_last`); ``cfg.compile_backbone`` compiles the backbone
     and the teacher's (``torch.compile``, in place, so the state dict keeps its keys).
     """
 
@@ -136,13 +175,15 @@ class SSLMethod(L.LightningModule):
         return [self.backbone, *teacher]
 
     def prepare_for(self, device: torch.device) -> None:
-        """Tune the backbones for ``device`` once, before the strategy moves or wraps the module: on
-        CUDA a conv backbone goes to channels_last (and :meth:`device_batch` converts the batches);
-        with ``compile_backbone`` each backbone's forward is compiled (``nn.Module.compile``)."""
+        """Tune the backbones for ``device`` once, before the strategy moves or wraps the module: a conv
+        backbone goes to channels_last where :func:`wants_channels_last` says so (and
+        :meth:`device_batch` converts the batches); with ``compile_backbone`` each backbone's forward is
+        compiled (``nn.Module.compile``)."""
         if self._prepared_for is not None:
             return
         self._prepared_for = device
-        self.channels_last = device.type == "cuda" and has_conv(self.backbone)
+        setting = self.cfg.get("channels_last", "auto")
+        self.channels_last = wants_channels_last(setting, device, self.backbone, stem_output_sizes(self.cfg))
         for backbone in self.backbones():
             if self.channels_last:
                 backbone.to(memory_format=torch.channels_last)
@@ -169,11 +210,8 @@ class SSLMethod(L.LightningModule):
         probe_logits = self.probe(feats.detach())
         probe_loss = F.cross_entropy(probe_logits, labels)
         acc = (probe_logits.argmax(1) == labels).float().mean()
-        self.log_dict(
-            {"train/loss": loss, "train/probe_loss": probe_loss, "train/probe_acc": acc},
-            prog_bar=True,
-            sync_dist=True,
-        )
+        # shown by the progress bar when it redraws (sslib.callbacks.StepMetricsBar), not copied every step
+        self.log_dict(dict(zip(STEP_METRICS, (loss, probe_loss, acc), strict=True)), sync_dist=True)
         self.log_dict(metrics, sync_dist=False)
         return loss + probe_loss
 

@@ -82,7 +82,8 @@ class ClusteringMethod(SSLMethod):
         m = self.cfg.method
         feats, z, student = self._student_outputs(crops)
         teacher_logits, teacher_z = self._teacher_outputs(crops[: self.n_global], student, z)
-        targets = self.labeler.label_views(self._with_queue(teacher_logits))
+        # finiteness: the loss is guarded instead, without a device read per step (DivergenceGuard)
+        targets = self.labeler.label_views(self._with_queue(teacher_logits), check_finite=False)
         targets = [t[: len(crops[v])] for v, t in enumerate(targets)]
         if self.queue is not None and self.current_epoch >= m.queue.start_epoch:
             self.queue.push(teacher_z)
