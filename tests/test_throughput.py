@@ -67,7 +67,7 @@ def test_a_loader_this_version_lacks_is_a_row_saying_so(bench, monkeypatch):
     assert bench.unavailable("torchvision", "cifar", None) is None
 
 
-def test_gpu_verdicts_cover_the_on_device_speed_up_and_the_labeler_share(bench):
+def test_verdicts_cover_the_on_device_speed_up_and_on_cuda_the_labeler_share(bench):
     import torch
 
     rows_ = [
@@ -80,4 +80,8 @@ def test_gpu_verdicts_cover_the_on_device_speed_up_and_the_labeler_share(bench):
         ("cifar mira torchvision: labeler", True),  # 1% < 3%
         ("cifar mira device: labeler", False),  # 5%
     ]
-    assert bench.verdicts_of("cifar", "mira", rows_, torch.device("cpu")) == []
+    on_cpu = bench.verdicts_of("cifar", "mira", rows_, torch.device("cpu"))
+    assert [(v.subject, v.passed) for v in on_cpu] == [("cifar mira: on-device loader", True)]  # >= 1x
+    rows_[1]["x_tv"] = 0.9
+    [slower] = bench.verdicts_of("cifar", "mira", rows_, torch.device("cpu"))
+    assert not slower.passed
