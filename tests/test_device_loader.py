@@ -19,7 +19,7 @@ from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
 from sslib.data import Augment, CropGroup, SSLDataModule, batched, dataset_stats, device
-from sslib.data.batch_transform import BatchMultiCrop, BatchViewTransform
+from sslib.data.batch_transform import NO_OP, BatchMultiCrop, BatchViewTransform
 from sslib.data.kernels import adjust_hue, pil_gaussian_blur
 from sslib.data.keyed_random import keyed_uniform
 from sslib.data.loaders import choose_loader
@@ -277,6 +277,27 @@ def test_crops_do_not_depend_on_the_cpu_threads_splitting_a_batch():
     )
     for (a, _, ia), (b, _, ib) in zip(one, three, strict=True):
         assert torch.equal(ia, ib) and all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b, strict=True))
+
+
+def test_making_a_batch_on_its_device_reads_nothing_back_from_it():
+    # Meta tensors have no values: any read of one (.tolist(), .nonzero(), bool(t)) raises, as a read
+    # from a GPU would wait for its queue. Only the parameters' host part (counts) is read, on the CPU.
+    images = smooth_images(8)
+    transform = BatchMultiCrop(
+        CropGroup(2, 32), CropGroup(2, 16, (0.05, 0.3)), EVERY_OP, STATS.mean, STATS.std
+    )
+    loader = device.DeviceTrainLoader(images.to("meta"), torch.zeros(8, dtype=torch.int64), transform, 4)
+    crops, labels, index = next(iter(loader))
+    assert [c.shape for c in crops] == [(4, 3, 32, 32)] * 2 + [(4, 3, 16, 16)] * 2
+    assert all(c.device.type == "meta" for c in crops) and index.device.type == "cpu"
+    p = transform.views[0].params(0, 0, index, 32, 32)
+    expected_steps = torch.where(p.jitter.unsqueeze(1), p.order, NO_OP)  # every op has a spread here
+    assert torch.equal(p.steps, expected_steps)
+    assert p.counts == [torch.bincount(s, minlength=NO_OP + 1).tolist() for s in p.steps.T]
+    assert torch.equal(p.blurred, p.blur.nonzero().squeeze(1))
+    moved = p.to(torch.device("meta"))
+    assert moved.counts == p.counts and moved.boxes.device.type == "meta"
+    assert p.to(torch.device("cpu")).boxes is p.boxes
 
 
 def test_lightning_trains_on_the_device_loader_in_the_torchvision_order(folder):

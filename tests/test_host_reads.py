@@ -37,8 +37,8 @@ TINY = [
 
 class HostReads:
     """Counts the calls that copy a tensor's value to Python (``.item()``, ``float(t)``, ``bool(t)``...)
-    outside the data pipeline (``sslib/data``: the on-device loader reads its colour-jitter bounds once
-    per view, docs/data.md)."""
+    outside the data pipeline (``sslib/data``, which draws the crops' parameters on the CPU and reads
+    them there: ``tests/test_device_loader.py`` checks that it reads nothing from the batch's device)."""
 
     def __init__(self, monkeypatch) -> None:
         self.count = 0

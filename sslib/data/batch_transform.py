@@ -5,13 +5,19 @@ keyed by ``(seed, epoch, index, view)``, so a sample's crops do not depend on it
 the device, and follow the distributions of :class:`~sslib.data.transforms.ViewTransform`: the same
 random resized crop (torchvision's ``get_params``), flip, colour jitter (factors and random order),
 grayscale, PIL blur and solarize probabilities of ``Augment`` with the per-view blur/solarize values.
+
+The parameters are drawn on the CPU and copied to the images' device from pinned memory without
+waiting: what the batch's ops need on the host (how many samples take each jitter op, which ones are
+blurred) is known there, so making a batch on a GPU never reads anything back from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,7 +48,10 @@ class ViewParams:
 
     ``boxes`` (B, 4) int64 ``(top, left, h, w)``; ``flip``, ``jitter``, ``gray``, ``blur``, ``solarize``
     (B,) bool; ``factors`` (B, 4) float64 brightness, contrast, saturation, hue factors; ``order`` (B, 4)
-    int64, the jitter ops' indices in the order applied; ``sigma`` (B,) float64 blur radii.
+    int64, the jitter ops' indices in the order applied; ``sigma`` (B,) float64 blur radii. Derived from
+    them: ``steps`` (B, 4) int64, the jitter op each sample takes at each step (:data:`NO_OP` for none),
+    ``counts`` (a host list, per step the number of samples taking each op, then ``NO_OP``) and
+    ``blurred`` (K,) int64, the blurred samples.
     """
 
     boxes: Tensor
@@ -54,6 +63,28 @@ class ViewParams:
     blur: Tensor
     sigma: Tensor
     solarize: Tensor
+    steps: Tensor
+    counts: list[list[int]]
+    blurred: Tensor
+
+    def to(self, device: torch.device) -> ViewParams:
+        """These parameters on ``device`` (:func:`to_device`); ``counts`` stays on the host."""
+        moved: dict[str, Any] = {
+            field.name: to_device(value, device)
+            for field in dataclasses.fields(self)
+            if isinstance(value := getattr(self, field.name), Tensor)
+        }
+        return dataclasses.replace(self, **moved)
+
+
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` copied to ``device``; to a GPU through pinned memory, so the copy does not wait for
+    the GPU's queue (a copy from pageable memory does)."""
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 def _happens(u: Tensor, p: float) -> Tensor:
@@ -100,24 +131,31 @@ class BatchViewTransform:
         return self._constants[device]
 
     def params(self, seed: int, epoch: int, index: Tensor, height: int, width: int) -> ViewParams:
-        """The parameters of the samples ``index`` (B,) of epoch ``epoch`` (on ``index``'s device)."""
+        """The parameters of the samples ``index`` (B,) of epoch ``epoch``, on ``index``'s device (the CPU
+        for the loader: ``counts`` is then read without waiting for a GPU)."""
         u = keyed_uniform(seed, epoch, index, self.stream, DRAWS)
         aug = self.aug
         constants = self.constants(u.device)
         lo, hi = constants["low"], constants["high"]
         sigma_lo, sigma_hi = aug.blur_sigma
+        jitter, order = _happens(u[:, _JITTER], aug.color_jitter_p), u[:, _ORDER].argsort(1)
+        blur = _happens(u[:, _BLUR], self.blur_p)
+        steps = torch.where(jitter.unsqueeze(1) & constants["enabled"][order], order, NO_OP)  # (B, 4)
         return ViewParams(
             boxes=batched.crop_boxes(
                 u[:, _CROP], height, width, self.crop.scale, (ASPECT_RATIO[0], ASPECT_RATIO[1])
             ),
             flip=_happens(u[:, _FLIP], aug.hflip_p),
-            jitter=_happens(u[:, _JITTER], aug.color_jitter_p),
+            jitter=jitter,
             factors=lo + (hi - lo) * u[:, _FACTORS],
-            order=u[:, _ORDER].argsort(1),
+            order=order,
             gray=_happens(u[:, _GRAY], aug.grayscale_p),
-            blur=_happens(u[:, _BLUR], self.blur_p),
+            blur=blur,
             sigma=sigma_lo + (sigma_hi - sigma_lo) * u[:, _SIGMA],
             solarize=_happens(u[:, _SOLARIZE], self.solarize_p),
+            steps=steps,
+            counts=torch.nn.functional.one_hot(steps, NO_OP + 1).sum(0).tolist(),  # (4 steps, ops + 1)
+            blurred=blur.nonzero().squeeze(1),
         )
 
     def _jitter(self, x: Tensor, p: ViewParams) -> Tensor:
@@ -125,11 +163,9 @@ class BatchViewTransform:
 
         At step ``t`` the batch is arranged by the op each sample takes then (:data:`NO_OP` for samples
         not jittered and for ops of zero spread, which ``ViewTransform`` leaves out), so every op runs
-        once per step on a contiguous slice; one device-to-host copy per view gives the slices' bounds.
+        once per step on a contiguous slice, whose bounds ``p.counts`` gives on the host.
         """
-        enabled = self.constants(x.device)["enabled"]
-        steps = torch.where(p.jitter.unsqueeze(1) & enabled[p.order], p.order, NO_OP)  # (B, 4)
-        counts = torch.nn.functional.one_hot(steps, NO_OP + 1).sum(0).tolist()  # (4 steps, ops + 1)
+        steps, counts = p.steps, p.counts
         arranged = torch.arange(len(x), device=x.device)  # x[i] is sample arranged[i]
         for t in range(steps.shape[1]):
             if counts[t][NO_OP] == len(x):
@@ -154,7 +190,7 @@ class BatchViewTransform:
         if aug.grayscale_p > 0:
             x = torch.where(p.gray.view(-1, 1, 1, 1), batched.grayscale(x).expand_as(x), x)
         if self.blur_p > 0:
-            chosen = p.blur.nonzero().squeeze(1)
+            chosen = p.blurred
             x = x.index_copy(0, chosen, batched.blur(x[chosen], p.sigma[chosen], self.blur_reach))
         if self.solarize_p > 0:
             x = batched.solarize(x, p.solarize, SOLARIZE_THRESHOLD)
@@ -184,6 +220,11 @@ class BatchMultiCrop:
         ]
 
     def __call__(self, images: Tensor, seed: int, epoch: int, index: Tensor) -> list[Tensor]:
+        """The views of ``images`` (on their device), the samples ``index`` (B,) of epoch ``epoch``; the
+        parameters are drawn on the CPU (module docstring)."""
         height, width = images.shape[-2:]
-        index = index.to(images.device)
-        return [view(images, view.params(seed, epoch, index, height, width)) for view in self.views]
+        index = index.cpu()
+        return [
+            view(images, view.params(seed, epoch, index, height, width).to(images.device))
+            for view in self.views
+        ]

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 
-from sslib.data.batch_transform import BatchMultiCrop
+from sslib.data.batch_transform import BatchMultiCrop, to_device
 from sslib.data.folder import load_image
 from sslib.data.sampling import EpochSampler
 
@@ -158,11 +158,12 @@ class DeviceTrainLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def _crops(self, pool: ThreadPoolExecutor, epoch: int, index: Tensor) -> list[Tensor]:
-        """The views of samples ``index`` (B,) of epoch ``epoch``, made on the images' device."""
-        index = index.to(self.images.device, non_blocking=True)
+        """The views of samples ``index`` (B,) of epoch ``epoch`` (on the CPU), made on the images'
+        device."""
 
         def views(part: Tensor) -> list[Tensor]:
-            return self.transform(self.images[part], self.seed, epoch, part)
+            images = self.images[to_device(part, self.images.device)]
+            return self.transform(images, self.seed, epoch, part)
 
         return views(index) if self.threads == 1 else split_over_threads(pool, self.threads, views, index)
 
