@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One-shot GPU check: on a machine with CUDA, in at most 8 minutes (the checks' limits add up to 476 s), run
+# One-shot GPU check: on a machine with CUDA, in at most 8 minutes (the checks' limits add up to 480 s), run
 #   1. the GPU-marked tests (pytest -m gpu),
 #   2. the labeler benchmark on CUDA,
 #   3. the DALI GPU decode path (the data benchmark's ImageNet-style preset),
 #   3b. the on-device multi-crop against the torchvision workers (augment benchmark, CIFAR batch 256),
 #   3c. LARS's batched (foreach) step against one tensor at a time and lightly's LARS,
+#   3d. contiguous against channels_last memory for a ResNet-18 at 32 and 224 px,
 #   4. the whole-loop throughput benchmark at batch 256 in bf16 (with the lightly rows when installed),
 #   5. a 2-epoch MIRA pretraining on generated CIFAR-shaped data with each loader (torchvision, device;
 #      dali on an image folder of 32x32 JPEGs),
@@ -66,7 +67,7 @@ check() {
     } >>"$REPORT"
 }
 
-check "GPU-marked tests" 75 40 \
+check "GPU-marked tests" 70 40 \
     "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
 check "Labelers on CUDA" 40 30 \
     "$PYTHON" benchmarks/labelers.py --device cuda --no-fail
@@ -77,6 +78,9 @@ check "On-device multi-crop vs torchvision workers (CIFAR, batch 256)" 30 20 \
     --repeats 3 --no-fail
 check "LARS step on CUDA (foreach, per tensor, lightly)" 15 12 \
     "$PYTHON" benchmarks/optimizer.py --device cuda --no-fail
+check "Memory format on CUDA (contiguous, channels_last)" 15 14 \
+    "$PYTHON" benchmarks/memory_format.py --device cuda --sizes 32,224 --batch 256 --large-batch 128 \
+    --rounds 3 --no-fail
 check "Whole-loop throughput, batch 256, bf16" 150 40 \
     "$PYTHON" benchmarks/throughput.py --device cuda --precision bf16 --batch-size 256 \
     --imagenet-batch-size 64 --workers "$WORKERS" --steps 5 --rounds 2 --no-fail
@@ -103,11 +107,11 @@ with no_checksums():
 COMMON=(method=mira trainer.max_epochs=2 data.batch_size=256 "data.num_workers=$WORKERS" baseline_eval=false
     trainer.enable_progress_bar=false resume=never)
 for loader in torchvision device; do
-    check "MIRA 2 epochs, CIFAR-shaped, data.loader=$loader" 42 12 \
+    check "MIRA 2 epochs, CIFAR-shaped, data.loader=$loader" 40 12 \
         "$PYTHON" -c "$PRETRAIN" "${COMMON[@]}" data=cifar10 "data.root=$WORK/cifar" "data.loader=$loader" \
         "run_dir=$WORK/run-$loader"
 done
-check "MIRA 2 epochs, 32x32 JPEG folder, data.loader=dali" 42 12 \
+check "MIRA 2 epochs, 32x32 JPEG folder, data.loader=dali" 40 12 \
     "$PYTHON" -c "$PRETRAIN" "${COMMON[@]}" data=folder "data.root=$WORK/folder" data.loader=dali \
     "data.global_crops.size=32" "run_dir=$WORK/run-dali"
 

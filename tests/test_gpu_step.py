@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from sslib import methods
 from sslib.config import compose
 from sslib.labelers.mira import mira_targets
 from sslib.methods.base import to_channels_last, wants_channels_last
-from sslib.train import build_trainer, resolve_precision
+from sslib.train import build_datamodule, build_trainer, resolve_precision
 from sslib.validate import check_run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -200,3 +201,44 @@ def test_a_cuda_run_defaults_to_bf16_with_channels_last_backbones(tmp_path):
     assert model.channels_last and channels_last(model.backbone)
     model.cuda()
     assert channels_last(model.backbone)  # kept by the move to the GPU
+
+
+class SyncFree(L.Callback):
+    """torch's sync debug mode set to "error" from the end of step ``start`` to the end of step ``stop``:
+    the batches made, the steps and the EMA updates in between must not wait for the GPU."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop, self.covered = start, stop, False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx == self.start:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        elif batch_idx == self.stop:
+            torch.cuda.set_sync_debug_mode("default")
+            self.covered = True
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["mira", "swav", "dino"])
+def test_between_redraws_a_cuda_step_with_the_device_loader_never_waits_for_the_gpu(tmp_path, method):
+    cfg = compose(
+        [
+            f"method={method}",
+            *TINY,
+            "data.loader=device",
+            "trainer.accelerator=gpu",
+            "+trainer.max_steps=6",
+            "+trainer.limit_val_batches=0",
+            "trainer.log_every_n_steps=100",
+        ]
+    )
+    datamodule = build_datamodule(cfg)
+    model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
+    probe = SyncFree(start=1, stop=4)
+    build_trainer(cfg, tmp_path, callbacks=[probe]).fit(model, datamodule=datamodule)
+    assert probe.covered

@@ -22,12 +22,12 @@ from sslib.train import build_datamodule, build_trainer
 pytestmark = pytest.mark.usefixtures("one_thread")
 DATA = Path(sslib.data.__file__).parent
 HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
+CLUSTERING = ("mira", "swav", "dino", "deepclusterv2")
+SMALL_HEADS = ["method.projector_dims=[32,16]", "method.num_prototypes=10"]  # the clustering methods'
 TINY = [
     "method=mira",
     "data.batch_size=16",
     "data.global_crops.size=16",
-    "method.projector_dims=[32,16]",
-    "method.num_prototypes=10",
     "baseline_eval=false",
     "+trainer.limit_val_batches=0",
     "trainer.accelerator=cpu",
@@ -63,8 +63,15 @@ def in_data_pipeline(frame) -> bool:
 
 def fit(tmp_path, monkeypatch, steps: int, refresh: int, method: str = "mira") -> tuple[int, StepMetricsBar]:
     """Host reads of a fit of ``steps`` steps whose bar redraws every ``refresh`` steps, and the bar."""
+    heads = SMALL_HEADS if method in CLUSTERING else []
     cfg = compose(
-        [*TINY, f"method={method}", f"+trainer.max_steps={steps}", f"trainer.log_every_n_steps={refresh}"]
+        [
+            *TINY,
+            f"method={method}",
+            *heads,
+            f"+trainer.max_steps={steps}",
+            f"trainer.log_every_n_steps={refresh}",
+        ]
     )
     datamodule = build_datamodule(cfg)
     model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
@@ -76,7 +83,7 @@ def fit(tmp_path, monkeypatch, steps: int, refresh: int, method: str = "mira") -
     return reads.count, bar
 
 
-@pytest.mark.parametrize("method", ["mira", "swav", "dino"])
+@pytest.mark.parametrize("method", ["mira", "swav", "dino", "deepclusterv2", "byol", "simclr", "barlow"])
 def test_between_redraws_a_training_step_reads_nothing_from_its_device(tmp_path, monkeypatch, method):
     short, _ = fit(tmp_path, monkeypatch, steps=3, refresh=100, method=method)
     long, _ = fit(tmp_path, monkeypatch, steps=7, refresh=100, method=method)
@@ -93,16 +100,22 @@ def test_the_bar_shows_the_step_metrics_and_its_reads_are_seen(tmp_path, monkeyp
 
 
 def test_the_bar_redraws_at_the_logging_interval_and_is_absent_when_disabled(tmp_path):
-    cfg = compose([*TINY, "trainer.log_every_n_steps=7"])
+    cfg = compose([*TINY, *SMALL_HEADS, "trainer.log_every_n_steps=7"])
     [bar] = [c for c in build_trainer(cfg, tmp_path / "a").callbacks if isinstance(c, StepMetricsBar)]
     assert bar.refresh_rate == 7 and bar.keys == STEP_METRICS
-    quiet = compose([*TINY, "trainer.enable_progress_bar=false"])
+    quiet = compose([*TINY, *SMALL_HEADS, "trainer.enable_progress_bar=false"])
     assert not [c for c in build_trainer(quiet, tmp_path / "b").callbacks if isinstance(c, StepMetricsBar)]
 
 
 def test_a_diverged_run_stops_before_its_next_checkpoint_and_keeps_the_last_finite_one(tmp_path, monkeypatch):
     cfg = compose(
-        [*TINY, "+trainer.max_steps=8", "trainer.log_every_n_steps=5", "checkpoint.every_n_steps=2"]
+        [
+            *TINY,
+            *SMALL_HEADS,
+            "+trainer.max_steps=8",
+            "trainer.log_every_n_steps=5",
+            "checkpoint.every_n_steps=2",
+        ]
     )
     datamodule = build_datamodule(cfg)
     model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)

@@ -174,4 +174,7 @@ class DeviceTrainLoader:
             for start in range(0, stop, self.batch_size):
                 batch = keys[start : start + self.batch_size]
                 index = torch.tensor([i for _, i in batch], dtype=torch.int64)
-                yield self._crops(pool, batch[0][0], index), self.targets[index], index
+                labels = self.targets[index]
+                if self.images.is_cuda:  # Lightning's copy to the GPU then does not wait for its queue
+                    labels, index = labels.pin_memory(), index.pin_memory()
+                yield self._crops(pool, batch[0][0], index), labels, index

@@ -65,7 +65,7 @@ class SiameseMethod(SSLMethod):
 
     def embedding_loss(
         self, crops: list[torch.Tensor], z: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         """Loss and metrics from the crops and their projections ``z[c]`` (B, d), global crops first."""
         raise NotImplementedError
 
@@ -81,8 +81,9 @@ class SiameseMethod(SSLMethod):
 
 
 @torch.no_grad()
-def embedding_std(z: torch.Tensor) -> float:
-    """Mean per-dimension std of the L2-normalised rows of ``z`` (B, d): 0 at collapse, about 1/sqrt(d) if spread."""
+def embedding_std(z: torch.Tensor) -> torch.Tensor:
+    """Mean per-dimension std of the L2-normalised rows of ``z`` (B, d): 0 at collapse, about 1/sqrt(d) if
+    spread. A 0-dim tensor on ``z``'s device, read only when the logger writes it."""
     if z.shape[0] < 2:
-        return 0.0
-    return float(F.normalize(loss_dtype(z), dim=1).std(dim=0).mean())
+        return z.new_zeros((), dtype=torch.float32)
+    return F.normalize(loss_dtype(z), dim=1).std(dim=0).mean()
