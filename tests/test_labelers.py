@@ -110,6 +110,18 @@ def test_bad_logits_raise(name, bad, match):
         build(name)(bad)
 
 
+@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino"])
+def test_label_views_checks_finiteness_unless_the_step_leaves_it_to_its_loss_guard(name):
+    good, bad = torch.randn(4, 3000), torch.full((4, 3000), float("nan"))
+    with pytest.raises(ValueError, match="logits must be finite"):
+        build(name).label_views([good, bad])
+    targets = build(name).label_views([good, bad], check_finite=False)  # no read of the values
+    assert torch.isfinite(targets[0]).all()  # each view is labelled on its own
+    assert torch.isnan(targets[1]).any()
+    with pytest.raises(ValueError, match="must be a 2-D tensor"):  # the shape is checked either way
+        build(name).label_views([torch.zeros(3)], check_finite=False)
+
+
 def test_dino_rejects_wrong_number_of_prototypes():
     with pytest.raises(ValueError, match="num_prototypes=3000, got logits with 10 columns"):
         build("dino")(torch.zeros(4, 10))

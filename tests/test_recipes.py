@@ -239,9 +239,10 @@ def test_labeler_input_is_float32_in_a_bf16_autocast_step(tmp_path):
     model = methods.build(cfg, num_classes=10, n_global=2)
     seen = []
     label_views = model.labeler.label_views
-    model.labeler.label_views = lambda logits: (seen.extend(lg.dtype for lg in logits), label_views(logits))[
-        1
-    ]
+    model.labeler.label_views = lambda logits, **kw: (
+        seen.extend(lg.dtype for lg in logits),
+        label_views(logits, **kw),
+    )[1]
     crops = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss, feats, _ = model.ssl_step(crops)
