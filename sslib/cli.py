@@ -23,8 +23,9 @@ groups:
 
 def pretrain_main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); ``callbacks`` (Lightning callbacks) are
-    added to the trainer's. Exit status: 0 when done, 2 on bad input, ``128 + signal`` when SIGTERM or
-    SIGUSR1 stopped training after saving ``last.ckpt`` (what a shell reports for a job ended by it)."""
+    added to the trainer's. Exit status: 0 when done, 2 on bad input, 1 when the loss became NaN or Inf
+    (stopped before any checkpoint of it), ``128 + signal`` when SIGTERM or SIGUSR1 stopped training after
+    saving ``last.ckpt`` (what a shell reports for a job ended by it)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if {"-h", "--help"} & set(args):
         print(USAGE + "\n".join(f"  {g:9s} {', '.join(options(g))}" for g in GROUPS))
@@ -43,6 +44,11 @@ def pretrain_main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = 
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (
+        FloatingPointError
+    ) as err:  # a diverged run (sslib.callbacks.DivergenceGuard): nothing saved after it
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except Preempted as stop:
         if stop.rank == 0:
             print(stop, file=sys.stderr)

@@ -72,3 +72,14 @@ def test_script_reports_errors_the_same_way(tmp_path):
         and out.stderr.strip()
         == "error: unknown method 'byol2'; available: barlow, byol, deepclusterv2, dino, mira, simclr, swav"
     )
+
+
+def test_a_diverging_run_exits_with_one_clear_line_and_status_1(tmp_path, capsys):
+    args = ["method.num_prototypes=10", "method.projector_dims=[32,16]", "data.batch_size=16"]
+    args += ["optim.lr=1e30", "optim.warmup_epochs=0", "baseline_eval=false", "trainer.max_epochs=1"]
+    args += ["trainer.log_every_n_steps=2", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
+    code = pretrain_main([*args, f"run_dir={tmp_path}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("error: training diverged: the loss was NaN or Inf at a step in ")
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # it diverged before the first save
