@@ -1,6 +1,7 @@
-"""Between the progress bar's redraws a training step copies nothing from its device (on a GPU every copy
-makes the CPU wait for the step to finish): the bar reads the step's metrics when it redraws, and the
-divergence guard reads its flag then and before every checkpoint, which it refuses to write from a
+"""Between the progress bar's redraws a training step copies nothing from its device, and no Python number
+to it (on a GPU either copy makes the CPU wait for the GPU's queue): the bar reads the step's metrics when
+it redraws, the metrics' numbers go in one pinned copy (``sslib.nonblocking``), and the divergence guard
+reads its flag at the bar's interval and before every checkpoint, which it refuses to write from a
 diverged run."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -17,6 +19,7 @@ from sslib.callbacks import DivergenceGuard, StepMetricsBar
 from sslib.checkpoint import load_checkpoint
 from sslib.config import compose
 from sslib.methods.base import STEP_METRICS
+from sslib.nonblocking import scalars_to_device, to_device
 from sslib.train import build_datamodule, build_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,6 +45,16 @@ class HostReads:
 
     def __init__(self, monkeypatch) -> None:
         self.count = 0
+        # and the copies the other way: Lightning's ``log`` makes a tensor on the module's device of each
+        # Python number it is given, from pageable memory (on a GPU: waiting for its queue)
+        to_tensor = L.LightningModule._LightningModule__to_tensor
+
+        def copied(module, value, name):
+            if not isinstance(value, torch.Tensor):
+                self.count += 1
+            return to_tensor(module, value, name)
+
+        monkeypatch.setattr(L.LightningModule, "_LightningModule__to_tensor", copied)
         for name in HOST_READS:
             original = getattr(torch.Tensor, name)
 
@@ -62,7 +75,8 @@ def in_data_pipeline(frame) -> bool:
 
 
 def fit(tmp_path, monkeypatch, steps: int, refresh: int, method: str = "mira") -> tuple[int, StepMetricsBar]:
-    """Host reads of a fit of ``steps`` steps whose bar redraws every ``refresh`` steps, and the bar."""
+    """Host reads (and copies of numbers to the device) of a fit of ``steps`` steps whose bar redraws
+    every ``refresh`` steps, and the bar."""
     heads = SMALL_HEADS if method in CLUSTERING else []
     cfg = compose(
         [
@@ -158,3 +172,13 @@ def test_the_guard_stops_every_rank_when_one_diverged(monkeypatch):
 def test_the_guard_interval_is_a_positive_integer(bad):
     with pytest.raises(ValueError, match=f"every_n_steps must be an integer >= 1, got {bad!r}"):
         DivergenceGuard(bad)
+
+
+def test_numbers_go_to_the_device_in_one_copy_and_tensors_stay_as_they_are():
+    loss = torch.tensor(1.5)
+    out = scalars_to_device({"a": 2.0, "loss": loss, "b": 3}, torch.device("cpu"))
+    assert list(out) == ["a", "loss", "b"] and out["loss"] is loss
+    assert out["a"].dtype == torch.float32 and out["a"].dim() == 0
+    assert (float(out["a"]), float(out["b"])) == (2.0, 3.0)
+    assert scalars_to_device({"a": 2.0}, torch.device("meta"))["a"].device.type == "meta"
+    assert to_device(loss, torch.device("cpu")) is loss

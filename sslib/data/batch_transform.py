@@ -32,6 +32,7 @@ from sslib.data.transforms import (
     _mean_std,
     view_specs,
 )
+from sslib.nonblocking import to_device
 
 # Columns of a view's (B, DRAWS) uniforms.
 _CROP = slice(0, 2 * batched.CROP_ATTEMPTS + 2)
@@ -75,16 +76,6 @@ class ViewParams:
             if isinstance(value := getattr(self, field.name), Tensor)
         }
         return dataclasses.replace(self, **moved)
-
-
-def to_device(tensor: Tensor, device: torch.device) -> Tensor:
-    """``tensor`` copied to ``device``; to a GPU through pinned memory, so the copy does not wait for
-    the GPU's queue (a copy from pageable memory does)."""
-    if tensor.device == device:
-        return tensor
-    if device.type == "cuda" and tensor.device.type == "cpu":
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=True)
 
 
 def _happens(u: Tensor, p: float) -> Tensor:

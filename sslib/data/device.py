@@ -22,9 +22,10 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 
-from sslib.data.batch_transform import BatchMultiCrop, to_device
+from sslib.data.batch_transform import BatchMultiCrop
 from sslib.data.folder import load_image
 from sslib.data.sampling import EpochSampler
+from sslib.nonblocking import to_device
 
 GIB = 2**30
 

@@ -18,6 +18,7 @@ from sslib import backbones
 from sslib.eval.monitors import RepresentationMonitor
 from sslib.methods.ema import ema_update
 from sslib.methods.online import CHECKPOINT_KEY, OnlineMonitor
+from sslib.nonblocking import scalars_to_device
 from sslib.optim import cosine_ramp
 from sslib.optim.setup import configure
 from sslib.registry import to_dict
@@ -212,7 +213,8 @@ class SSLMethod(L.LightningModule):
         acc = (probe_logits.argmax(1) == labels).float().mean()
         # shown by the progress bar when it redraws (sslib.callbacks.StepMetricsBar), not copied every step
         self.log_dict(dict(zip(STEP_METRICS, (loss, probe_loss, acc), strict=True)), sync_dist=True)
-        self.log_dict(metrics, sync_dist=False)
+        # the metrics' Python numbers (schedules, cluster counts) go to the device in one copy
+        self.log_dict(scalars_to_device(metrics, self.device), sync_dist=False)
         return loss + probe_loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -222,7 +224,7 @@ class SSLMethod(L.LightningModule):
         momentum = cosine_ramp(self.global_step, self.total_steps, ema.base_momentum, ema.final_momentum)
         student = self.ssl_modules()
         ema_update(self.teacher, nn.ModuleDict({k: student[k] for k in self.teacher}), momentum)
-        self.log("schedule/ema_momentum", momentum)
+        self.log_dict(scalars_to_device({"schedule/ema_momentum": momentum}, self.device))
 
     def on_train_epoch_end(self) -> None:
         """Log ``monitor/rankme`` (backbone features), ``monitor/alignment`` and ``monitor/uniformity``
