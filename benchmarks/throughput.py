@@ -154,7 +154,7 @@ def sslib_loop(cfg, device: torch.device, args) -> Loop:
         datamodule.setup()
         batches: Iterator = forever(datamodule.train_dataloader())
     model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
-    model.prepare_for(device)  # channels_last on CUDA, as the trainer's setup does
+    model.prepare_for(device)  # channels_last where channels_last=auto takes it, as the trainer's setup does
     model = model.to(device).train()
     optimizer, _ = configure(
         cfg, model.ssl_modules(), model.probe, 1, total_steps=1000, steps_per_epoch=100.0

@@ -74,7 +74,7 @@ def bench(method: str, labeler: str | None, args, device: torch.device) -> dict:
     overrides = [f"method={method}", "data=cifar10", f"data.batch_size={args.batch_size}"]
     cfg = compose(overrides + ([f"labeler={labeler}"] if labeler else []))
     model = methods.build(cfg, num_classes=10, n_global=2)
-    model.prepare_for(device)  # channels_last on CUDA, as the trainer's setup does
+    model.prepare_for(device)  # channels_last where channels_last=auto takes it, as the trainer's setup does
     model = model.to(device).train()
     opt = build_optimizer("lars", param_groups(model.ssl_modules(), 1e-6), lr=0.3, weight_decay=1e-6)
     labeler = getattr(model, "labeler", None)
