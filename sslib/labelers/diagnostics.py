@@ -29,7 +29,8 @@ def label_statistics(targets: torch.Tensor) -> dict[str, torch.Tensor]:
     tensors on ``targets``' device: nothing is read back to the host, so a training step that logs them
     does not wait for the device (keys as the fields of :class:`LabelStats`, without ``n_clusters``)."""
     w = targets.detach().float()
-    n = all_reduce(w.new_tensor(float(w.shape[0])))  # the global batch, kept on the device
+    # the global batch, filled on the device (new_tensor would copy from the host and wait for a GPU)
+    n = all_reduce(torch.full((), float(w.shape[0]), dtype=w.dtype, device=w.device))
     w_bar = all_reduce(w.sum(dim=0)) / n
     h_y = -torch.special.xlogy(w_bar, w_bar).sum()
     h_y_given_b = -all_reduce(torch.special.xlogy(w, w).sum()) / n
