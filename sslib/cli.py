@@ -44,9 +44,8 @@ def pretrain_main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = 
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (
-        FloatingPointError
-    ) as err:  # a diverged run (sslib.callbacks.DivergenceGuard): nothing saved after it
+    # a diverged run (sslib.callbacks.DivergenceGuard): nothing was saved after it
+    except FloatingPointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except Preempted as stop:

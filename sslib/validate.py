@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sslib.backbones import check_crop_sizes
-from sslib.methods.base import backbone_spec, check_channels_last
+from sslib.methods.base import backbone_spec, check_channels_last, crop_sizes
 from sslib.optim.setup import configure
 from sslib.validation import check_positive
 
@@ -46,7 +46,4 @@ def check_run_config(cfg: DictConfig, world_size: int) -> None:
 def check_backbone_inputs(cfg: DictConfig) -> None:
     """A ViT's crops must be multiples of its patch size, and a ViT takes no CIFAR stem (one line each)."""
     name, kwargs = backbone_spec(cfg)
-    sizes = [("data.global_crops.size", cfg.data.global_crops.size)]
-    if cfg.data.get("local_crops"):
-        sizes.append(("data.local_crops.size", cfg.data.local_crops.size))
-    check_crop_sizes(name, kwargs, sizes)
+    check_crop_sizes(name, kwargs, crop_sizes(cfg))

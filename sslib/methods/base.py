@@ -46,14 +46,20 @@ def has_conv(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in module.modules())
 
 
+def crop_sizes(cfg: DictConfig) -> list[tuple[str, int]]:
+    """``(key, side)`` of every crop kind of ``cfg.data``: the global crops, then the local ones if any."""
+    sizes = [("data.global_crops.size", cfg.data.global_crops.size)]
+    if cfg.data.get("local_crops"):
+        sizes.append(("data.local_crops.size", cfg.data.local_crops.size))
+    return sizes
+
+
 def stem_output_sizes(cfg: DictConfig) -> list[int]:
-    """The side of the stem's output for every crop kind of ``cfg.data`` (global, then local): the crop's
+    """The side of the stem's output for every crop kind of ``cfg.data`` (:func:`crop_sizes`): the crop's
     own with the CIFAR stem, a quarter of it otherwise."""
     _, kwargs = backbone_spec(cfg)
     stride = 1 if kwargs.get("cifar") else IMAGENET_STEM_STRIDE
-    local = cfg.data.get("local_crops")
-    sizes = [int(cfg.data.global_crops.size)] + ([int(local.size)] if local else [])
-    return [size // stride for size in sizes]
+    return [int(size) // stride for _, size in crop_sizes(cfg)]
 
 
 def check_channels_last(setting: object) -> None:
