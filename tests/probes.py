@@ -86,19 +86,24 @@ class EMAProbe(L.Callback):
         self._record(pl_module)
 
 
-def assert_updates_follow_the_ramp(probe: EMAProbe, total_steps: int, base: float, final: float) -> None:
+def assert_updates_follow_the_ramp(
+    probe: EMAProbe, total_steps: int, base: float, final: float, offset: int = 0
+) -> None:
     """The update after optimiser step k (k = 1..T, Lightning's ``global_step`` then) used momentum
-    m_k = cosine_ramp(k, T): theta_t <- m_k theta_t + (1 - m_k) theta_s, to float32 rounding.
+    m = cosine_ramp(k - 1 + offset, T): theta_t <- m theta_t + (1 - m) theta_s, to float32 rounding.
 
-    This is MIRA's convention (``train.py`` lines 351, 397-399, 437: the update before the forward of
-    step index k, after k steps, uses m(k)); DINO's ``main_dino.py`` line 348 uses m[k - 1]. The check
-    also asserts the teacher moved enough for m_{k-1} to fail it.
+    ``offset=0`` is DINO's convention (``main_dino.py`` line 348: after iteration k - 1, m[k - 1]);
+    ``offset=1`` is MIRA's (``train.py`` lines 351, 397-399, 437: the update before the forward of
+    step index k, after k steps, uses m(k)). The check also asserts the teacher moved enough for the
+    other convention to fail it.
     """
     assert [k for k, *_ in probe.updates] == list(range(1, total_steps + 1))
     atol, margin = 1e-6, 0.0
     for k, before, student, after in probe.updates:
-        m = momentum_closed_form(k, total_steps, base, final)
-        off_by_one = abs(m - momentum_closed_form(k - 1, total_steps, base, final))
+        step = k - 1 + offset
+        m = momentum_closed_form(step, total_steps, base, final)
+        other = step + 1 if offset == 0 else step - 1
+        off_by_one = abs(m - momentum_closed_form(other, total_steps, base, final))
         for t0, s, t1 in zip(before, student, after, strict=True):
             torch.testing.assert_close(t1, m * t0 + (1 - m) * s, rtol=0, atol=atol)
             margin = max(margin, off_by_one * float((s - t0).abs().max()))

@@ -146,13 +146,14 @@ def test_a_recipe_file_with_an_unknown_key_fails_at_compose_time():
 
 def test_lars_follows_each_recipes_source():
     imagenet = compose(["method=mira", "data=imagenet", "data.root=/x"]).optim
-    assert dict(imagenet.kwargs) == {"eta": 0.001, "clip_lr": False, "trust_ratio": "moco"}
+    assert dict(imagenet.kwargs) == {"eta": 0.001, "clip_lr": False, "trust_ratio": "moco", "eps": 0.0}
     assert imagenet.warmup_start_ratio == "base" and resolve_warmup_start_ratio("base", 4096 / 256) == 1 / 16
     for recipe in ("mira_cifar10", "swav_cifar100", "mira_imagenet100", "byol_cifar10"):
         assert dict(recipe_config(recipe).optim.kwargs) == {
             "eta": 0.02,
             "clip_lr": True,
             "trust_ratio": "paper",
+            "eps": 1e-8,
         }
 
 

@@ -22,7 +22,7 @@ from sslib.nonblocking import scalars_to_device
 from sslib.optim import cosine_ramp
 from sslib.optim.setup import configure
 from sslib.registry import to_dict
-from sslib.validation import check_int_at_least, check_unit_interval
+from sslib.validation import check_choice, check_int_at_least, check_unit_interval
 
 SMALL_IMAGE_SIZE = 64  # crops up to this size use the CIFAR stem when backbone.cifar is "auto"
 # channels_last=auto on a CPU: oneDNN's channels_last convolutions train a ResNet faster than contiguous
@@ -99,6 +99,19 @@ def build_backbone(cfg: DictConfig | dict) -> tuple[nn.Module, int]:
     return backbones.build(name, **kwargs)
 
 
+CURRENT, NEXT = "current", "next"
+
+
+def ema_momentum_step(global_step: int, momentum_step: str) -> int:
+    """The iteration whose momentum updates the teacher after an optimiser step, ``global_step`` being
+    Lightning's count, already advanced past it: ``"current"``, the iteration just done (DINO's
+    ``momentum_schedule[it]`` after the step, facebookresearch/dino@7c446df main_dino.py L343-348; BYOL);
+    ``"next"``, the one about to start (the official MIRA code updates the teacher at the start of each
+    iteration with that iteration's momentum, movinghoon/MIRA train.py L116-119, L397-399, L437)."""
+    check_choice("method.ema.momentum_step", momentum_step, (CURRENT, NEXT))
+    return global_step if momentum_step == NEXT else global_step - 1
+
+
 STEP_METRICS = ("train/loss", "train/probe_loss", "train/probe_acc")  # what the progress bar shows
 
 
@@ -111,7 +124,8 @@ class SSLMethod(L.LightningModule):
     (:mod:`sslib.methods.online`), whose last result the checkpoint keeps under ``"online_eval"``.
     Subclasses implement :meth:`ssl_step` and :meth:`ssl_modules`. A subclass with an EMA teacher sets
     ``self.teacher`` to a copy of some of ``ssl_modules()`` (same keys); it is updated after every step
-    with the momentum of ``cfg.method.ema`` ({base_momentum, final_momentum}, cosine ramp per iteration).
+    with the momentum of ``cfg.method.ema`` ({base_momentum, final_momentum}, cosine ramp per iteration,
+    read at the iteration :func:`ema_momentum_step` names).
 
     For the device it runs on (:meth:`prepare_for`, called by Lightning's ``setup``): conv backbones and
     their batches use channels_last memory where ``cfg.channels_last`` says so
@@ -227,7 +241,12 @@ class SSLMethod(L.LightningModule):
         if self.teacher is None:
             return
         ema = self.cfg.method.ema
-        momentum = cosine_ramp(self.global_step, self.total_steps, ema.base_momentum, ema.final_momentum)
+        momentum = cosine_ramp(
+            ema_momentum_step(self.global_step, ema.get("momentum_step", CURRENT)),
+            self.total_steps,
+            ema.base_momentum,
+            ema.final_momentum,
+        )
         student = self.ssl_modules()
         ema_update(self.teacher, nn.ModuleDict({k: student[k] for k in self.teacher}), momentum)
         self.log_dict(scalars_to_device({"schedule/ema_momentum": momentum}, self.device))

@@ -9,6 +9,7 @@ from torch import nn
 
 from sslib import labelers
 from sslib.heads import PrototypeHead, build_projector
+from sslib.heads.prototypes import WEIGHT_NORM
 from sslib.labelers import label_statistics
 from sslib.methods.base import SSLMethod
 from sslib.methods.crops import check_crop_forward, embed_crops
@@ -17,7 +18,7 @@ from sslib.methods.losses import swapped_prediction_loss
 from sslib.methods.queue import EmbeddingQueue
 from sslib.methods.schedule import Ramp, ramps
 from sslib.registry import to_dict
-from sslib.validation import check_positive
+from sslib.validation import check_int_at_least, check_positive
 
 
 def build_labeler(cfg: DictConfig) -> tuple[labelers.Labeler, dict[str, Ramp]]:
@@ -35,16 +36,27 @@ def build_labeler(cfg: DictConfig) -> tuple[labelers.Labeler, dict[str, Ramp]]:
     return labeler, schedule
 
 
+def _freeze_steps(m: DictConfig) -> int | None:
+    """``method.freeze_prototypes_steps`` (an int >= 0, or null to count ``freeze_prototypes_epochs``)."""
+    steps = m.get("freeze_prototypes_steps")
+    if steps is None:
+        return None
+    return check_int_at_least("method.freeze_prototypes_steps", steps, 0)
+
+
 class ClusteringMethod(SSLMethod):
     """Backbone -> projector MLP -> prototypes; targets from a pluggable labeler; swapped prediction.
 
     Recipe knobs (``cfg.method``): ``num_prototypes`` K, ``projector_dims`` (hidden..., out),
     ``projector_norm`` / ``projector_activation`` (hidden layers: batchnorm + relu, or DINO's none + gelu),
     ``projector_last_norm`` (batch-normalise the embeddings before the prototypes), ``projector_init``
-    (``trunc_normal``: DINO's), ``norm_last_layer`` (prototype gains fixed at 1; DINO's ViT-S: trained), ``crop_forward``
+    (``trunc_normal``: DINO's), ``norm_last_layer`` (prototype gains fixed at 1; DINO's ViT-S: trained),
+    ``prototype_parametrization`` (``weight_norm``: DINO's and MIRA's; ``renormalize``: SwAV's plain
+    Linear with rows renormalised before every step, see :class:`PrototypeHead`), ``crop_forward``
     (``resolution`` or ``per_crop``, see :func:`sslib.methods.crops.embed_crops`),
-    ``student_temperature``, ``ema`` ({enabled, base_momentum, final_momentum, share_prototypes}),
-    ``freeze_prototypes_epochs``, ``queue`` ({length, start_epoch}); the labeler comes from ``cfg.labeler``.
+    ``student_temperature``, ``ema`` ({enabled, base_momentum, final_momentum, share_prototypes,
+    momentum_step}), ``freeze_prototypes_epochs`` or ``freeze_prototypes_steps`` (SwAV counts
+    iterations), ``queue`` ({length, start_epoch}); the labeler comes from ``cfg.labeler``.
     Teacher logits are those of the global crops, from the EMA teacher when enabled, else from the
     student itself (no grad). The prototype head is shared with the teacher when ``share_prototypes``
     (MIRA), or EMA-averaged with the rest of the teacher (DINO). The teacher takes no stochastic depth.
@@ -58,8 +70,12 @@ class ClusteringMethod(SSLMethod):
         self.crop_forward = check_crop_forward(m.get("crop_forward", "resolution"))
         self.projector = build_projector(self.feat_dim, m)
         self.prototypes = PrototypeHead(
-            m.projector_dims[-1], m.num_prototypes, m.get("norm_last_layer", True)
+            m.projector_dims[-1],
+            m.num_prototypes,
+            m.get("norm_last_layer", True),
+            m.get("prototype_parametrization", WEIGHT_NORM),
         )
+        self.freeze_prototypes_steps = _freeze_steps(m)
         self.labeler, self.labeler_schedule = build_labeler(cfg)
         if m.ema.enabled:
             parts = {"backbone": self.backbone, "projector": self.projector}
@@ -130,11 +146,13 @@ class ClusteringMethod(SSLMethod):
         return logits, [torch.nn.functional.normalize(e, dim=1) for e in z]
 
     def _with_queue(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Append the queued embeddings' current prototype scores to each view's logits."""
+        """Append the queued embeddings' current prototype scores to each view's logits, once the queue
+        is full: SwAV uses it only when its last row is filled (facebookresearch/swav@06b1b7c
+        main_swav.py L296), so the first ``length / B`` steps after it starts label the batch alone."""
         if (
             self.queue is None
             or self.current_epoch < self.cfg.method.queue.start_epoch
-            or not int(self.queue.filled)
+            or not self.queue.full()
         ):
             return logits
         with torch.no_grad():
@@ -146,11 +164,19 @@ class ClusteringMethod(SSLMethod):
     # --- hooks ---------------------------------------------------------------------------------
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """Set the scheduled labeler attributes for this iteration; renormalise SwAV's prototypes."""
         for attr, ramp in self.labeler_schedule.items():
-            setattr(self.labeler, attr, ramp.value(self.global_step, self.total_steps, self.steps_per_epoch))
+            value = ramp.value(self.global_step, self.total_steps, self.steps_per_epoch, self.current_epoch)
+            setattr(self.labeler, attr, value)
+        self.prototypes.renormalize_()
 
     def on_after_backward(self) -> None:
-        if self.global_step < self.cfg.method.freeze_prototypes_epochs * self.steps_per_epoch:
+        """Cancel the prototypes' gradients during the first iterations (SwAV's
+        ``freeze_prototypes_niters``, main_swav.py L324-328; DINO's ``cancel_gradients_last_layer``)."""
+        steps = self.freeze_prototypes_steps
+        if self.global_step < (
+            self.cfg.method.freeze_prototypes_epochs * self.steps_per_epoch if steps is None else steps
+        ):
             for p in self.prototypes.parameters_to_freeze():
                 p.grad = None
 

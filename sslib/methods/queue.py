@@ -25,6 +25,10 @@ class EmbeddingQueue(nn.Module):
         """The queued embeddings of ``view``, newest first, (n_filled, d)."""
         return self.embeddings[view, : int(self.filled)]
 
+    def full(self) -> bool:
+        """Whether every row holds an embedding (reads the count from the device)."""
+        return int(self.filled) == self.embeddings.shape[1]
+
     @torch.no_grad()
     def push(self, batch: list[torch.Tensor]) -> None:
         """Prepend each view's batch (B, d), dropping the oldest rows."""

@@ -10,6 +10,7 @@ from sslib.optim import cosine_ramp
 from sslib.validation import check_choice, check_int_at_least
 
 KINDS = ("cosine", "linear")
+UNITS = ("step", "epoch")
 
 
 def _finite_number(value: object) -> bool:
@@ -20,35 +21,48 @@ def _finite_number(value: object) -> bool:
 class Ramp:
     """``start`` -> ``end`` over ``epochs`` (whole run when None), by a cosine or linear ramp, then constant.
 
-    DINO's teacher-temperature warm-up is ``Ramp(0.04, 0.07, "linear", epochs=30)``. DINO itself steps it
-    once per epoch and reaches ``end`` at epoch N - 1 (``np.linspace`` over N epochs, ``main_dino.py``
-    lines 374-378); this ramp moves every step and reaches ``end`` when epoch N starts.
+    ``unit="step"`` moves the value every iteration and reaches ``end`` when epoch N = ``epochs`` starts.
+    ``unit="epoch"`` holds it for each epoch and reaches ``end`` at epoch N - 1, as ``np.linspace(start,
+    end, N)[epoch]``: DINO's teacher-temperature warm-up, ``Ramp(0.04, 0.07, "linear", 30, "epoch")``
+    (facebookresearch/dino@7c446df main_dino.py L374-378, read at L268 with the epoch's index).
     """
 
     start: float
     end: float
     kind: str = "cosine"
     epochs: float | None = None
+    unit: str = "step"
 
     def __post_init__(self) -> None:
         for name in ("start", "end"):
             if not _finite_number(getattr(self, name)):
                 raise ValueError(f"schedule {name} must be a finite number, got {getattr(self, name)!r}")
         check_choice("schedule kind", self.kind, KINDS)
+        check_choice("schedule unit", self.unit, UNITS)
         if self.epochs is not None and not (_finite_number(self.epochs) and self.epochs > 0):
             raise ValueError(
                 f"schedule epochs must be a finite number > 0 or null (whole run), got {self.epochs!r}"
             )
 
-    def value(self, step: int, total_steps: int, steps_per_epoch: float) -> float:
-        """The value at iteration ``step`` of ``total_steps``.
+    def value(self, step: int, total_steps: int, steps_per_epoch: float, epoch: int | None = None) -> float:
+        """The value at iteration ``step`` of ``total_steps`` (in epoch ``epoch``, by default
+        ``step // steps_per_epoch``).
 
-        With span S = ``total_steps`` (or ``max(1, round(epochs * steps_per_epoch))``) and t = min(step, S):
-        cosine ``end - (end - start) (1 + cos(pi t / S)) / 2``, linear ``start + (end - start) t / S``.
+        ``unit="step"``: span S = ``total_steps`` (or ``max(1, round(epochs * steps_per_epoch))``) and
+        t = min(step, S); ``unit="epoch"``: S = N - 1 for N = ``epochs`` (or the run's epochs) and
+        t = min(epoch, S), the value ``end`` when N = 1. Then cosine ``end - (end - start) (1 + cos(pi t / S))
+        / 2``, linear ``start + (end - start) t / S``.
         """
         check_int_at_least("total_steps", total_steps, 1)
-        span = total_steps if self.epochs is None else max(1, round(self.epochs * steps_per_epoch))
-        step = min(step, span)
+        if self.unit == "epoch":
+            n_epochs = round(total_steps / steps_per_epoch if self.epochs is None else self.epochs)
+            if n_epochs <= 1:
+                return self.end
+            span = n_epochs - 1
+            step = min(int(step // steps_per_epoch) if epoch is None else epoch, span)
+        else:
+            span = total_steps if self.epochs is None else max(1, round(self.epochs * steps_per_epoch))
+            step = min(step, span)
         if self.kind == "cosine":
             return cosine_ramp(step, span, self.start, self.end)
         return self.start + (self.end - self.start) * step / span
@@ -58,7 +72,7 @@ FIELDS = tuple(f.name for f in fields(Ramp))
 
 
 def ramps(spec: Mapping | None) -> dict[str, Ramp]:
-    """``{attribute: Ramp}`` from a config mapping ``{attribute: {start, end, kind, epochs}}``.
+    """``{attribute: Ramp}`` from a config mapping ``{attribute: {start, end, kind, epochs, unit}}``.
 
     A bad entry is a one-line ``ValueError`` naming the attribute, e.g. ``schedule of 'beta': ...``.
     """

@@ -3,15 +3,17 @@
 For every parameter tensor ``w`` with gradient ``g`` in a non-excluded group:
 
     d     = g + wd * w                               (the weight-decayed gradient)
-    trust = eta * ||w|| / (||g|| + wd * ||w||)       trust_ratio="paper"
-    trust = eta * ||w|| / ||d||                      trust_ratio="moco"
+    trust = eta * ||w|| / (||g|| + wd * ||w|| + eps) trust_ratio="paper"
+    trust = eta * ||w|| / (||d|| + eps)              trust_ratio="moco"
     v     = momentum * v + trust * d                 (v = trust * d on the first step)
     w     = w - lr * v
 
 ``trust`` is 1 when ``||w|| = 0`` or the norm it divides by is 0 (``||g||`` for "paper", ``||d||``
 for "moco"). The "paper" form is Eq. 6 of the LARS paper, as in solo-learn (``solo/utils/lars.py``
-L142, without its 1e-8 epsilon); the "moco" form is MoCo v3's LARS (``moco/optimizer.py`` L28-36),
-which DINO and the official MIRA code (``src/optimizer.py`` L128-139) use. By the triangle inequality
+L142, ``eps`` 1e-8) and apex's LARC that SwAV uses (``apex/parallel/LARC.py``, ``eps`` 1e-8, with
+``clip_lr`` false); the "moco" form is MoCo v3's LARS (``moco/optimizer.py`` L28-36, ``eps`` 0),
+which DINO and the official MIRA code (``src/optimizer.py`` L128-139) use. Where a gradient is
+exactly zero, apex's LARC leaves the tensor undecayed, this LARS decays it at the plain lr. By the triangle inequality
 ``||d|| <= ||g|| + wd * ||w||``, so "moco" never takes a smaller step; the two agree when
 ``wd * ||w||`` is negligible next to ``||g||`` or ``g`` is parallel to ``w``.
 
@@ -60,6 +62,7 @@ class LARS(Optimizer):
         clip_lr: bool = False,
         trust_ratio: str = "paper",
         foreach: bool | None = None,
+        eps: float = 0.0,
     ) -> None:
         check_positive("lr", lr)
         check_unit_interval("momentum", momentum)
@@ -67,6 +70,8 @@ class LARS(Optimizer):
         check_choice("trust_ratio", trust_ratio, TRUST_RATIOS)
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+            raise ValueError(f"optim.kwargs.eps must be a number >= 0, got {eps!r}")
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -76,16 +81,18 @@ class LARS(Optimizer):
             trust_ratio=trust_ratio,
             lars_exclude=False,
             foreach=foreach,
+            eps=float(eps),
         )
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict) -> None:
-        """Groups saved before ``trust_ratio`` or ``foreach`` existed used the "paper" form and the
-        device's default batching."""
+        """Groups saved before ``trust_ratio``, ``foreach`` or ``eps`` existed used the "paper" form, the
+        device's default batching and no epsilon."""
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("trust_ratio", "paper")
             group.setdefault("foreach", None)
+            group.setdefault("eps", 0.0)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -144,7 +151,7 @@ def _adapted_directions(weights: list[Tensor], grads: list[Tensor], group: dict)
     else:
         checked = torch.stack(torch._foreach_norm(grads))
         denominator = checked + wd * w_norm
-    trust = group["eta"] * w_norm / denominator
+    trust = group["eta"] * w_norm / (denominator + group.get("eps", 0.0))
     trust = torch.where((w_norm > 0) & (checked > 0), trust, torch.ones_like(trust))
     if group["clip_lr"]:
         trust = torch.clamp(trust / group["lr"], max=1.0)

@@ -23,10 +23,14 @@ def warmup_cosine(
     base_value: float,
     final_value: float = 0.0,
     warmup_start: float = 0.0,
+    ends_at_peak: bool = False,
 ) -> float:
     """Linear warm-up then cosine decay, evaluated at iteration ``step``.
 
-    ``step < W``: ``warmup_start + (base_value - warmup_start) * step / W``;
+    ``step < W``: ``warmup_start + (base_value - warmup_start) * step / W``, or with ``ends_at_peak``
+    ``... * step / max(1, W - 1)``, ``np.linspace(warmup_start, base_value, W)[step]``, whose last warm-up
+    step already runs at ``base_value`` (facebookresearch/dino@7c446df utils.py L191,
+    facebookresearch/swav@06b1b7c main_swav.py L178, solo-learn's ``LinearWarmupCosineAnnealingLR``);
     otherwise ``final_value + (base_value - final_value) * (1 + cos(pi * (step - W) / (T - W))) / 2``,
     held at ``final_value`` from ``step >= T`` on (``W = warmup_steps``, ``T = total_steps``).
     """
@@ -35,7 +39,8 @@ def warmup_cosine(
     if warmup_steps > total_steps:
         raise ValueError(f"warmup_steps must be <= total_steps ({total_steps}), got {warmup_steps}")
     if step < warmup_steps:
-        return warmup_start + (base_value - warmup_start) * step / warmup_steps
+        span = max(1, warmup_steps - 1) if ends_at_peak else warmup_steps
+        return warmup_start + (base_value - warmup_start) * step / span
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return final_value + (base_value - final_value) * _cosine_weight(progress)
 
@@ -86,7 +91,8 @@ def resolve_warmup_start_ratio(value: float | str, lr_scale: float) -> float:
 class WarmupCosine(LambdaLR):
     """``LambdaLR`` whose factor is :func:`warmup_cosine`, optionally also moving the weight decay.
 
-    Group ``g``'s lr is ``lr_g * warmup_cosine(t, T, W, 1, final_lr_ratio, warmup_start_ratio)``; with
+    Group ``g``'s lr is ``lr_g * warmup_cosine(t, T, W, 1, final_lr_ratio, warmup_start_ratio,
+    warmup_ends_at_peak)``; with
     ``final_wd_ratio = r`` its weight decay is ``wd_g * (r + (1 - r) (1 + cos(pi t / T)) / 2)``, a cosine
     from the group's initial ``wd_g`` to ``r * wd_g`` over the whole run without warm-up (DINO's
     ``wd_schedule``: 0.04 -> 0.4, facebookresearch/dino@7c446df main_dino.py L244-248). Groups that start
@@ -101,6 +107,7 @@ class WarmupCosine(LambdaLR):
         final_lr_ratio: float = 0.0,
         warmup_start_ratio: float = 0.0,
         final_wd_ratio: float | None = None,
+        warmup_ends_at_peak: bool = False,
     ) -> None:
         factor = functools.partial(
             warmup_cosine,
@@ -109,6 +116,7 @@ class WarmupCosine(LambdaLR):
             base_value=1.0,
             final_value=final_lr_ratio,
             warmup_start=warmup_start_ratio,
+            ends_at_peak=warmup_ends_at_peak,
         )
         factor(0)  # validate the arguments now rather than on the first step
         if final_wd_ratio is not None and not (math.isfinite(final_wd_ratio) and final_wd_ratio >= 0):
@@ -139,9 +147,16 @@ def build_scheduler(
     final_lr_ratio: float = 0.0,
     warmup_start_ratio: float = 0.0,
     final_wd_ratio: float | None = None,
+    warmup_ends_at_peak: bool = False,
 ) -> WarmupCosine:
     """:class:`WarmupCosine` for ``optimizer``: step it once per iteration; its ``state_dict``
     round-trips, so a resumed run continues the schedule."""
     return WarmupCosine(
-        optimizer, total_steps, warmup_steps, final_lr_ratio, warmup_start_ratio, final_wd_ratio
+        optimizer,
+        total_steps,
+        warmup_steps,
+        final_lr_ratio,
+        warmup_start_ratio,
+        final_wd_ratio,
+        warmup_ends_at_peak,
     )

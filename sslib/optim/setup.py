@@ -26,6 +26,12 @@ def _number_at_least_zero(key: str, value: object) -> float:
     return float(value)
 
 
+def _flag(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
 def final_wd_ratio(opt: DictConfig) -> float | None:
     """``optim.final_weight_decay / optim.weight_decay`` (None: constant weight decay, key absent or null)."""
     final = opt.get("final_weight_decay")
@@ -58,7 +64,8 @@ def configure(
     - ``probe``: its own group, peak lr ``online_eval.probe_lr * N / 256``, no weight decay, no LARS
       adaptation;
     - schedule: ``W = round(optim.warmup_epochs * steps_per_epoch)`` warm-up steps (at most
-      ``total_steps``) from ``peak * r`` with ``r`` from :func:`resolve_warmup_start_ratio`, then cosine to
+      ``total_steps``) from ``peak * r`` with ``r`` from :func:`resolve_warmup_start_ratio` (reaching the peak
+      at step ``W - 1`` with ``optim.warmup_ends_at_peak``, at ``W`` without), then cosine to
       ``peak * optim.final_lr_ratio`` at ``total_steps``, for every group; with
       ``optim.final_weight_decay`` the weight decay follows a cosine from ``optim.weight_decay`` to it;
     - ``optim.clip_grad > 0``: each gradient tensor of ``modules`` clipped to that norm before every
@@ -103,5 +110,6 @@ def configure(
         final_lr_ratio=opt.final_lr_ratio,
         warmup_start_ratio=start_ratio,
         final_wd_ratio=wd_ratio,
+        warmup_ends_at_peak=_flag("optim.warmup_ends_at_peak", opt.get("warmup_ends_at_peak", False)),
     )
     return optimizer, scheduler

@@ -171,6 +171,10 @@ def _active(key: str, flat: dict[str, Any]) -> bool:
         return bool(flat.get("method.queue.length"))
     if key.startswith("method.ema.") and key != "method.ema.enabled":
         return flat.get("method.ema.enabled", True) is not False
+    if key == "method.freeze_prototypes_steps":
+        return flat.get(key) is not None
+    if key == "method.freeze_prototypes_epochs":
+        return flat.get("method.freeze_prototypes_steps") is None
     if key == "backbone.stem_padding":
         return bool(flat.get("backbone.cifar_stem"))
     return True
