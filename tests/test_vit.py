@@ -3,6 +3,7 @@ model, DINO's official checkpoint layout through the zoo, and the one-line error
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import threading
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from test_methods import TINY, fit
 from test_zoo import Server, torch_bytes
+from timm.layers import resample_abs_pos_embed
 
 from sslib import backbones, methods, zoo
 from sslib.checkpoint import load_backbone
@@ -62,7 +64,9 @@ def test_a_vit_takes_crops_of_several_sizes_with_the_class_token_as_features():
 
 @pytest.mark.parametrize("method", ["mira", "dino", "swav"])
 def test_a_multicrop_step_trains_every_part_of_a_vit(tmp_path, method):
-    cfg = vit_cfg(tmp_path, f"method={method}", "backbone.drop_path_rate=0.2", "optim=adamw")
+    rule = "dino" if method == "dino" else "timm"  # DINO's interpolation of the position embeddings for DINO
+    overrides = ["backbone.drop_path_rate=0.2", "optim=adamw", f"backbone.pos_embed_interpolation={rule}"]
+    cfg = vit_cfg(tmp_path, f"method={method}", *overrides)
     assert cfg.backbone.patch_size == "auto" and cfg.backbone.img_size == 16
     model, trainer, dm = fit(cfg, steps=1, limit_train_batches=1)
     crops = [
@@ -78,6 +82,7 @@ def test_a_multicrop_step_trains_every_part_of_a_vit(tmp_path, method):
         grad = model.backbone.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
     if model.teacher is not None:  # the student drops residual branches, the EMA teacher does not
+        assert type(model.teacher["backbone"]) is type(model.backbone)  # and interpolates by the same rule
         drops = [m.drop_prob for m in model.backbone.modules() if hasattr(m, "drop_prob")]
         teacher = [m.drop_prob for m in model.teacher["backbone"].modules() if hasattr(m, "drop_prob")]
         assert max(drops) == pytest.approx(0.2) and teacher == [0.0] * len(teacher)
@@ -293,32 +298,104 @@ def test_the_command_line_stops_a_bad_vit_run_in_one_line_before_any_data(monkey
     )
 
 
-def test_position_embeddings_at_other_sizes_are_close_to_dinos_interpolation():
-    """timm resamples bicubically with anti-aliasing; DINO's interpolate_pos_encoding (vision_transformer.py
-    L174-194) bicubically by a scale factor of (grid + 0.1) / 14 without it, and not at all at the learnt size."""
-    model, _ = backbones.build("vit_small")
-    grid, dim = 14, 384
-    y, x = torch.meshgrid(
-        torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij"
+# --- position embeddings at other sizes: timm's resampling or DINO's interpolate_pos_encoding ----------
+
+
+def dino_interpolate_pos_encoding(pos_embed: torch.Tensor, w: int, h: int, patch: int) -> torch.Tensor:
+    """facebookresearch/dino@7c446df vision_transformer.py L174-194, written out for one (1, 1 + N, D)
+    table and a w x h image (DINO's ``B, nc, w, h = x.shape``, L197: w is the height)."""
+    npatch, n = (w // patch) * (h // patch), pos_embed.shape[1] - 1
+    if npatch == n and w == h:  # L177-178
+        return pos_embed
+    side, dim = math.sqrt(n), pos_embed.shape[-1]
+    w0, h0 = w // patch + 0.1, h // patch + 0.1  # L182-186
+    patches = torch.nn.functional.interpolate(  # L187-191
+        pos_embed[:, 1:].reshape(1, int(side), int(side), dim).permute(0, 3, 1, 2),
+        scale_factor=(w0 / side, h0 / side),
+        mode="bicubic",
     )
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4) / (dim // 4))
-    smooth = torch.cat(
-        [f(c.flatten()[:, None] * omega) for c in (x, y) for f in (torch.sin, torch.cos)], dim=1
-    )
-    with torch.no_grad():  # zero patch embeddings: the tokens entering the blocks are the position embeddings
-        model.pos_embed[0, 1:] = smooth
-        model.patch_embed.proj.weight.zero_()
-        model.patch_embed.proj.bias.zero_()
-    tokens = {}
-    model.blocks[0].register_forward_pre_hook(lambda _m, args: tokens.update(x=args[0][0, 1:]))
+    assert (int(w0), int(h0)) == patches.shape[-2:]  # L192
+    return torch.cat((pos_embed[:, :1], patches.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)  # L193-194
+
+
+def vit_224(**kwargs) -> torch.nn.Module:
+    """A tiny ViT with patch 16 learnt for 224 px (a 14 x 14 grid), random position embeddings, float64."""
+    torch.manual_seed(0)
+    model, _ = backbones.build("vit_tiny", patch_size=16, img_size=224, **SMALL_VIT, **kwargs)
     with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, 224, 224))
-        assert torch.equal(tokens["x"], smooth)  # 224 px: the learnt embeddings as they are
-        model(torch.zeros(1, 3, 96, 96))
-    scale = (6 + 0.1) / grid
-    image = smooth.reshape(1, grid, grid, dim).permute(0, 3, 1, 2)
-    dino = torch.nn.functional.interpolate(image, scale_factor=(scale, scale), mode="bicubic")
-    cosine = torch.nn.functional.cosine_similarity(
-        tokens["x"], dino.permute(0, 2, 3, 1).reshape(-1, dim), dim=1
-    )
-    assert 0.99 < float(cosine.min()) < 1.0  # 96 px: close to DINO's, not the same
+        model.pos_embed.normal_()
+    return model.double().eval()
+
+
+def tokens_after_position_embedding(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """The (B, 1 + patches, D) tokens entering ``model``'s first block, and runs the model on ``image``."""
+    tokens = {}
+    hook = model.blocks[0].register_forward_pre_hook(lambda _m, args: tokens.update(x=args[0]))
+    model(image)
+    hook.remove()
+    return tokens["x"]
+
+
+@pytest.mark.parametrize("size", [(96, 96), (224, 224), (96, 128)])
+def test_dino_pos_embed_interpolation_is_dinos_interpolate_pos_encoding(size):
+    model = vit_224(pos_embed_interpolation="dino")
+    image = torch.randn(2, 3, *size, dtype=torch.float64)
+    with torch.no_grad():
+        patches = model.patch_embed(image).flatten(1, 2)  # (B, h * w, D)
+        cls = model.cls_token.expand(2, -1, -1)
+        table = dino_interpolate_pos_encoding(model.pos_embed, *size, patch=16)
+        expected = torch.cat((cls, patches), dim=1) + table
+        tokens = tokens_after_position_embedding(model, image)
+        torch.testing.assert_close(tokens, expected, rtol=0, atol=1e-12)
+        features = model.norm(model.blocks(expected))[:, 0]  # DINO's forward, L209-214
+        torch.testing.assert_close(model(image), features, rtol=0, atol=1e-12)
+    assert (table is model.pos_embed) == (size == (224, 224))  # the learnt size: as it is (L177-178)
+    model(image).sum().backward()
+    assert model.pos_embed.grad is not None and model.pos_embed.grad.abs().sum() > 0
+
+
+def test_timm_pos_embed_interpolation_keeps_timms_resampling_and_differs_from_dinos():
+    models = {rule: vit_224(pos_embed_interpolation=rule) for rule in ("timm", "dino")}
+    default = vit_224()
+    assert type(default) is type(models["timm"]) is timm.models.VisionTransformer
+    for size, least_gap in ((224, 0.0), (96, 0.5)):
+        image = torch.randn(1, 3, size, size, dtype=torch.float64)
+        with torch.no_grad():
+            unembedded = torch.cat((default.cls_token, default.patch_embed(image).flatten(1, 2)), dim=1)
+            table = resample_abs_pos_embed(default.pos_embed, new_size=[size // 16] * 2, old_size=[14, 14])
+            tokens = {rule: tokens_after_position_embedding(m, image) for rule, m in models.items()}
+            torch.testing.assert_close(tokens_after_position_embedding(default, image), unembedded + table)
+        assert torch.equal(tokens["timm"], tokens_after_position_embedding(default, image))
+        timm_table, dino_table = tokens["timm"] - unembedded, tokens["dino"] - unembedded
+        gap = float((dino_table - timm_table).norm() / dino_table.norm())
+        # 224 px: both keep the learnt table; 96 px: timm anti-aliases to the 6 x 6 grid, DINO samples the
+        # 14 x 14 table every 14 / 6.1 cells without (about 0.8 apart on a random table)
+        assert gap > least_gap if least_gap else gap == 0.0, gap
+
+
+def test_a_bad_pos_embed_interpolation_is_a_one_line_error_and_the_vit_configs_take_timms():
+    for value in ("bilinear", "DINO", None):
+        with pytest.raises(ValueError) as err:
+            backbones.build("vit_tiny", pos_embed_interpolation=value, **SMALL_VIT)
+        assert str(err.value) == f"backbone.pos_embed_interpolation must be one of timm, dino, got {value!r}"
+    with pytest.raises(ValueError) as err:  # before any work, with the run's other checks
+        check_run_config(compose([*TINY, *VIT, "backbone.pos_embed_interpolation=bilinear"]), world_size=1)
+    assert str(err.value) == "backbone.pos_embed_interpolation must be one of timm, dino, got 'bilinear'"
+    for name in ("vit_tiny", "vit_small", "vit_base"):
+        assert compose([f"backbone={name}"]).backbone.pos_embed_interpolation == "timm"
+    dino, _ = build_backbone(compose([*TINY, *VIT, "backbone.pos_embed_interpolation=dino"]))
+    assert type(dino).__name__ == "DinoPosEmbedViT"
+
+
+def test_dino_pos_embed_interpolation_keeps_timms_state_dict():
+    timm_rule, dino = vit_224(), vit_224(pos_embed_interpolation="dino")
+    assert isinstance(dino, timm.models.VisionTransformer) and type(dino) is not type(timm_rule)
+    assert list(dino.state_dict()) == list(timm_rule.state_dict())
+    assert not list(dino.buffers()) and len(list(dino.parameters())) == len(list(timm_rule.parameters()))
+    plain = plain_timm(img_size=224, patch_size=16).double().eval()
+    plain.load_state_dict(dino.state_dict())  # strict
+    image = torch.randn(1, 3, 224, 224, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(image), dino(image), rtol=0, atol=1e-12)  # the learnt size
+    teacher = copy.deepcopy(dino)  # an EMA teacher keeps the rule
+    assert type(teacher) is type(dino) and teacher.state_dict().keys() == dino.state_dict().keys()

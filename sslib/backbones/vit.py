@@ -1,10 +1,12 @@
 """Vision Transformers (timm's ViT-Ti/S/B) that take crops of several sizes in one step.
 
 ``vit_small`` is timm's ``vit_small_patch16_224`` with ``dynamic_img_size=True``: the position embeddings
-(learnt for ``img_size / patch_size`` patches a side) are interpolated by timm to the grid of each input,
-so the 224 px global crops and the 96 px local crops of multi-crop go through the same model. Features
-are the class token after the final norm (``global_pool="token"``, DINO's ``x[:, 0]``) or the mean of
-the patch tokens (``global_pool="avg"``).
+(learnt for ``img_size / patch_size`` patches a side) are interpolated to the grid of each input, so the
+224 px global crops and the 96 px local crops of multi-crop go through the same model. By
+``pos_embed_interpolation``: ``"timm"`` (timm's ``resample_abs_pos_embed``: bicubic to the exact grid,
+anti-aliased) or ``"dino"`` (DINO's ``interpolate_pos_encoding``, :func:`dino_pos_embed`). Features are
+the class token after the final norm (``global_pool="token"``, DINO's ``x[:, 0]``) or the mean of the
+patch tokens (``global_pool="avg"``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
+import torch
+import torch.nn.functional as F
 from timm.layers import DropPath
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from sslib.backbones.base import BACKBONES, Backbone
@@ -31,6 +36,10 @@ AUTO = "auto"
 SMALL_IMAGE_SIZE = 64
 """``patch_size: auto`` is 4 for images up to this size (CIFAR's 32 px: an 8 x 8 grid), else 16."""
 GLOBAL_POOLS = ("token", "avg")
+POS_EMBED_INTERPOLATIONS = ("timm", "dino")
+"""``pos_embed_interpolation``: timm's ``resample_abs_pos_embed`` or DINO's rule (:func:`dino_pos_embed`)."""
+DINO_GRID_OFFSET = 0.1
+"""DINO adds 0.1 to the new grid in its scale factor "to avoid floating point error" (vision_transformer.py L184-186)."""
 
 
 def resolve_patch_size(patch_size: int | str, img_size: int) -> int:
@@ -51,16 +60,28 @@ def no_cifar_stem(name: str) -> ValueError:
     )
 
 
+def check_pos_embed_interpolation(value: object) -> str:
+    """``value`` if it is one of :data:`POS_EMBED_INTERPOLATIONS`, else a one-line ``ValueError``."""
+    if not isinstance(value, str) or value not in POS_EMBED_INTERPOLATIONS:
+        raise ValueError(
+            f"backbone.pos_embed_interpolation must be one of {', '.join(POS_EMBED_INTERPOLATIONS)}, "
+            f"got {value!r}"
+        )
+    return value
+
+
 def check_crop_sizes(name: str, kwargs: dict, sizes: Iterable[tuple[str, int]]) -> None:
     """One-line ``ValueError`` unless every ``(config key, size)`` crop fits ViT ``name`` built with ``kwargs``.
 
     A crop must be a whole number of patches a side (timm's patch embedding refuses other sizes), and a
-    ViT has no CIFAR stem. Backbones other than ``vit_*`` are not checked.
+    ViT has no CIFAR stem; a bad ``pos_embed_interpolation`` is refused here too, before any work.
+    Backbones other than ``vit_*`` are not checked.
     """
     if name not in VITS:
         return
     if "cifar" in kwargs:
         raise no_cifar_stem(name)
+    check_pos_embed_interpolation(kwargs.get("pos_embed_interpolation", "timm"))
     patch = resolve_patch_size(kwargs.get("patch_size", 16), kwargs.get("img_size", 224))
     for key, size in sizes:
         if size % patch:
@@ -83,19 +104,99 @@ def disable_drop_path(module: ModuleT) -> ModuleT:
     return module
 
 
+def dino_pos_embed(
+    pos_embed: torch.Tensor,
+    grid: tuple[int, int],
+    learnt_grid: tuple[int, int],
+    num_prefix_tokens: int = 1,
+) -> torch.Tensor:
+    """DINO's interpolation of a position-embedding table to a grid of ``grid = (rows, cols)`` patches.
+
+    ``pos_embed`` (1, P + R * C, D), learnt for ``learnt_grid = (R, C)`` patches with P prefix entries
+    first (P = 1 for DINO's class token) -> (1, P + rows * cols, D). The rule of ``interpolate_pos_encoding``
+    (facebookresearch/dino@7c446df, vision_transformer.py L174-194): the table as it is when the grid
+    has as many patches as the learnt one and is square (L177-178); otherwise the patch part, as a
+    (1, D, R, C) image (L188), is resized with ``F.interpolate(mode="bicubic")`` by the scale factors
+    ``((rows + 0.1) / R, (cols + 0.1) / C)`` (L182-191; no anti-aliasing, ``align_corners=False``), so
+    the output has rows x cols cells but samples the table at the spacing of the scale factor, not of
+    ``R / rows``; the prefix entries go back in front unchanged (L179, L194). DINO's ``w`` is the image
+    height (L197, ``B, nc, w, h = x.shape``), so its first factor scales the rows, as here; DINO's learnt
+    grid is square (``sqrt(N)``, L188). DINO compares image sizes, this the grids: the same for crops
+    that are whole numbers of patches, as sslib's are. Computed in the table's dtype (float32 for half
+    precision).
+    """
+    rows, cols = grid
+    if rows * cols == learnt_grid[0] * learnt_grid[1] and rows == cols:
+        return pos_embed
+    prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    dim = pos_embed.shape[-1]
+    image = patches.reshape(1, learnt_grid[0], learnt_grid[1], dim).permute(0, 3, 1, 2)
+    if image.dtype not in (torch.float32, torch.float64):
+        image = image.float()
+    scale = ((rows + DINO_GRID_OFFSET) / learnt_grid[0], (cols + DINO_GRID_OFFSET) / learnt_grid[1])
+    image = F.interpolate(image, scale_factor=scale, mode="bicubic")
+    if image.shape[-2:] != (rows, cols):  # DINO's assert (L192)
+        raise RuntimeError(f"DINO's interpolation gave a {tuple(image.shape[-2:])} grid, not {grid}")
+    patches = image.permute(0, 2, 3, 1).reshape(1, rows * cols, dim).to(pos_embed.dtype)
+    return torch.cat([prefix, patches], dim=1)
+
+
+class DinoPosEmbedViT(VisionTransformer):
+    """timm's ``VisionTransformer`` that interpolates its position embeddings by DINO's rule.
+
+    Only :meth:`_pos_embed` differs (:func:`dino_pos_embed` in place of timm's ``resample_abs_pos_embed``):
+    no new parameters or buffers, so the state dict is a plain timm ViT's. :func:`use_dino_pos_embed` turns
+    a built timm ViT into one (a subclass rather than a patched method: copies, pickles and
+    ``torch.compile`` see an ordinary class).
+    """
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, rows, cols, D) patch tokens -> (B, prefix + rows * cols, D) with the class (and register)
+        tokens and position embeddings, as timm's own (``no_embed_class``: the table covers the patches
+        only, added before the prefix tokens are put in front; else it covers both), then ``pos_drop``.
+        Without ``dynamic_img_size`` (no interpolation) or a table, timm's own step."""
+        if self.pos_embed is None or not self.dynamic_img_size:
+            return super()._pos_embed(x)
+        batch, rows, cols, dim = x.shape
+        table = dino_pos_embed(
+            self.pos_embed,
+            (rows, cols),
+            tuple(self.patch_embed.grid_size),
+            0 if self.no_embed_class else self.num_prefix_tokens,
+        )
+        x = x.reshape(batch, rows * cols, dim)
+        prefix = [t.expand(batch, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        if self.no_embed_class:
+            return self.pos_drop(torch.cat([*prefix, x + table], dim=1))
+        return self.pos_drop(torch.cat([*prefix, x], dim=1) + table)
+
+
+def use_dino_pos_embed(model: nn.Module) -> DinoPosEmbedViT:
+    """Make timm ViT ``model`` a :class:`DinoPosEmbedViT` in place (same weights and keys); returns it."""
+    if type(model) is not VisionTransformer:
+        raise ValueError(
+            f"backbone.pos_embed_interpolation=dino needs a timm VisionTransformer, got {type(model).__name__}"
+        )
+    model.__class__ = DinoPosEmbedViT
+    return model  # type: ignore[return-value]
+
+
 def vit(
     name: str,
     patch_size: int | str = 16,
     img_size: int = 224,
     drop_path_rate: float = 0.0,
     global_pool: str = "token",
+    pos_embed_interpolation: str = "timm",
     **timm_kwargs,
 ) -> Backbone:
     """ViT ``name`` (a key of :data:`VITS`): (B, 3, H, W) -> (B, embed_dim), H and W multiples of the patch.
 
-    ``img_size`` sets the grid of the learnt position embeddings (interpolated to other sizes),
-    ``drop_path_rate`` the stochastic depth of the last block (linear from 0 in the first), and
-    ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``embed_dim``, ``depth``, ``num_heads``).
+    ``img_size`` sets the grid of the learnt position embeddings (interpolated to other sizes by
+    ``pos_embed_interpolation``: ``"timm"``, timm's anti-aliased bicubic resampling to the exact grid, or
+    ``"dino"``, DINO's rule, :func:`dino_pos_embed`), ``drop_path_rate`` the stochastic depth of the last
+    block (linear from 0 in the first), and ``timm_kwargs`` go to ``timm.create_model`` (e.g.
+    ``embed_dim``, ``depth``, ``num_heads``).
     """
     if "cifar" in timm_kwargs:
         raise no_cifar_stem(name)
@@ -103,6 +204,7 @@ def vit(
         raise ValueError(
             f"backbone.global_pool must be one of {', '.join(GLOBAL_POOLS)}, got {global_pool!r}"
         )
+    check_pos_embed_interpolation(pos_embed_interpolation)
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
         raise ValueError(f"backbone.img_size must be an integer >= 1, got {img_size!r}")
     if not 0.0 <= drop_path_rate < 1.0:
@@ -111,7 +213,7 @@ def vit(
     if img_size % patch:
         raise ValueError(f"backbone.img_size={img_size} is not a multiple of the patch size {patch}")
     timm_kwargs.setdefault("dynamic_img_size", True)
-    return timm_backbone(
+    model, dim = timm_backbone(
         VITS[name],
         patch_size=patch,
         img_size=img_size,
@@ -119,6 +221,9 @@ def vit(
         global_pool=global_pool,
         **timm_kwargs,
     )
+    if pos_embed_interpolation == "dino":
+        model = use_dino_pos_embed(model)
+    return model, dim
 
 
 def _register(name: str) -> None:
@@ -127,9 +232,12 @@ def _register(name: str) -> None:
         img_size: int = 224,
         drop_path_rate: float = 0.0,
         global_pool: str = "token",
+        pos_embed_interpolation: str = "timm",
         **timm_kwargs,
     ) -> Backbone:
-        return vit(name, patch_size, img_size, drop_path_rate, global_pool, **timm_kwargs)
+        return vit(
+            name, patch_size, img_size, drop_path_rate, global_pool, pos_embed_interpolation, **timm_kwargs
+        )
 
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = f"timm's {VITS[name]} taking any multiple of the patch size (see :func:`vit`)."
