@@ -142,3 +142,66 @@ def test_dino_head_initialisation_is_a_truncated_normal_with_zero_biases():
     assert float(default[0].bias.abs().max()) > 0  # PyTorch's own initialisation otherwise
     with pytest.raises(ValueError, match="MLP init must be one of default, trunc_normal, got 'xavier'"):
         MLP([4, 4], init="xavier")
+
+
+def test_a_renormalised_head_scores_as_the_weight_normalised_one_and_takes_the_full_gradient():
+    """SwAV's plain Linear (rows renormalised before every step) and the weight-normalised head give the
+    same logits for the same unit rows; the plain one's gradient keeps its radial part, which the
+    weight-normalised one projects out (g_v = (I - w w^T) g_w for unit rows w)."""
+    torch.manual_seed(0)
+    plain = PrototypeHead(16, 10, parametrization="renormalize")
+    normed = PrototypeHead(16, 10)
+    torch.testing.assert_close(plain.prototypes().norm(dim=1), torch.ones(10))  # unit from the start
+    normed.set_prototypes(plain.prototypes().detach())
+    x = torch.randn(6, 16)
+    torch.testing.assert_close(plain(x), normed(x))
+    plain(x).pow(3).sum().backward()
+    normed(x).pow(3).sum().backward()
+    (w,) = plain.parameters_to_freeze()
+    (v,) = normed.parameters_to_freeze()
+    unit = w.detach()
+    radial = (w.grad * unit).sum(dim=1, keepdim=True) * unit
+    torch.testing.assert_close(v.grad, w.grad - radial, rtol=1e-5, atol=1e-6)
+    assert float(radial.norm()) > 0.05 * float(w.grad.norm())  # a part the weight-normalised head drops
+
+
+def test_renormalize_projects_the_rows_back_to_unit_norm_and_set_prototypes_normalises():
+    torch.manual_seed(0)
+    head = PrototypeHead(8, 5, parametrization="renormalize")
+    with torch.no_grad():
+        head.layer.weight.mul_(torch.arange(1.0, 6.0)[:, None])
+    direction = torch.nn.functional.normalize(head.layer.weight.detach(), dim=1)
+    head.renormalize_()
+    torch.testing.assert_close(head.prototypes(), direction)
+    rows = torch.randn(5, 8) * 4
+    head.set_prototypes(rows)
+    torch.testing.assert_close(head.prototypes(), torch.nn.functional.normalize(rows, dim=1))
+    normed = PrototypeHead(8, 5)
+    before = normed.prototypes().detach().clone()
+    normed.renormalize_()  # nothing to do: unit rows by construction
+    assert torch.equal(normed.prototypes(), before)
+
+
+def test_a_weight_normalised_checkpoint_loads_into_a_renormalised_head():
+    """SwAV checkpoints written before the renormalised head hold (g, v): they load as g v / ||v||."""
+    torch.manual_seed(0)
+    old = PrototypeHead(8, 5, norm_last_layer=False)
+    with torch.no_grad():
+        old.layer.get_parameter("parametrizations.weight.original0").mul_(2.0)
+    new = PrototypeHead(8, 5, parametrization="renormalize")
+    new.load_state_dict(old.state_dict())
+    torch.testing.assert_close(new.prototypes(), old.prototypes().detach())
+    assert list(new.state_dict()) == ["layer.weight"]
+
+
+def test_bad_prototype_parametrizations_are_one_line_errors():
+    with pytest.raises(
+        ValueError,
+        match=r"^method.prototype_parametrization must be one of weight_norm, renormalize, got 'plain'$",
+    ):
+        PrototypeHead(8, 5, parametrization="plain")
+    with pytest.raises(
+        ValueError, match=r"^method.norm_last_layer=false trains the prototypes' gains"
+    ) as err:
+        PrototypeHead(8, 5, norm_last_layer=False, parametrization="renormalize")
+    assert "\n" not in str(err.value)

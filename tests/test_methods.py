@@ -366,6 +366,18 @@ def test_schedules_of_missing_attributes_fail_and_recipes_do_not_reach_a_swapped
         ),
         ("method.projector_norm=layer", r"MLP norm must be one of batchnorm, none, got 'layer'"),
         ("method.projector_activation=tanh", r"MLP activation must be one of relu, gelu, got 'tanh'"),
+        (
+            "method.ema.momentum_step=later",
+            r"method.ema.momentum_step must be one of current, next, got 'later'",
+        ),
+        (
+            "method.prototype_parametrization=plain",
+            r"method.prototype_parametrization must be one of weight_norm, renormalize, got 'plain'",
+        ),
+        (
+            "method.freeze_prototypes_steps=-1",
+            r"method.freeze_prototypes_steps must be an integer >= 0, got -1",
+        ),
     ],
 )
 def test_bad_method_values_are_one_line_errors_when_the_method_is_built(override, match):

@@ -195,6 +195,24 @@ def test_excluded_group_is_plain_sgd_momentum_without_weight_decay():
     assert not torch.allclose(adapted, want)
 
 
+def test_lars_eps_joins_the_trust_ratios_denominator():
+    """apex's LARC and solo-learn: eta ||w|| / (||g|| + wd ||w|| + eps); MoCo v3's form takes it too."""
+    lr, wd, eta, eps = 0.5, 0.01, 0.02, 0.3  # an eps large enough to see
+    w = W0.clone()
+    g = _grad(w)
+    trust = eta * float(w.norm()) / (float(g.norm()) + wd * float(w.norm()) + eps)
+    expected = w - lr * trust * (g + wd * w)
+    got = _train(lambda p: LARS(p, lr=lr, momentum=0.9, weight_decay=wd, eta=eta, eps=eps), steps=1)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=0)
+    moco = _train(lambda p: LARS(p, lr=lr, weight_decay=wd, eta=eta, eps=eps, trust_ratio="moco"), steps=1)
+    d = g + wd * w
+    torch.testing.assert_close(
+        moco, w - lr * eta * float(w.norm()) / (float(d.norm()) + eps) * d, rtol=1e-14, atol=0
+    )
+    with pytest.raises(ValueError, match=r"^optim.kwargs.eps must be a number >= 0, got -1.0$"):
+        LARS([nn.Parameter(W0.clone())], lr=lr, eps=-1.0)
+
+
 def test_lars_zero_norms_use_unit_trust_ratio():
     zeros = torch.zeros_like(W0)
     got = _train(lambda g: LARS(g, lr=0.1, momentum=0.9, weight_decay=0.01), steps=1, w0=zeros)
@@ -317,6 +335,20 @@ def test_warmup_cosine_values():
     assert warmup_cosine(0, 10, 0, base_value=2.0) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="warmup_steps"):
         warmup_cosine(0, 10, 11, base_value=1.0)
+
+
+def test_a_warm_up_that_ends_at_the_peak_is_numpys_linspace():
+    """DINO's utils.py L191 and SwAV's main_swav.py L178: np.linspace(start, base, W), the last warm-up
+    step at the peak; the cosine part is the same as without it."""
+    kw = dict(total_steps=110, warmup_steps=10, base_value=1.0, final_value=0.1, warmup_start=0.01)
+    linspace = [0.01 + 0.99 * i / 9 for i in range(10)]
+    got = [warmup_cosine(i, ends_at_peak=True, **kw) for i in range(10)]
+    assert got == pytest.approx(linspace, rel=1e-15)
+    for step in (10, 35, 110):
+        assert warmup_cosine(step, ends_at_peak=True, **kw) == warmup_cosine(step, **kw)
+    assert (
+        warmup_cosine(0, 10, 1, base_value=1.0, warmup_start=0.3, ends_at_peak=True) == 0.3
+    )  # linspace(.., 1)
 
 
 def test_cosine_ramp_and_scaled_lr():

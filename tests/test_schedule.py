@@ -37,6 +37,21 @@ def test_linear_warm_up_over_epochs_then_constant_as_dinos_teacher_temperature()
     assert ramp.value(20, STEPS, PER_EPOCH) == pytest.approx(0.04 + 0.03 * 2 / 3, rel=1e-13)
 
 
+def test_per_epoch_ramp_is_dinos_linspace_held_for_each_epoch():
+    """unit=epoch: np.linspace(0.04, 0.07, 3)[epoch] for the epoch of each step, then 0.07 (main_dino.py
+    L374-378); the epoch comes from the caller when given, else from the step."""
+    ramp = Ramp(0.04, 0.07, "linear", epochs=3, unit="epoch")
+    linspace = [0.04 + 0.03 * e / 2 for e in range(3)]
+    steps = (0, 9, 10, 19, 20, 29, 30, 99)
+    expected = [linspace[0]] * 2 + [linspace[1]] * 2 + [linspace[2]] * 4
+    assert [ramp.value(s, STEPS, PER_EPOCH) for s in steps] == pytest.approx(expected, rel=1e-15)
+    assert ramp.value(0, STEPS, PER_EPOCH, epoch=1) == pytest.approx(linspace[1], rel=1e-15)
+    assert Ramp(0.0, 1.0, "linear", epochs=1, unit="epoch").value(0, STEPS, PER_EPOCH) == 1.0
+    whole_run = Ramp(0.0, 1.0, "cosine", unit="epoch")  # 10 epochs: the end at epoch 9
+    assert whole_run.value(95, STEPS, PER_EPOCH) == 1.0
+    assert whole_run.value(45, STEPS, PER_EPOCH) == pytest.approx((1 - math.cos(math.pi * 4 / 9)) / 2)
+
+
 def test_cosine_over_epochs_and_fractional_spans():
     assert Ramp(0.0, 1.0, epochs=2).value(10, STEPS, PER_EPOCH) == pytest.approx(0.5, rel=1e-15)
     assert Ramp(0.0, 1.0, epochs=2).value(25, STEPS, PER_EPOCH) == 1.0

@@ -143,6 +143,10 @@ class SSLMethod(L.LightningModule):
         self.num_classes = num_classes
         self.probe = nn.Linear(self.feat_dim, num_classes)
         self.teacher: nn.ModuleDict | None = None
+        ema = cfg.method.get("ema") or {}
+        self.momentum_step = check_choice(
+            "method.ema.momentum_step", ema.get("momentum_step", CURRENT), (CURRENT, NEXT)
+        )
         self.online = OnlineMonitor.from_config(cfg.online_eval, num_classes)
         self.online_record: dict[str, float] | None = None  # last online metrics of training, + epoch
         # label-free monitors (sslib.eval.monitors) on rows the steps already computed; a method sets
@@ -242,7 +246,7 @@ class SSLMethod(L.LightningModule):
             return
         ema = self.cfg.method.ema
         momentum = cosine_ramp(
-            ema_momentum_step(self.global_step, ema.get("momentum_step", CURRENT)),
+            ema_momentum_step(self.global_step, self.momentum_step),
             self.total_steps,
             ema.base_momentum,
             ema.final_momentum,
