@@ -20,7 +20,8 @@ from sslib.methods.ema import ema_update
 from sslib.methods.online import CHECKPOINT_KEY, OnlineMonitor
 from sslib.nonblocking import scalars_to_device
 from sslib.optim import cosine_ramp
-from sslib.optim.setup import configure
+from sslib.optim.clip import clip_per_parameter_
+from sslib.optim.setup import clip_norm, configure
 from sslib.registry import to_dict
 from sslib.validation import check_choice, check_int_at_least, check_unit_interval
 
@@ -161,6 +162,7 @@ class SSLMethod(L.LightningModule):
             closed_right=True,
         )
         self.monitor_views: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.clip_grad = clip_norm(cfg.optim)
         self.compile_backbone = bool(cfg.get("compile_backbone", False))
         self.channels_last = False  # set by prepare_for
         self._prepared_for: torch.device | None = None
@@ -254,6 +256,14 @@ class SSLMethod(L.LightningModule):
         student = self.ssl_modules()
         ema_update(self.teacher, nn.ModuleDict({k: student[k] for k in self.teacher}), momentum)
         self.log_dict(scalars_to_device({"schedule/ema_momentum": momentum}, self.device))
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """With ``optim.clip_grad``, cap each gradient tensor of :meth:`ssl_modules` at that norm (DINO's
+        ``clip_gradients``, main_dino.py L330-332). Lightning calls this after the step's backward and,
+        under a gradient scaler, after unscaling; an optimiser step pre-hook would run before Lightning's
+        closure computes the gradients."""
+        if self.clip_grad:
+            clip_per_parameter_(self.ssl_modules().parameters(), self.clip_grad)
 
     def on_train_epoch_end(self) -> None:
         """Log ``monitor/rankme`` (backbone features), ``monitor/alignment`` and ``monitor/uniformity``

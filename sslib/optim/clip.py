@@ -29,9 +29,12 @@ def clip_per_parameter_(params: Iterable[Tensor], max_norm: float) -> None:
 
 
 def clip_before_step(optimizer: Optimizer, params: Iterable[Tensor], max_norm: float) -> RemovableHandle:
-    """Clip ``params`` with :func:`clip_per_parameter_` each time ``optimizer.step()`` starts.
+    """Clip ``params`` with :func:`clip_per_parameter_` each time ``optimizer.step()`` starts, for a plain
+    loop that calls ``backward()`` then ``step()``.
 
-    A step pre-hook runs inside ``step``, so under a ``GradScaler`` it sees unscaled gradients.
+    A step pre-hook runs inside ``step``, so under a ``GradScaler`` it sees unscaled gradients. It does
+    not suit ``step(closure)``, whose closure computes the gradients after the pre-hooks (Lightning's
+    loop): there :class:`sslib.methods.base.SSLMethod` clips in ``on_before_optimizer_step``.
     """
     check_positive("max_norm", max_norm)
     params = list(params)

@@ -9,7 +9,6 @@ from torch import nn
 from torch.optim import Optimizer
 
 from sslib.optim import build_optimizer
-from sslib.optim.clip import clip_before_step
 from sslib.optim.params import param_groups
 from sslib.optim.schedules import WarmupCosine, build_scheduler, resolve_warmup_start_ratio, scaled_lr
 from sslib.registry import to_dict
@@ -30,6 +29,11 @@ def _flag(key: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{key} must be true or false, got {value!r}")
     return value
+
+
+def clip_norm(opt: DictConfig) -> float:
+    """``optim.clip_grad`` as a number >= 0 (0, absent or null: no clipping)."""
+    return _number_at_least_zero("clip_grad", opt.get("clip_grad") or 0.0)
 
 
 def final_wd_ratio(opt: DictConfig) -> float | None:
@@ -68,8 +72,9 @@ def configure(
       at step ``W - 1`` with ``optim.warmup_ends_at_peak``, at ``W`` without), then cosine to
       ``peak * optim.final_lr_ratio`` at ``total_steps``, for every group; with
       ``optim.final_weight_decay`` the weight decay follows a cosine from ``optim.weight_decay`` to it;
-    - ``optim.clip_grad > 0``: each gradient tensor of ``modules`` clipped to that norm before every
-      step (:func:`sslib.optim.clip.clip_before_step`, DINO's clipping; the probe is not clipped).
+    - ``optim.clip_grad`` is checked here (:func:`clip_norm`); the training loop clips each gradient
+      tensor of ``modules`` to it after the backward and before the step (DINO's clipping, see
+      :meth:`sslib.methods.base.SSLMethod.on_before_optimizer_step`; the probe is not clipped).
 
     ``final_weight_decay``, ``exclude_tokens`` and ``clip_grad`` may be absent (constant decay, tokens
     decayed, no clipping), as ``momentum`` may (``adamw`` has none).
@@ -82,7 +87,7 @@ def configure(
     lr_scale = scaled_lr(1.0, global_batch) if opt.scale_lr else 1.0
     start_ratio = resolve_warmup_start_ratio(opt.warmup_start_ratio, lr_scale)
     wd_ratio = final_wd_ratio(opt)
-    clip = _number_at_least_zero("clip_grad", opt.get("clip_grad") or 0.0)
+    clip_norm(opt)
     groups = param_groups(
         modules, opt.weight_decay, opt.exclude_bias_norm, bool(opt.get("exclude_tokens", False))
     )
@@ -100,8 +105,6 @@ def configure(
     optimizer = build_optimizer(
         opt.name, groups, lr=opt.lr * lr_scale, weight_decay=opt.weight_decay, **extra
     )
-    if clip:
-        clip_before_step(optimizer, modules.parameters(), clip)
     warmup_steps = min(round(warmup_epochs * steps_per_epoch), total_steps)
     scheduler = build_scheduler(
         optimizer,
