@@ -36,6 +36,21 @@ def build_labeler(cfg: DictConfig) -> tuple[labelers.Labeler, dict[str, Ramp]]:
     return labeler, schedule
 
 
+def _queue_length(length: int, batch_size: int) -> int:
+    """``method.queue.length``, a whole number of batches of ``data.batch_size`` (both per device): SwAV
+    rounds its length down to one (main_swav.py L212-213), which would use the queue a step earlier than
+    the length says, so another length is a one-line error naming the nearest ones."""
+    check_int_at_least("method.queue.length", length, 0)
+    if length % batch_size:
+        below = length - length % batch_size
+        nearest = " or ".join(str(n) for n in (below, below + batch_size) if n > 0)
+        raise ValueError(
+            f"method.queue.length={length} must be a multiple of data.batch_size={batch_size} "
+            f"(SwAV's queue holds whole batches), e.g. {nearest}"
+        )
+    return length
+
+
 def _freeze_steps(m: DictConfig) -> int | None:
     """``method.freeze_prototypes_steps`` (an int >= 0, or null to count ``freeze_prototypes_epochs``)."""
     steps = m.get("freeze_prototypes_steps")
@@ -83,7 +98,9 @@ class ClusteringMethod(SSLMethod):
                 parts["prototypes"] = self.prototypes
             self.teacher = make_teacher(nn.ModuleDict(parts))
         self.queue = (
-            EmbeddingQueue(n_global, m.queue.length, m.projector_dims[-1]) if m.queue.length else None
+            EmbeddingQueue(n_global, _queue_length(m.queue.length, cfg.data.batch_size), m.projector_dims[-1])
+            if m.queue.length
+            else None
         )
         self._last_stats: dict[str, torch.Tensor] | None = None  # label_statistics of the last batch
 
