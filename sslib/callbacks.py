@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from sslib.distributed import all_reduce, convert_batchnorm, world_size
+from sslib.errors import ConfigError
 from sslib.io import atomic_write_bytes
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM: preemption / time limit, and --signal=USR1@T
@@ -70,7 +71,7 @@ class DivergenceGuard(L.Callback):
 
     def __init__(self, every_n_steps: int) -> None:
         if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}")
+            raise ConfigError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}")
         self.every_n_steps = every_n_steps
         self.nonfinite: torch.Tensor | None = None
         self.checked_step = 0  # the last step the flag was read at
@@ -161,7 +162,7 @@ class SaveAndStop(L.Callback):
 
     def __init__(self, path: str | Path, every_n_steps: int = 0, requeue: bool = True) -> None:
         if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 0:
-            raise ValueError(f"checkpoint.every_n_steps must be an integer >= 0, got {every_n_steps!r}")
+            raise ConfigError(f"checkpoint.every_n_steps must be an integer >= 0, got {every_n_steps!r}")
         self.path, self.every_n_steps, self.requeue = Path(path), every_n_steps, requeue
         self.received = 0
         self._previous: dict[int, Any] = {}

@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from sslib.errors import ConfigError, MissingFileError
 from sslib.methods.base import build_backbone
 
 BACKBONE_PREFIX = "backbone."
@@ -19,15 +20,15 @@ def load_checkpoint(path: str | Path) -> dict:
     """The checkpoint dict at ``path``, loaded with ``weights_only=True`` (it can never run code)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+        raise MissingFileError(f"checkpoint '{path}' does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, pickle with code, wrong format
-        raise ValueError(
+        raise ConfigError(
             f"checkpoint '{path}' could not be loaded safely: {str(err).splitlines()[0]}"
         ) from None
     if "state_dict" not in ckpt or "cfg" not in ckpt.get("hyper_parameters", {}):
-        raise ValueError(f"checkpoint '{path}' is not an sslib training checkpoint (no state_dict / config)")
+        raise ConfigError(f"checkpoint '{path}' is not an sslib training checkpoint (no state_dict / config)")
     return ckpt
 
 
@@ -55,7 +56,7 @@ def load_backbone(path: str | Path) -> tuple[nn.Module, int]:
     backbone, feat_dim = build_backbone(cfg)
     missing, unexpected = backbone.load_state_dict(backbone_state_dict(ckpt), strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise ConfigError(
             f"checkpoint '{path}' does not match backbone {cfg.backbone.name}: "
             f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )

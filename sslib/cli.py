@@ -1,4 +1,5 @@
-"""``python scripts/pretrain.py [group=option] [key=value] ...``: Hydra-style overrides, one-line errors."""
+"""``sslib pretrain [group=option] [key=value] ...`` (``python scripts/pretrain.py``): Hydra-style overrides,
+one-line errors."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sslib.config import GROUPS, ConfigError, compose, options
+from sslib.config import GROUPS, compose, options
+from sslib.errors import SslibError
 
-USAGE = """usage: python scripts/pretrain.py [group=option ...] [key=value ...] [--cfg]
+USAGE = """usage: sslib pretrain [group=option ...] [key=value ...] [--cfg]   (or python scripts/pretrain.py ...)
 
 Trains a self-supervised backbone; with no arguments, MIRA on the embedded digits dataset (CPU, offline).
   --cfg     print the composed config and exit
 examples:
-  python scripts/pretrain.py method=mira backbone=resnet18 data=cifar100
-  python scripts/pretrain.py method=mira labeler=sinkhorn trainer.max_epochs=20
+  sslib pretrain method=mira backbone=resnet18 data=cifar100
+  sslib pretrain method=mira labeler=sinkhorn trainer.max_epochs=20
 groups:
 """
 
@@ -25,7 +27,8 @@ def pretrain_main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = 
     """Run the command line ``argv`` (default ``sys.argv[1:]``); ``callbacks`` (Lightning callbacks) are
     added to the trainer's. Exit status: 0 when done, 2 on bad input, 1 when the loss became NaN or Inf
     (stopped before any checkpoint of it), ``128 + signal`` when SIGTERM or SIGUSR1 stopped training after
-    saving ``last.ckpt`` (what a shell reports for a job ended by it)."""
+    saving ``last.ckpt`` (what a shell reports for a job ended by it). Bad input is an
+    :class:`~sslib.errors.SslibError`, printed as one line; any other exception propagates with its traceback."""
     args = list(sys.argv[1:] if argv is None else argv)
     if {"-h", "--help"} & set(args):
         print(USAGE + "\n".join(f"  {g:9s} {', '.join(options(g))}" for g in GROUPS))
@@ -41,7 +44,7 @@ def pretrain_main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = 
         from sslib.train import pretrain
 
         results = pretrain(cfg, list(callbacks))
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except SslibError as err:  # bad input; any other exception is a bug and keeps its traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     # a diverged run (sslib.callbacks.DivergenceGuard): nothing was saved after it

@@ -13,6 +13,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from sslib.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 CONF_MODULE = "sslib.conf"
@@ -25,10 +27,6 @@ def run_name(*parts: object) -> str:
 
 
 OmegaConf.register_new_resolver("sslib.run_name", run_name, replace=True)
-
-
-class ConfigError(ValueError):
-    """A bad override or config value, with a one-line message."""
 
 
 def options(group: str) -> list[str]:

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sslib.errors import ConfigError
+
 
 def world_size() -> int:
     """Number of processes in the default group (1 when torch.distributed is not initialised)."""
@@ -30,11 +32,11 @@ def launched_processes() -> int:
 
 
 def require_one_process(tools: str, device_hint: str = "--device") -> None:
-    """A one-line ``ValueError`` when ``tools`` (plural), which run in one process, were started as several;
+    """A one-line ``ConfigError`` when ``tools`` (plural), which run in one process, were started as several;
     ``device_hint`` names the option that chooses their device."""
     count = launched_processes()
     if count > 1:
-        raise ValueError(
+        raise ConfigError(
             f"{tools} run in one process on one device but were started as {count} processes "
             f"(torchrun or srun); start them with python (choose the device with {device_hint})"
         )
@@ -121,7 +123,7 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
-            raise ValueError(f"expected an input of 2 or more dimensions (N, C, ...), got {input.dim()}")
+            raise ConfigError(f"expected an input of 2 or more dimensions (N, C, ...), got {input.dim()}")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not (self.training and world_size() > 1):

@@ -9,6 +9,8 @@ from typing import Any, Generic, TypeVar, cast
 
 from omegaconf import DictConfig, OmegaConf
 
+from sslib.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -33,7 +35,7 @@ class Registry(Generic[T]):
 
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:
-                raise ValueError(f"{self.kind} '{name}' is already registered")
+                raise ConfigError(f"{self.kind} '{name}' is already registered")
             self._factories[name] = factory
             return factory
 
@@ -44,13 +46,13 @@ class Registry(Generic[T]):
         return sorted(self._factories)
 
     def get(self, name: str) -> Callable[..., T]:
-        """The factory registered under ``name``; a one-line ``ValueError`` if unknown."""
+        """The factory registered under ``name``; a one-line ``ConfigError`` if unknown."""
         if name not in self._factories:
-            raise ValueError(f"unknown {self.kind} '{name}'; available: {', '.join(self.available())}")
+            raise ConfigError(f"unknown {self.kind} '{name}'; available: {', '.join(self.available())}")
         return self._factories[name]
 
     def build(self, name: str, **kwargs) -> T:
-        """Build ``name`` with ``kwargs``; unknown keyword arguments are a one-line ``ValueError``."""
+        """Build ``name`` with ``kwargs``; unknown keyword arguments are a one-line ``ConfigError``."""
         factory = self.get(name)
         check_kwargs(factory, kwargs, f"{self.kind} '{name}'")
         return factory(**kwargs)
@@ -60,13 +62,13 @@ class Registry(Generic[T]):
 
 
 def check_kwargs(factory: Callable, kwargs: dict, what: str) -> None:
-    """Raise ``ValueError`` naming any keyword that ``factory`` does not accept."""
+    """Raise a ``ConfigError`` naming any keyword that ``factory`` does not accept."""
     params = inspect.signature(factory).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{what} got unexpected argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}"
         )

@@ -26,6 +26,7 @@ from sslib.callbacks import (
 )
 from sslib.checkpoint import trained_epochs
 from sslib.data import SSLDataModule
+from sslib.errors import ConfigError, MissingFileError
 from sslib.io import atomic_write_text
 from sslib.methods.base import STEP_METRICS
 from sslib.registry import to_dict
@@ -42,7 +43,7 @@ def resume_path(resume: str, run_dir: Path) -> str | None:
         last = run_dir / LAST_CHECKPOINT
         return str(last) if last.is_file() else None
     if not Path(resume).is_file():
-        raise FileNotFoundError(f"resume checkpoint '{resume}' does not exist (use resume=auto|never|<file>)")
+        raise MissingFileError(f"resume checkpoint '{resume}' does not exist (use resume=auto|never|<file>)")
     return resume
 
 
@@ -93,7 +94,7 @@ def check_same_run(
     saved = run_dir / "config.yaml"
     changes = config_changes(cast(DictConfig, OmegaConf.load(saved)), cfg) if saved.is_file() else []
     if changes:
-        raise ValueError(
+        raise ConfigError(
             f"run_dir {run_dir} holds a run with a different config ({', '.join(changes[:4])}); {advice}"
         )
 
@@ -127,7 +128,7 @@ def _require_logger_package(name: str) -> None:
     try:
         import_module(name)
     except ImportError:
-        raise ValueError(
+        raise ConfigError(
             f"logger={name} needs the {name} package: pip install 'sslib-vision[{name}]' "
             f"(from a clone: pip install -e '.[{name}]')"
         ) from None
@@ -205,10 +206,10 @@ def check_launch(trainer: DictConfig) -> int:
     accelerator and strategy are known and that this machine has the devices asked for."""
     accelerator, strategy, devices = trainer.accelerator, trainer.strategy, trainer.devices
     if accelerator not in ACCELERATORS:
-        raise ValueError(f"trainer.accelerator '{accelerator}' is not one of {', '.join(ACCELERATORS)}")
+        raise ConfigError(f"trainer.accelerator '{accelerator}' is not one of {', '.join(ACCELERATORS)}")
     strategies = ["auto", *(s for s in StrategyRegistry.available_strategies() if s.startswith("ddp"))]
     if strategy not in strategies:
-        raise ValueError(f"trainer.strategy '{strategy}' is not supported; allowed: {', '.join(strategies)}")
+        raise ConfigError(f"trainer.strategy '{strategy}' is not supported; allowed: {', '.join(strategies)}")
     available = available_devices(accelerator)
     plain = OmegaConf.to_object(devices) if OmegaConf.is_config(devices) else devices
     ids = _device_ids(plain, available)
@@ -216,20 +217,20 @@ def check_launch(trainer: DictConfig) -> int:
         forms = (
             "a count >= 1, -1 or auto" if accelerator == "cpu" else "a count >= 1, -1, auto or a list of ids"
         )
-        raise ValueError(f"trainer.devices={plain!r} is not {forms}")
+        raise ConfigError(f"trainer.devices={plain!r} is not {forms}")
     if not ids or max(ids) >= available:
         no_gpu = accelerator == "auto" and not torch.cuda.device_count()
         kind = {"cpu": "CPU cores", "mps": "MPS devices"}.get(
             accelerator, "device (no GPU)" if no_gpu else "GPUs"
         )
         hint = "; set trainer.accelerator=cpu for CPU processes" if no_gpu else ""
-        raise ValueError(
+        raise ConfigError(
             f"trainer.devices={plain} asks for more devices than the {available} {kind} visible to "
             f"trainer.accelerator={accelerator}{hint}"
         )
     nodes = trainer.num_nodes
     if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
-        raise ValueError(f"trainer.num_nodes must be an integer >= 1, got {nodes!r}")
+        raise ConfigError(f"trainer.num_nodes must be an integer >= 1, got {nodes!r}")
     return len(ids) * nodes
 
 
@@ -238,7 +239,7 @@ def check_shards(datamodule: SSLDataModule, world: int) -> None:
     n = len(datamodule.train_split())
     per_rank = n // world
     if datamodule.drop_last and per_rank < datamodule.batch_size:
-        raise ValueError(
+        raise ConfigError(
             f"data.batch_size {datamodule.batch_size} (per device) exceeds the {per_rank} training images of "
             f"each of the {world} processes ({n} in {datamodule.name}); "
             f"use data.batch_size <= {per_rank}"

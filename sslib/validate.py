@@ -12,13 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sslib.backbones import check_crop_sizes
+from sslib.errors import ConfigError
 from sslib.methods.base import backbone_spec, check_channels_last, crop_sizes
 from sslib.optim.setup import configure
 from sslib.validation import check_positive
 
 
 def check_run_config(cfg: DictConfig, world_size: int) -> None:
-    """Raise a one-line ``ValueError`` naming the first bad optimiser or schedule value (or
+    """Raise a one-line ``ConfigError`` naming the first bad optimiser or schedule value (or
     ``compile_backbone``, ``channels_last``) of ``cfg``.
 
     The scalar values are checked under their config names; then the run's optimiser and schedule are
@@ -27,20 +28,20 @@ def check_run_config(cfg: DictConfig, world_size: int) -> None:
     """
     compile_backbone = cfg.get("compile_backbone", False)
     if not isinstance(compile_backbone, bool):
-        raise ValueError(f"compile_backbone must be true or false, got {compile_backbone!r}")
+        raise ConfigError(f"compile_backbone must be true or false, got {compile_backbone!r}")
     check_channels_last(cfg.get("channels_last", "auto"))
     for key in ("optim.lr", "online_eval.probe_lr"):
         check_positive(key, OmegaConf.select(cfg, key))
     final = cfg.optim.final_lr_ratio
     if isinstance(final, bool) or not isinstance(final, (int, float)) or not 0 <= final <= 1:
-        raise ValueError(
+        raise ConfigError(
             f"optim.final_lr_ratio must be a number in [0, 1] (final lr / peak lr), got {final!r}"
         )
     check_backbone_inputs(cfg)
     try:
         configure(cfg, nn.Linear(1, 1), nn.Linear(1, 1), world_size, total_steps=1, steps_per_epoch=1.0)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"optim: {err}") from None
+        raise ConfigError(f"optim: {err}") from None
 
 
 def check_backbone_inputs(cfg: DictConfig) -> None:

@@ -6,11 +6,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from sslib.errors import ConfigError
+
 
 def check_positive(name: str, value: float) -> float:
     """``value > 0`` and finite, else ``ValueError`` naming it."""
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
@@ -19,21 +21,21 @@ def check_unit_interval(name: str, value: float, *, closed_right: bool = False) 
     ok = isinstance(value, (int, float)) and value >= 0 and (value <= 1 if closed_right else value < 1)
     if not ok:
         interval = "[0, 1]" if closed_right else "[0, 1)"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+        raise ConfigError(f"{name} must be in {interval}, got {value!r}")
     return float(value)
 
 
 def check_int_at_least(name: str, value: int, minimum: int) -> int:
     """``value`` an integer >= ``minimum``, else ``ValueError`` naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     """``value`` one of ``choices``, else ``ValueError`` naming it and the allowed values."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -41,7 +43,7 @@ class Checked:
     """A validated attribute: every assignment goes through ``check(name, value)``.
 
     Used for hyper-parameters that schedules change during training, e.g.
-    ``beta = Checked(check_unit_interval)`` makes ``labeler.beta = 1.2`` a one-line ``ValueError``.
+    ``beta = Checked(check_unit_interval)`` makes ``labeler.beta = 1.2`` a one-line ``ConfigError``.
     """
 
     def __init__(self, check: Callable[[str, Any], Any]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sslib.cli import pretrain_main
+from sslib.errors import ConfigError, MissingFileError, SslibError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,3 +84,28 @@ def test_a_diverging_run_exits_with_one_clear_line_and_status_1(tmp_path, capsys
     assert code == 1
     assert err[-1].startswith("error: training diverged: the loss was NaN or Inf at a step in ")
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # it diverged before the first save
+
+
+@pytest.mark.parametrize("bug", [ValueError("an internal bug"), FileNotFoundError("an internal bug")])
+def test_an_internal_error_keeps_its_traceback_where_bad_input_is_one_line(
+    tmp_path, monkeypatch, capsys, bug
+):
+    """Only sslib's own error type is bad input (one line, status 2): a ValueError or FileNotFoundError
+    raised inside training is a bug and reaches the caller with its traceback."""
+
+    def broken(cfg, callbacks):
+        raise bug
+
+    monkeypatch.setattr("sslib.train.pretrain", broken)
+    with pytest.raises(type(bug), match="an internal bug"):
+        pretrain_main([f"run_dir={tmp_path}", "trainer.accelerator=cpu"])
+    assert capsys.readouterr().err == ""
+
+    def bad_input(cfg, callbacks):
+        raise ConfigError("data.batch_size must be an integer >= 2, got 1")
+
+    monkeypatch.setattr("sslib.train.pretrain", bad_input)
+    assert pretrain_main([f"run_dir={tmp_path}", "trainer.accelerator=cpu"]) == 2
+    assert capsys.readouterr().err == "error: data.batch_size must be an integer >= 2, got 1\n"
+    assert issubclass(ConfigError, SslibError) and issubclass(ConfigError, ValueError)
+    assert issubclass(MissingFileError, SslibError) and issubclass(MissingFileError, FileNotFoundError)

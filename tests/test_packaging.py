@@ -141,3 +141,97 @@ def test_sslib_imported_from_the_wheel_composes_a_recipe_loads_its_record_and_li
     assert report["recipe_lr"] == config.compose(["method=mira", "data=cifar10"]).optim.lr
     assert Path(report["manifest"]).is_relative_to(site)
     assert report["zoo"] == [entry.to_dict() for entry in zoo.list()] and report["zoo"]
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """A fresh virtual environment outside the checkout with the wheel installed by pip (which writes the
+    ``sslib`` command); the dependencies come from this environment's site-packages, read through a
+    ``.pth`` path entry, so the checkout's editable sslib is not on the path."""
+    env = tmp_path_factory.mktemp("fresh") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, capture_output=True)
+    python = env / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    (Path(site) / "deps.pth").write_text("\n".join(deps) + "\n")
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    return env
+
+
+SEPARATOR = "\n=====\n"
+# Every command's --help in one process (each alone would import torch again), from the installed package.
+HELP_OF_EVERY_COMMAND = f"""
+import contextlib, sys
+from sslib.commands import main
+for command in sys.argv[1:]:
+    print({SEPARATOR!r}, end="")
+    with contextlib.suppress(SystemExit):  # argparse exits after --help
+        assert main([command, "--help"]) == 0
+"""
+
+
+def run_installed(env: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(env / "bin" / args[0]), *args[1:]],
+        cwd=cwd,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def test_the_installed_sslib_command_runs_every_tool_outside_the_checkout(installed, tmp_path):
+    where = run_installed(installed, "python", "-c", "import sslib; print(sslib.__file__)", cwd=tmp_path)
+    assert Path(where.stdout.strip()).is_relative_to(installed), where.stderr
+    listing = run_installed(installed, "sslib", "--help", cwd=tmp_path)
+    assert listing.returncode == 0
+    commands = [line.split()[0] for line in listing.stdout.splitlines() if line.startswith("  ")]
+    assert commands == [
+        "pretrain",
+        "ablate",
+        "knn",
+        "linear",
+        "finetune",
+        "transfer",
+        "umap",
+        "evaluate",
+        "export",
+        "zoo",
+        "recipes",
+    ]
+    helps = run_installed(installed, "python", "-c", HELP_OF_EVERY_COMMAND, *commands, cwd=tmp_path)
+    assert helps.returncode == 0, helps.stderr
+    for command, text in zip(commands, helps.stdout.split(SEPARATOR)[1:], strict=True):
+        assert "usage: sslib " + command in text, (command, text)  # each has its own help
+    recipes = run_installed(installed, "sslib", "recipes", cwd=tmp_path)
+    assert recipes.returncode == 0 and recipes.stdout.strip().endswith(", 0 problems"), recipes.stderr
+    cfg = run_installed(
+        installed,
+        "python",
+        "-m",
+        "sslib",
+        "pretrain",
+        "method=swav",
+        "data=imagenet",
+        "data.root=/x",
+        "--cfg",
+        cwd=tmp_path,
+    )
+    assert cfg.returncode == 0 and "freeze_prototypes_steps: 313" in cfg.stdout, cfg.stderr
+    bad = run_installed(installed, "sslib", "pretrain", "method=byol2", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown method 'byol2'")
+    unknown = run_installed(installed, "sslib", "train", cwd=tmp_path)
+    assert unknown.returncode == 2 and unknown.stderr.strip().startswith("error: unknown command 'train'")
+    zoo = run_installed(installed, "sslib", "zoo", "list", cwd=tmp_path)
+    assert zoo.returncode == 0 and zoo.stdout.strip(), zoo.stderr

@@ -18,7 +18,7 @@ from sslib.heads import PrototypeHead, build_projector
 from sslib.methods.crops import embed_crops
 from sslib.optim import resolve_warmup_start_ratio
 from sslib.recipes import check, load, load_all, render
-from sslib.recipes.__main__ import BEGIN, END
+from sslib.recipes.cli import BEGIN, END
 from sslib.recipes.record import flat_config, recipe_config, required_keys
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,13 +1,14 @@
-"""Command line of ``scripts/ablate.py``: the runner's settings plus shared overrides, one-line errors."""
+"""Command line of ``sslib ablate`` (``scripts/ablate.py``): the runner's settings plus shared overrides, one-line errors."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 
-from sslib.config import ConfigError, options
+from sslib.config import options
+from sslib.errors import SslibError
 
-USAGE = """usage: python scripts/ablate.py methods=[a,b,...] | labelers=[a,b,...] [out=DIR] [eval.KEY=VALUE ...]
+USAGE = """usage: sslib ablate methods=[a,b,...] | labelers=[a,b,...] [out=DIR] [eval.KEY=VALUE ...]
                           [group=option ...] [key=value ...]
 
 Trains every run on the same seed, data, backbone and epochs, evaluates each final checkpoint (weighted kNN
@@ -19,8 +20,8 @@ resumed. Both lists give their cross product; all other arguments are shared by 
   eval.linear_epochs=30  linear-probe epochs (on frozen center-crop features); eval.linear_lr=0.1
   eval.knn_k=20          kNN neighbours; eval.knn_temperature=0.07
 examples:
-  python scripts/ablate.py methods=[mira,swav,dino] data=digits
-  python scripts/ablate.py method=mira labelers=[mira,sinkhorn,dino] data=digits trainer.max_epochs=20"""
+  sslib ablate methods=[mira,swav,dino] data=digits
+  sslib ablate method=mira labelers=[mira,sinkhorn,dino] data=digits trainer.max_epochs=20"""
 
 
 def ablate_main(argv: Sequence[str] | None = None) -> int:
@@ -33,10 +34,10 @@ def ablate_main(argv: Sequence[str] | None = None) -> int:
         from sslib.ablate.runner import PLOT_FILE, run_ablation
         from sslib.distributed import require_one_process
 
-        require_one_process("scripts/ablate.py and its evaluations", "trainer.accelerator=...")
+        require_one_process("sslib ablate and its evaluations", "trainer.accelerator=...")
         plan = make_plan(args)
         table = run_ablation(plan)
-    except (ConfigError, ValueError, OSError) as err:
+    except (SslibError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"\n{table}\n\ntable, CSV and {PLOT_FILE} in {plan.out}")

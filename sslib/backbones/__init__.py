@@ -13,6 +13,7 @@ from sslib.backbones import resnet, vit  # noqa: F401  (register resnet18/50, vi
 from sslib.backbones.base import BACKBONES, Backbone
 from sslib.backbones.timm_models import timm_backbone
 from sslib.backbones.vit import check_crop_sizes, disable_drop_path
+from sslib.errors import ConfigError
 
 __all__ = ["BACKBONES", "Backbone", "available", "build", "check_crop_sizes", "disable_drop_path"]
 
@@ -25,12 +26,12 @@ def available() -> list[str]:
 def build(name: str, **kwargs) -> Backbone:
     """Build backbone ``name`` -> ``(module, feat_dim)``; unregistered timm names go to the ``timm`` factory.
 
-    An unknown name or an argument the backbone does not take is a one-line ``ValueError``.
+    An unknown name or an argument the backbone does not take is a one-line ``ConfigError``.
     """
     if name in BACKBONES:
         return BACKBONES.build(name, **kwargs)
     if timm.is_model(name):
         return timm_backbone(name, **kwargs)
-    raise ValueError(
+    raise ConfigError(
         f"unknown backbone '{name}'; available: {', '.join(available())}; any timm model name is accepted too"
     )

@@ -8,6 +8,7 @@ from torch import nn
 from torchvision import models
 
 from sslib.backbones.base import BACKBONES, Backbone
+from sslib.errors import ConfigError
 
 STEM_PADDINGS = (1, 2)
 
@@ -21,7 +22,7 @@ def use_cifar_stem(model: models.ResNet, padding: int = 1) -> None:
     their CIFAR numbers were produced.
     """
     if padding not in STEM_PADDINGS:
-        raise ValueError(f"stem_padding must be one of {STEM_PADDINGS}, got {padding!r}")
+        raise ConfigError(f"stem_padding must be one of {STEM_PADDINGS}, got {padding!r}")
     model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=padding, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()

@@ -8,6 +8,7 @@ import timm
 from timm.models import is_model_in_modules
 
 from sslib.backbones.base import BACKBONES, Backbone
+from sslib.errors import ConfigError
 
 DYNAMIC_SIZE_MODULES = ("vision_transformer", "deit")
 """timm modules whose models take ``dynamic_img_size``: on by default, so multi-crop works."""
@@ -23,16 +24,16 @@ def timm_backbone(model_name: str = "vit_small_patch16_224", **timm_kwargs) -> B
     interpolated). ``cifar`` is a torchvision-ResNet option and is refused.
     """
     if "cifar" in timm_kwargs:
-        raise ValueError(
+        raise ConfigError(
             f"timm model '{model_name}' does not take 'cifar'; use resnet18/resnet50 for a CIFAR stem, "
             "or pass timm arguments such as img_size=32"
         )
     if not timm.is_model(model_name):
-        raise ValueError(f"unknown timm model '{model_name}'")
+        raise ConfigError(f"unknown timm model '{model_name}'")
     if is_model_in_modules(model_name, DYNAMIC_SIZE_MODULES):
         timm_kwargs.setdefault("dynamic_img_size", True)
     try:
         model = timm.create_model(model_name, pretrained=False, num_classes=0, **timm_kwargs)
     except TypeError as err:
-        raise ValueError(f"timm model '{model_name}' rejected its arguments: {err}") from err
+        raise ConfigError(f"timm model '{model_name}' rejected its arguments: {err}") from err
     return model, cast(int, model.num_features)

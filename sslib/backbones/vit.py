@@ -22,6 +22,7 @@ from torch import nn
 
 from sslib.backbones.base import BACKBONES, Backbone
 from sslib.backbones.timm_models import timm_backbone
+from sslib.errors import ConfigError
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -47,13 +48,13 @@ def resolve_patch_size(patch_size: int | str, img_size: int) -> int:
     if patch_size == AUTO:
         return 4 if img_size <= SMALL_IMAGE_SIZE else 16
     if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
-        raise ValueError(f"backbone.patch_size must be an integer >= 1 or {AUTO!r}, got {patch_size!r}")
+        raise ConfigError(f"backbone.patch_size must be an integer >= 1 or {AUTO!r}, got {patch_size!r}")
     return patch_size
 
 
-def no_cifar_stem(name: str) -> ValueError:
+def no_cifar_stem(name: str) -> ConfigError:
     """The error for ``backbone.cifar`` on a ViT, saying how a ViT takes small images instead."""
-    return ValueError(
+    return ConfigError(
         f"backbone {name} has no CIFAR stem (backbone.cifar is a ResNet option); a ViT takes small images "
         f"through its patch size: backbone.patch_size=4 (patch_size={AUTO} picks 4 for crops <= "
         f"{SMALL_IMAGE_SIZE} px)"
@@ -61,9 +62,9 @@ def no_cifar_stem(name: str) -> ValueError:
 
 
 def check_pos_embed_interpolation(value: object) -> str:
-    """``value`` if it is one of :data:`POS_EMBED_INTERPOLATIONS`, else a one-line ``ValueError``."""
+    """``value`` if it is one of :data:`POS_EMBED_INTERPOLATIONS`, else a one-line ``ConfigError``."""
     if not isinstance(value, str) or value not in POS_EMBED_INTERPOLATIONS:
-        raise ValueError(
+        raise ConfigError(
             f"backbone.pos_embed_interpolation must be one of {', '.join(POS_EMBED_INTERPOLATIONS)}, "
             f"got {value!r}"
         )
@@ -71,7 +72,7 @@ def check_pos_embed_interpolation(value: object) -> str:
 
 
 def check_crop_sizes(name: str, kwargs: dict, sizes: Iterable[tuple[str, int]]) -> None:
-    """One-line ``ValueError`` unless every ``(config key, size)`` crop fits ViT ``name`` built with ``kwargs``.
+    """One-line ``ConfigError`` unless every ``(config key, size)`` crop fits ViT ``name`` built with ``kwargs``.
 
     A crop must be a whole number of patches a side (timm's patch embedding refuses other sizes), and a
     ViT has no CIFAR stem; a bad ``pos_embed_interpolation`` is refused here too, before any work.
@@ -86,7 +87,7 @@ def check_crop_sizes(name: str, kwargs: dict, sizes: Iterable[tuple[str, int]]) 
     for key, size in sizes:
         if size % patch:
             nearest = [n for n in (size - size % patch, size - size % patch + patch) if n > 0]
-            raise ValueError(
+            raise ConfigError(
                 f"{key}={size} is not a multiple of the ViT patch size {patch} (backbone.patch_size); "
                 f"use a multiple of {patch}, e.g. {' or '.join(map(str, nearest))}"
             )
@@ -174,7 +175,7 @@ class DinoPosEmbedViT(VisionTransformer):
 def use_dino_pos_embed(model: nn.Module) -> DinoPosEmbedViT:
     """Make timm ViT ``model`` a :class:`DinoPosEmbedViT` in place (same weights and keys); returns it."""
     if type(model) is not VisionTransformer:
-        raise ValueError(
+        raise ConfigError(
             f"backbone.pos_embed_interpolation=dino needs a timm VisionTransformer, got {type(model).__name__}"
         )
     model.__class__ = DinoPosEmbedViT
@@ -201,17 +202,17 @@ def vit(
     if "cifar" in timm_kwargs:
         raise no_cifar_stem(name)
     if global_pool not in GLOBAL_POOLS:
-        raise ValueError(
+        raise ConfigError(
             f"backbone.global_pool must be one of {', '.join(GLOBAL_POOLS)}, got {global_pool!r}"
         )
     check_pos_embed_interpolation(pos_embed_interpolation)
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
-        raise ValueError(f"backbone.img_size must be an integer >= 1, got {img_size!r}")
+        raise ConfigError(f"backbone.img_size must be an integer >= 1, got {img_size!r}")
     if not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"backbone.drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+        raise ConfigError(f"backbone.drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
     patch = resolve_patch_size(patch_size, img_size)
     if img_size % patch:
-        raise ValueError(f"backbone.img_size={img_size} is not a multiple of the patch size {patch}")
+        raise ConfigError(f"backbone.img_size={img_size} is not a multiple of the patch size {patch}")
     timm_kwargs.setdefault("dynamic_img_size", True)
     model, dim = timm_backbone(
         VITS[name],

@@ -32,6 +32,7 @@ from sslib.data.transforms import (
     _mean_std,
     view_specs,
 )
+from sslib.errors import ConfigError
 from sslib.nonblocking import to_device
 
 # Columns of a view's (B, DRAWS) uniforms.
@@ -202,7 +203,7 @@ class BatchMultiCrop:
         std: Sequence[float],
     ) -> None:
         if global_crops.n < 1:
-            raise ValueError(f"need at least one global crop, got n={global_crops.n}")
+            raise ConfigError(f"need at least one global crop, got n={global_crops.n}")
         self.views = [
             BatchViewTransform(crop, augment, blur_p, solarize_p, mean, std, stream)
             for stream, (crop, blur_p, solarize_p) in enumerate(

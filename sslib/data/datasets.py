@@ -12,6 +12,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
 from sslib.data.digits import IMAGE_SIZE, DigitsDataset, check_split
 from sslib.data.folder import CheckedImageFolder, class_folders, image_folder, read_class_list
+from sslib.errors import ConfigError, MissingFileError
 
 RGB = tuple[float, float, float]
 # What build_dataset returns: a map-style dataset of (transform(image), label) items with its classes
@@ -56,9 +57,9 @@ IMAGENET100_CLASSES = Path(__file__).with_name("imagenet100.txt")
 
 
 def dataset_stats(name: str) -> DatasetStats:
-    """The constants of dataset ``name``; an unknown name is a one-line ``ValueError`` listing the known."""
+    """The constants of dataset ``name``; an unknown name is a one-line ``ConfigError`` listing the known."""
     if name not in DATASET_STATS:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASET_STATS)}")
+        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(DATASET_STATS)}")
     return DATASET_STATS[name]
 
 
@@ -86,13 +87,13 @@ def build_dataset(
     dataset_stats(name)
     check_split(split)
     if name in ("digits", *_CIFAR) and (class_list is not None or skip_corrupt):
-        raise ValueError(f"class_list and skip_corrupt apply to ImageFolder datasets, not {name}")
+        raise ConfigError(f"class_list and skip_corrupt apply to ImageFolder datasets, not {name}")
     if name == "digits":
         return DigitsDataset(split, val_fraction=val_fraction, seed=seed, transform=transform)
     if name in _CIFAR:
         return _cifar(name, Path(root), split == "train", transform, download)
     if download:
-        raise ValueError(
+        raise ConfigError(
             f"{name} cannot be downloaded; place ImageFolder trees at {Path(root) / 'train'} "
             f"and {Path(root) / 'val'} and set download=False"
         )
@@ -109,7 +110,7 @@ def _cifar(name: str, root: Path, train: bool, transform: Callable | None, downl
         return cls(str(root), train=train, transform=transform, download=download)
     except (RuntimeError, OSError) as err:  # not found / corrupted, or urllib's URLError (an OSError)
         how = f"the download failed ({' '.join(str(err).split())})" if download else "or set download=True"
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{name} not found or corrupted in {root}: place the extracted '{folder}/' folder there, {how}"
         ) from None
 
@@ -125,12 +126,12 @@ def _class_selection(name: str, root: Path, split: str, class_list: str | Path |
 
 
 def _check_class_count(name: str, dataset: CheckedImageFolder) -> None:
-    """More classes than ``name`` has is a one-line ``ValueError`` (labels would overflow the heads);
+    """More classes than ``name`` has is a one-line ``ConfigError`` (labels would overflow the heads);
     fewer is a warning."""
     expected, found = dataset_stats(name).num_classes, len(dataset.classes)
     if expected is None or found == expected:
         return
     message = f"{name} has {expected} classes but {found} are selected in {dataset.root}"
     if found > expected:
-        raise ValueError(f"{message}; pick {expected} with data.class_list=/path/to/classes.txt")
+        raise ConfigError(f"{message}; pick {expected} with data.class_list=/path/to/classes.txt")
     warnings.warn(message, stacklevel=3)

@@ -25,6 +25,7 @@ from torchvision.transforms.v2 import functional as F
 from sslib.data.batch_transform import BatchMultiCrop
 from sslib.data.folder import load_image
 from sslib.data.sampling import EpochSampler
+from sslib.errors import ConfigError
 from sslib.nonblocking import to_device
 
 GIB = 2**30
@@ -63,11 +64,11 @@ def free_bytes(device: torch.device) -> int:
 
 
 def check_fits(name: str | None, n: int, nbytes: int, device: torch.device, free: int | None = None) -> None:
-    """A one-line ``ValueError`` when ``nbytes`` (the ``n`` uint8 images of dataset ``name``) exceed the
+    """A one-line ``ConfigError`` when ``nbytes`` (the ``n`` uint8 images of dataset ``name``) exceed the
     ``free`` bytes of ``device`` (default: :func:`free_bytes`)."""
     free = free_bytes(device) if free is None else free
     if nbytes > free:
-        raise ValueError(
+        raise ConfigError(
             f"data.loader=device: the {n} training images of {name} take {nbytes / GIB:.2f} GiB as uint8, "
             f"more than the {free / GIB:.2f} GiB free on {device}; use data.loader=torchvision"
         )
@@ -75,14 +76,14 @@ def check_fits(name: str | None, n: int, nbytes: int, device: torch.device, free
 
 def _folder_shape(samples: list[tuple[str, int]]) -> tuple[int, int]:
     """(height, width) shared by the images ``samples`` (read from their headers); another size is a
-    one-line ``ValueError`` naming the file."""
+    one-line ``ConfigError`` naming the file."""
     sizes: dict[tuple[int, int], str] = {}
     for path, _ in samples:
         with Image.open(path) as image:
             sizes.setdefault(image.size, path)
         if len(sizes) > 1:
             (first, first_path), (other, other_path) = sizes.items()
-            raise ValueError(
+            raise ConfigError(
                 f"data.loader=device needs images of one size: {other_path} is {other[0]}x{other[1]}, "
                 f"{first_path} is {first[0]}x{first[1]}; use data.loader=torchvision"
             )

@@ -13,14 +13,16 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from sslib.errors import ConfigError
+
 SPLITS = ("train", "val")
 IMAGE_SIZE = 32
 
 
 def check_split(split: str) -> str:
-    """``split`` is ``"train"`` or ``"val"``, else a one-line ``ValueError``."""
+    """``split`` is ``"train"`` or ``"val"``, else a one-line ``ConfigError``."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     return split
 
 
@@ -51,7 +53,7 @@ class DigitsDataset(Dataset):
     ) -> None:
         check_split(split)
         if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+            raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
         images, labels = _digits_images()
         train_idx, val_idx = train_test_split(
             np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed

@@ -16,10 +16,12 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from sslib.errors import ConfigError, MissingFileError
+
 SHOWN = 5  # classes named in an error message before "..."
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(ConfigError):
     """An image file PIL cannot read. Its message stays one line when a DataLoader worker re-raises it
     (the worker's "Caught ... Original Traceback" text is cut down to this error's own last line)."""
 
@@ -72,10 +74,10 @@ def class_folders(path: Path) -> list[str]:
     """The sorted class sub-folders of ``path``; a missing folder or one without sub-folders is a
     one-line ``FileNotFoundError`` naming it."""
     if not path.is_dir():
-        raise FileNotFoundError(f"image folder {path} does not exist; expected {path}/<class>/<image files>")
+        raise MissingFileError(f"image folder {path} does not exist; expected {path}/<class>/<image files>")
     classes = sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
     if not classes:
-        raise FileNotFoundError(f"no class folders in {path}; expected {path}/<class>/<image files>")
+        raise MissingFileError(f"no class folders in {path}; expected {path}/<class>/<image files>")
     return classes
 
 
@@ -84,14 +86,14 @@ def read_class_list(path: str | Path) -> list[str]:
     ``#`` comments are ignored. A missing file, no names or a repeated name is a one-line error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"class list {path} does not exist; expected a text file, one class per line")
+        raise MissingFileError(f"class list {path} does not exist; expected a text file, one class per line")
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     classes = [line for line in lines if line]
     if not classes:
-        raise ValueError(f"class list {path} names no class; expected one class folder name per line")
+        raise ConfigError(f"class list {path} names no class; expected one class folder name per line")
     repeated = sorted(c for c, n in Counter(classes).items() if n > 1)
     if repeated:
-        raise ValueError(f"class list {path} repeats classes: {names(repeated)}")
+        raise ConfigError(f"class list {path} repeats classes: {names(repeated)}")
     return classes
 
 
@@ -99,7 +101,7 @@ def _check_present(classes: Sequence[str], folder: Path, found: Sequence[str], w
     present = set(found)
     absent = [c for c in classes if c not in present]
     if absent:
-        raise ValueError(f"{len(absent)} {what} have no folder in {folder}: {names(absent)}")
+        raise ConfigError(f"{len(absent)} {what} have no folder in {folder}: {names(absent)}")
 
 
 def _split_classes(root: Path, split: str, classes: Sequence[str] | None) -> list[str]:
@@ -119,7 +121,7 @@ def _split_classes(root: Path, split: str, classes: Sequence[str] | None) -> lis
 class CheckedImageFolder(ImageFolder):
     """``ImageFolder`` over the sub-folders ``classes`` of ``root`` (labels in sorted order), reading
     images with :func:`load_image`. With ``skip_corrupt`` the files PIL cannot ``verify()`` are dropped
-    (one warning with the count); a class left with no image is a one-line ``ValueError``."""
+    (one warning with the count); a class left with no image is a one-line ``ConfigError``."""
 
     samples: list[tuple[str, int]]  # (path, label), as ImageFolder sets them
 
@@ -159,7 +161,7 @@ class CheckedImageFolder(ImageFolder):
         empty = [c for i, c in enumerate(self.classes) if counts[i] == 0]
         if empty:
             readable = " readable" if skip_corrupt else ""
-            raise ValueError(
+            raise ConfigError(
                 f"{len(empty)} class folders of {self.root} hold no{readable} image files "
                 f"({' '.join(IMG_EXTENSIONS)}): {names(empty)}"
             )
@@ -175,7 +177,7 @@ def image_folder(
     """Split ``split`` of the ImageFolder trees ``root/train`` and ``root/val``, limited to ``classes``
     (default: all), after the checks of the module docstring."""
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"dataset root {root} does not exist; expected {root}/train/<class>/<image files> "
             f"and {root}/val/<class>/<image files>"
         )

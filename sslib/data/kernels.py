@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sslib.errors import ConfigError
+
 # HSV -> RGB offsets of the red, green and blue channels, in sixths of a turn: 5, 3, 1, as the
 # (start, end, step) of a torch.arange made on the image's device (no host-to-device copy).
 _CHANNEL_OFFSETS = (5.0, 0.0, -2.0)
@@ -34,7 +36,7 @@ def adjust_hue(image: Tensor, hue_factor: float | Tensor) -> Tensor:
     ``v - c * clamp(min(k, 4 - k), 0, 1)`` with ``k = (offset_n + h + 6 * hue_factor) mod 6``.
     """
     if not isinstance(hue_factor, Tensor) and not -0.5 <= hue_factor <= 0.5:
-        raise ValueError(f"hue_factor must be in [-0.5, 0.5], got {hue_factor}")
+        raise ConfigError(f"hue_factor must be in [-0.5, 0.5], got {hue_factor}")
     r, g, b = image.unbind(-3)
     low, high = torch.aminmax(image, dim=-3)
     chroma = high - low

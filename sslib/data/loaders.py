@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from sslib.errors import ConfigError
+
 LOADERS = ("auto", "torchvision", "dali", "device")
 IMAGE_FOLDERS = ("imagenet", "imagenet100", "folder")
 INSTALL_DALI = "pip install 'sslib-vision[dali]'"
@@ -32,15 +34,15 @@ def choose_loader(loader: str, dataset: str) -> str:
     ``ValueError`` saying what to do.
     """
     if loader not in LOADERS:
-        raise ValueError(f"unknown data.loader {loader!r}; available: {', '.join(LOADERS)}")
+        raise ConfigError(f"unknown data.loader {loader!r}; available: {', '.join(LOADERS)}")
     if loader == "auto":
         use_dali = dataset in IMAGE_FOLDERS and torch.cuda.is_available() and dali_installed()
         return "dali" if use_dali else "torchvision"
     if loader == "dali" and dataset not in IMAGE_FOLDERS:
-        raise ValueError(
+        raise ConfigError(
             f"data.loader=dali reads image folders ({', '.join(IMAGE_FOLDERS)}), not {dataset}; "
             "use data.loader=torchvision"
         )
     if loader == "dali" and not dali_installed():
-        raise ValueError(f"data.loader=dali needs NVIDIA DALI, which is not installed: {INSTALL_DALI}")
+        raise ConfigError(f"data.loader=dali needs NVIDIA DALI, which is not installed: {INSTALL_DALI}")
     return loader

@@ -17,6 +17,7 @@ from sslib.data.loaders import choose_loader
 from sslib.data.sampling import EpochSampler, SeededDataset
 from sslib.data.transforms import AUGMENT_PRESETS, Augment, CropGroup, MultiCropTransform, eval_transform
 from sslib.distributed import rank, world_size
+from sslib.errors import ConfigError
 from sslib.validation import check_int_at_least
 
 DEFAULT_GLOBAL_CROPS = CropGroup(n=2, size=32)  # two 32x32 views, scale (0.08, 1)
@@ -106,7 +107,7 @@ class SSLDataModule(lightning.LightningDataModule):
         if isinstance(bank_fraction, bool) or not (
             isinstance(bank_fraction, (int, float)) and 0 < bank_fraction <= 1
         ):
-            raise ValueError(f"bank_fraction must be a number in (0, 1], got {bank_fraction!r}")
+            raise ConfigError(f"bank_fraction must be a number in (0, 1], got {bank_fraction!r}")
         self.bank_fraction = float(bank_fraction)
         self.class_list, self.skip_corrupt = class_list, skip_corrupt
         self.pin_memory, self.drop_last = pin_memory, drop_last
@@ -182,7 +183,7 @@ class SSLDataModule(lightning.LightningDataModule):
             return
         train_set = self._build("train", self.train_transform)
         if self.drop_last and len(train_set) < self.batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size {self.batch_size} exceeds the {len(train_set)} training "
                 f"images of {self.name}; with drop_last=True no batch would be produced"
             )
@@ -197,7 +198,7 @@ class SSLDataModule(lightning.LightningDataModule):
 
     def _train_images(self, train_set: Any) -> Tensor:
         """The train split as a uint8 CPU tensor, after checking it fits in the training device's free
-        memory (a one-line ``ValueError`` with the sizes otherwise)."""
+        memory (a one-line ``ConfigError`` with the sizes otherwise)."""
         from sslib.data.device import check_fits, rank_device, uint8_bytes, uint8_images
 
         check_fits(self.name, len(train_set), uint8_bytes(train_set), rank_device())
@@ -257,7 +258,7 @@ class SSLDataModule(lightning.LightningDataModule):
         global_group, local_group, augment = self.crops
         train_set = self.train_split()
         if not isinstance(train_set, ImageFolder):
-            raise ValueError(f"data.loader=dali reads image folders, not {self.name}")
+            raise ConfigError(f"data.loader=dali reads image folders, not {self.name}")
         return DaliTrainLoader(
             train_set.samples,
             global_group,
@@ -285,5 +286,5 @@ class SSLDataModule(lightning.LightningDataModule):
         if world == 1:
             return dataset
         if len(dataset) < world:
-            raise ValueError(f"an evaluation set of {len(dataset)} images cannot be shared by {world} ranks")
+            raise ConfigError(f"an evaluation set of {len(dataset)} images cannot be shared by {world} ranks")
         return Subset(dataset, shard(len(dataset), rank(), world))

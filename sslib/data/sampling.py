@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
+from sslib.errors import ConfigError
+
 
 def _rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
@@ -36,7 +38,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __init__(self, n: int, seed: int = 0, epoch: int = 0, skip: int = 0) -> None:
         if skip < 0:
-            raise ValueError(f"skip must be >= 0, got {skip}")
+            raise ConfigError(f"skip must be >= 0, got {skip}")
         self.n, self.seed, self.epoch, self.skip = n, seed, epoch, skip
 
     def set_epoch(self, epoch: int) -> None:

@@ -18,6 +18,7 @@ from torchvision.transforms import RandomResizedCrop, v2
 from torchvision.transforms.v2 import functional as F
 
 from sslib.data.kernels import adjust_hue, pil_gaussian_blur
+from sslib.errors import ConfigError
 from sslib.registry import check_kwargs
 from sslib.validation import check_int_at_least, check_unit_interval
 
@@ -39,7 +40,7 @@ class CropGroup:
         check_int_at_least("crop size", self.size, 1)
         scale = tuple(float(s) for s in self.scale)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"crop scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.scale!r}")
+            raise ConfigError(f"crop scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.scale!r}")
         object.__setattr__(self, "scale", scale)
 
 
@@ -73,26 +74,26 @@ class Augment:
     def __post_init__(self) -> None:
         for name in ("brightness", "contrast", "saturation"):
             if getattr(self, name) < 0:
-                raise ValueError(f"augment {name} must be >= 0, got {getattr(self, name)!r}")
+                raise ConfigError(f"augment {name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.hue <= 0.5:
-            raise ValueError(f"augment hue must be in [0, 0.5], got {self.hue!r}")
+            raise ConfigError(f"augment hue must be in [0, 0.5], got {self.hue!r}")
         for name in ("color_jitter_p", "grayscale_p", "hflip_p", "local_blur_p", "local_solarize_p"):
             check_unit_interval(f"augment {name}", getattr(self, name), closed_right=True)
         for name in ("blur_p", "solarize_p"):
             value = getattr(self, name)
             probs = (value,) if isinstance(value, (int, float)) else tuple(value)
             if not probs:
-                raise ValueError(f"augment {name} needs at least one probability")
+                raise ConfigError(f"augment {name} needs at least one probability")
             for i, p in enumerate(probs):
                 check_unit_interval(f"augment {name}[{i}]", p, closed_right=True)
             object.__setattr__(self, name, tuple(float(p) for p in probs))
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"augment interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}"
             )
         sigma = _numbers(self.blur_sigma)
         if sigma is None or len(sigma) != 2 or not 0 < sigma[0] <= sigma[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"augment blur_sigma must be [lo, hi] with 0 < lo <= hi, got {self.blur_sigma!r}"
             )
         object.__setattr__(self, "blur_sigma", sigma)
@@ -101,7 +102,7 @@ class Augment:
     def preset(cls, name: str, **overrides: Any) -> Augment:
         """The preset ``name`` of :data:`AUGMENT_PRESETS`, with ``overrides`` replacing some of its fields."""
         if name not in AUGMENT_PRESETS:
-            raise ValueError(f"unknown augment preset {name!r}; available: {', '.join(AUGMENT_PRESETS)}")
+            raise ConfigError(f"unknown augment preset {name!r}; available: {', '.join(AUGMENT_PRESETS)}")
         check_kwargs(cls, overrides, "augment")
         return replace(cls(**AUGMENT_PRESETS[name]), **overrides)
 
@@ -137,7 +138,7 @@ def _per_view(name: str, probs: tuple[float, ...], n_global: int) -> tuple[float
     if len(probs) == 1:
         return probs * n_global
     if len(probs) < n_global:
-        raise ValueError(
+        raise ConfigError(
             f"augment {name} has {len(probs)} values for {n_global} global views; "
             f"give 1 value or at least {n_global}"
         )
@@ -158,7 +159,7 @@ def _mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[list[float],
     """``mean``/``std`` as lists after checking they are 3 numbers each (RGB) with ``std > 0``."""
     mean, std = [float(m) for m in mean], [float(s) for s in std]
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ValueError(f"mean and std must be 3 numbers each with std > 0, got mean={mean}, std={std}")
+        raise ConfigError(f"mean and std must be 3 numbers each with std > 0, got mean={mean}, std={std}")
     return mean, std
 
 
@@ -263,7 +264,7 @@ class MultiCropTransform:
         std: Sequence[float],
     ) -> None:
         if global_crops.n < 1:
-            raise ValueError(f"need at least one global crop, got n={global_crops.n}")
+            raise ConfigError(f"need at least one global crop, got n={global_crops.n}")
         self.global_views = [
             ViewTransform(global_crops, augment, blur, solarize, mean, std)
             for blur, solarize in augment.global_probs(global_crops.n)

@@ -19,6 +19,7 @@ from torch import nn
 
 from sslib import backbones
 from sslib.checkpoint import load_backbone
+from sslib.errors import ConfigError
 from sslib.zoo.manifest import FORMATS
 
 ZOO_PREFIX = "zoo:"
@@ -34,9 +35,9 @@ class BackboneSource:
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
-            raise ValueError(f"checkpoint format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
+            raise ConfigError(f"checkpoint format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
         if self.fmt != "sslib" and self.arch is None:
-            raise ValueError(f"a {self.fmt} checkpoint needs its backbone architecture (e.g. arch=resnet50)")
+            raise ConfigError(f"a {self.fmt} checkpoint needs its backbone architecture (e.g. arch=resnet50)")
 
     def loader(self) -> Callable[[Path], nn.Module]:
         """``path -> backbone`` in eval mode."""

@@ -1,4 +1,4 @@
-"""Command lines of ``scripts/knn.py``, ``linear.py``, ``umap.py``, ``finetune.py``, ``transfer.py`` and
+"""Command lines of ``sslib knn``, ``linear``, ``umap``, ``finetune``, ``transfer`` and
 ``evaluate.py``.
 
 Each evaluates a checkpoint's frozen backbone on a dataset through a :class:`FeatureCache` and prints a
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sslib.data import DATASET_STATS
 from sslib.distributed import require_one_process
+from sslib.errors import ConfigError, SslibError
 from sslib.eval.checkpoints import BackboneSource, load_any_backbone, resolve
 from sslib.eval.embedding import import_umap, plot_embedding, umap_embedding
 from sslib.eval.finetune import finetune_eval, finetune_settings
@@ -30,7 +31,7 @@ from sslib.eval.transfer import c_grid
 from sslib.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval
 from sslib.zoo.manifest import FORMATS
 
-ERRORS = (ValueError, OSError, ImportError)  # reported as one line, exit status 2
+ERRORS = (SslibError, OSError, ImportError)  # reported as one line, exit status 2
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -96,17 +97,17 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def parse_fractions(text: str) -> list[float]:
-    """``"1,0.1,0.01"`` -> ``[1.0, 0.1, 0.01]``; anything else is a one-line ``ValueError``."""
+    """``"1,0.1,0.01"`` -> ``[1.0, 0.1, 0.01]``; anything else is a one-line ``ConfigError``."""
     try:
         fractions = [float(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(f"--fractions must be comma-separated numbers in (0, 1], got {text!r}") from None
+        raise ConfigError(f"--fractions must be comma-separated numbers in (0, 1], got {text!r}") from None
     return [check_fraction(f) for f in fractions]
 
 
 def knn_main(argv: Sequence[str] | None = None) -> int:
     """Weighted kNN top-1/top-5 of the val split with 100%, 10%, 1% (``--fractions``) of the train labels."""
-    parser = _parser("scripts/knn.py", "weighted kNN on frozen features, per fraction of train labels")
+    parser = _parser("sslib knn", "weighted kNN on frozen features, per fraction of train labels")
     parser.add_argument("--k", type=int, default=20, help="neighbours (default: 20)")
     parser.add_argument("--temperature", type=float, default=0.07, help="vote temperature (default: 0.07)")
     parser.add_argument("--fractions", default="1,0.1,0.01", help="labelled fractions (default: 1,0.1,0.01)")
@@ -142,7 +143,7 @@ def knn_main(argv: Sequence[str] | None = None) -> int:
 
 def linear_main(argv: Sequence[str] | None = None) -> int:
     """Linear-probe top-1/top-5 of the val split: on precomputed features, or ``--augment``-ed images."""
-    parser = _parser("scripts/linear.py", "linear probe on a frozen backbone")
+    parser = _parser("sslib linear", "linear probe on a frozen backbone")
     defaults = ProbeSettings()
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--lr", type=float, default=defaults.lr)
@@ -170,9 +171,7 @@ def linear_main(argv: Sequence[str] | None = None) -> int:
 
 def umap_main(argv: Sequence[str] | None = None) -> int:
     """Save a UMAP plot of a split's features coloured by class and print its path."""
-    parser = _parser(
-        "scripts/umap.py", "UMAP of frozen features, coloured by class (needs sslib-vision[umap])"
-    )
+    parser = _parser("sslib umap", "UMAP of frozen features, coloured by class (needs sslib-vision[umap])")
     parser.add_argument("--split", default="val", help="train or val (default: val)")
     parser.add_argument("--out", help="PNG path (default: <checkpoint>-umap-<data>-<split>.png next to it)")
     parser.add_argument("--n-neighbors", type=int, default=15)
@@ -193,7 +192,7 @@ def umap_main(argv: Sequence[str] | None = None) -> int:
 
 def finetune_main(argv: Sequence[str] | None = None) -> int:
     """Top-1/top-5 of the val split after fine-tuning the backbone + a linear head on 1%, 10% of labels."""
-    parser = _parser("scripts/finetune.py", "semi-supervised fine-tuning of the whole backbone")
+    parser = _parser("sslib finetune", "semi-supervised fine-tuning of the whole backbone")
     parser.add_argument("--fractions", default="0.01,0.1", help="labelled fractions (default: 0.01,0.1)")
     parser.add_argument("--protocol", default="swav", help="settings preset: swav or simclr (default: swav)")
     parser.add_argument("--subset-file", help="train images to label, one file name per line (one fraction)")
@@ -212,7 +211,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> int:
     def task() -> str:
         fractions = parse_fractions(args.fractions)
         if args.subset_file and len(fractions) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"--subset-file gives one labelled subset; pass one --fractions, got {args.fractions}"
             )
         cache = _cache(args)
@@ -232,7 +231,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> int:
 def transfer_main(argv: Sequence[str] | None = None) -> int:
     """Linear transfer (Table 5): logistic regression on frozen features of each ``--data NAME:ROOT``."""
     parser = argparse.ArgumentParser(
-        prog="scripts/transfer.py", description="linear transfer evaluation of a frozen backbone"
+        prog="sslib transfer", description="linear transfer evaluation of a frozen backbone"
     )
     parser.add_argument(
         "--ckpt", required=True, help="a checkpoint: an sslib run's .ckpt, zoo:<name>, or --format"
@@ -272,7 +271,7 @@ def transfer_main(argv: Sequence[str] | None = None) -> int:
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """Run a suite of protocols on one checkpoint and write its Markdown + CSV + PNG report."""
     parser = argparse.ArgumentParser(
-        prog="scripts/evaluate.py",
+        prog="sslib evaluate",
         description="evaluation report of one checkpoint: CKPT [suite=quick|paper|knn|linear|finetune|transfer] "
         "[key=value ...] (keys: see docs/evaluation.md)",
     )

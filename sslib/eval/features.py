@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from sslib.errors import ConfigError
+
 
 def extract_features(
     backbone: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device | str | None = None
@@ -27,11 +29,11 @@ def extract_features(
                 out = backbone(images.to(device, non_blocking=True))
                 if not isinstance(out, Tensor) or out.ndim != 2:
                     got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-                    raise ValueError(f"backbone must return a (B, D) feature tensor, got {got}")
+                    raise ConfigError(f"backbone must return a (B, D) feature tensor, got {got}")
                 features.append(out.float().cpu())
                 labels.append(targets.cpu())
     finally:
         backbone.train(was_training)
     if not features:
-        raise ValueError("loader yielded no batches")
+        raise ConfigError("loader yielded no batches")
     return torch.cat(features), torch.cat(labels)

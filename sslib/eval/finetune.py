@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from sslib.errors import ConfigError
 from sslib.eval.features import extract_features
 from sslib.eval.knn import topk_accuracy
 from sslib.eval.offline import FeatureCache, _default_device
@@ -58,11 +59,11 @@ class FinetuneSettings:
         check_int_at_least("batch_size", self.batch_size, 1)
         check_unit_interval("momentum", self.momentum)
         if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         check_choice("schedule", self.schedule, SCHEDULES)
         check_positive("gamma", self.gamma)
         if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov needs momentum > 0, got momentum=0")
+            raise ConfigError("nesterov needs momentum > 0, got momentum=0")
 
     def scaled(self, lr: float) -> float:
         """``lr`` at this batch size: ``lr * batch_size / 256``."""

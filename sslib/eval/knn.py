@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sslib.errors import ConfigError
 from sslib.validation import check_int_at_least, check_positive
 
 
@@ -20,23 +21,23 @@ def _check_inputs(
 ) -> None:
     """One-line ``ValueError`` on mismatched shapes or out-of-range labels."""
     if train_features.ndim != 2 or test_features.ndim != 2:
-        raise ValueError(
+        raise ConfigError(
             f"features must be 2-D (N, D), got train {tuple(train_features.shape)}, "
             f"test {tuple(test_features.shape)}"
         )
     if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(
+        raise ConfigError(
             f"feature dims differ: train has {train_features.shape[1]}, test has {test_features.shape[1]}"
         )
     if train_features.shape[0] == 0:
-        raise ValueError("the training feature bank is empty")
+        raise ConfigError("the training feature bank is empty")
     if train_labels.shape != (train_features.shape[0],):
-        raise ValueError(
+        raise ConfigError(
             f"train_labels must have shape ({train_features.shape[0]},), got {tuple(train_labels.shape)}"
         )
     lowest, highest = int(train_labels.min()), int(train_labels.max())
     if lowest < 0 or highest >= num_classes:
-        raise ValueError(f"train_labels must lie in [0, {num_classes}), got values in [{lowest}, {highest}]")
+        raise ConfigError(f"train_labels must lie in [0, {num_classes}), got values in [{lowest}, {highest}]")
 
 
 def knn_predict(
@@ -97,11 +98,11 @@ def knn_accuracy(
     Top-5 uses ``min(5, num_classes)`` guesses.
     """
     if test_labels.shape != (test_features.shape[0],):
-        raise ValueError(
+        raise ConfigError(
             f"test_labels must have shape ({test_features.shape[0]},), got {tuple(test_labels.shape)}"
         )
     if test_labels.numel() == 0:
-        raise ValueError("the test set is empty")
+        raise ConfigError("the test set is empty")
     scores = knn_predict(
         train_features, train_labels, test_features, num_classes, k, temperature, chunk_size, normalized
     )

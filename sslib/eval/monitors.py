@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sslib.errors import ConfigError
+
 RANKME_EPS = 1e-7  # Garrido et al. 2023, section 3
 
 
@@ -39,7 +41,7 @@ def alignment(z1: Tensor, z2: Tensor) -> float:
 def uniformity(z: Tensor) -> float:
     """log of the mean of ``exp(-2 |z_i - z_j|^2)`` over pairs ``i < j`` of the L2-normalised rows of ``z``."""
     if len(z) < 2:
-        raise ValueError(f"uniformity needs at least 2 samples, got {len(z)}")
+        raise ConfigError(f"uniformity needs at least 2 samples, got {len(z)}")
     sq = torch.pdist(F.normalize(z.float(), dim=1)).pow(2)
     return (torch.logsumexp(-2 * sq, dim=0) - math.log(len(sq))).item()
 
@@ -54,7 +56,7 @@ class RepresentationMonitor:
 
     def __init__(self, samples: int = 2048) -> None:
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
-            raise ValueError(f"monitor samples must be an integer >= 0, got {samples!r}")
+            raise ConfigError(f"monitor samples must be an integer >= 0, got {samples!r}")
         self.samples = samples
         self.reset()
 

@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 from sslib.data import build_dataset, dataset_stats, eval_transform
 from sslib.data.digits import check_split
 from sslib.data.module import _eval_resize
+from sslib.errors import ConfigError, MissingFileError
 from sslib.eval.checkpoints import BackboneSource, load_any_backbone
 from sslib.eval.features import extract_features
 from sslib.eval.knn import knn_accuracy, topk_accuracy
@@ -75,7 +76,7 @@ class FeatureCache:
         self.checkpoint = Path(checkpoint)
         self.source = source or BackboneSource()
         if not self.checkpoint.is_file():
-            raise FileNotFoundError(f"checkpoint '{self.checkpoint}' does not exist")
+            raise MissingFileError(f"checkpoint '{self.checkpoint}' does not exist")
         self.stats = dataset_stats(dataset)
         self.dataset, self.root = dataset, Path(root)
         size = image_size or self.stats.native_size or DEFAULT_IMAGE_SIZE
@@ -179,9 +180,9 @@ def cached_features(
 
 
 def check_fraction(fraction: float) -> float:
-    """``fraction`` in (0, 1], else a one-line ``ValueError``."""
+    """``fraction`` in (0, 1], else a one-line ``ConfigError``."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ValueError(f"label fraction must be in (0, 1], got {fraction!r}")
+        raise ConfigError(f"label fraction must be in (0, 1], got {fraction!r}")
     return float(fraction)
 
 
@@ -261,7 +262,7 @@ class ProbeSettings:
         check_positive("lr", self.lr)
         check_int_at_least("batch_size", self.batch_size, 1)
         if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         check_unit_interval("momentum", self.momentum)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from sslib.errors import ConfigError
 from sslib.eval.checkpoints import BackboneSource, resolve
 from sslib.eval.finetune import PROTOCOLS, finetune_eval, finetune_settings
 from sslib.eval.offline import FeatureCache, ProbeSettings, knn_eval, linear_probe
@@ -75,18 +76,18 @@ class EvalOptions:
 
 def parse_options(pairs: Sequence[str]) -> tuple[str, EvalOptions]:
     """``["suite=paper", "data=cifar10", ...]`` -> ``(suite, options)``; an unknown key or a bad value is a
-    one-line ``ValueError``. Lists are comma-separated (``transfer=cifar10:data,pets:/data/pets``)."""
+    one-line ``ConfigError``. Lists are comma-separated (``transfer=cifar10:data,pets:/data/pets``)."""
     types = {f.name: str(f.type) for f in fields(EvalOptions)}  # annotations are strings (PEP 563)
     suite, values = "quick", {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep:
-            raise ValueError(f"expected key=value, got {pair!r}")
+            raise ConfigError(f"expected key=value, got {pair!r}")
         if key == "suite":
             suite = check_choice("suite", text, tuple(SUITES))
             continue
         if key not in types:
-            raise ValueError(f"unknown option {key!r}; allowed: suite, {', '.join(types)}")
+            raise ConfigError(f"unknown option {key!r}; allowed: suite, {', '.join(types)}")
         values[key] = _parse(key, text, types[key])
     return suite, EvalOptions(**values)
 
@@ -105,7 +106,7 @@ def _parse(key: str, text: str, kind: str):
             return None if text.lower() == "none" else int(text)
         return None if text.lower() == "none" and "None" in kind else text
     except ValueError:
-        raise ValueError(f"{key} must be {kind.replace(' | None', '')}, got {text!r}") from None
+        raise ConfigError(f"{key} must be {kind.replace(' | None', '')}, got {text!r}") from None
 
 
 def transfer_sources(options: EvalOptions) -> list[tuple[str, Path]]:
@@ -130,7 +131,7 @@ def evaluate_checkpoint(checkpoint: str | Path, suite: str, options: EvalOptions
     )  # fmt: skip
     sources = transfer_sources(options) if "transfer" in protocols else []
     if suite == "transfer" and not sources:
-        raise ValueError(
+        raise ConfigError(
             "suite=transfer needs transfer=NAME:ROOT,... or transfer_root=DIR holding <name>/ folders"
         )
     rows: list[Row] = []

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
 from sslib.data.folder import names
+from sslib.errors import ConfigError, MissingFileError
 from sslib.eval.offline import FeatureCache, check_fraction, stratified_subset
 
 SUBSET_DIR = Path(__file__).parents[1] / "data" / "imagenet_subsets"
@@ -33,7 +34,7 @@ def dataset_labels(dataset: Dataset) -> Tensor:
     """The ``(N,)`` integer labels of ``dataset`` (its ``targets``), without loading any image."""
     targets = getattr(dataset, "targets", None)
     if targets is None:
-        raise ValueError(f"{type(dataset).__name__} has no 'targets' list to draw a labelled subset from")
+        raise ConfigError(f"{type(dataset).__name__} has no 'targets' list to draw a labelled subset from")
     return torch.as_tensor(targets, dtype=torch.long)
 
 
@@ -42,13 +43,13 @@ def read_image_list(path: str | Path) -> list[str]:
     skipped. A missing file, no names or a repeated name is a one-line error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"subset file {path} does not exist; expected one image file name per line")
+        raise MissingFileError(f"subset file {path} does not exist; expected one image file name per line")
     listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not listed:
-        raise ValueError(f"subset file {path} names no image; expected one image file name per line")
+        raise ConfigError(f"subset file {path} names no image; expected one image file name per line")
     repeated = sorted(n for n, count in Counter(listed).items() if count > 1)
     if repeated:
-        raise ValueError(f"subset file {path} repeats images: {names(repeated)}")
+        raise ConfigError(f"subset file {path} repeats images: {names(repeated)}")
     return listed
 
 
@@ -64,7 +65,7 @@ def listed_subset(
     """
     samples = getattr(dataset, "samples", None)
     if samples is None:
-        raise ValueError(f"an image list needs an ImageFolder dataset, got {type(dataset).__name__}")
+        raise ConfigError(f"an image list needs an ImageFolder dataset, got {type(dataset).__name__}")
     folder = cast(ImageFolder, dataset)  # an ImageFolder, or a dataset with its samples, classes and root
     index = {(Path(path).parent.name, Path(path).name): i for i, (path, _) in enumerate(samples)}
     classes = set(folder.classes)
@@ -73,17 +74,17 @@ def listed_subset(
         wanted = [pair for pair in wanted if pair[0] in classes]
     unknown = [name for cls, name in wanted if cls not in classes]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{len(unknown)} images of {source} belong to no class of {folder.root} "
             f"(names start with the class folder, e.g. n01440764_10026.JPEG): {names(unknown)}"
         )
     missing = [name for cls, name in wanted if (cls, name) not in index]
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"{len(missing)} images of {source} are missing from {folder.root}: {names(missing)}"
         )
     if not wanted:
-        raise ValueError(f"{source} names no image of the classes of {folder.root}")
+        raise ConfigError(f"{source} names no image of the classes of {folder.root}")
     return torch.tensor(sorted(index[pair] for pair in wanted))
 
 

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sslib.errors import ConfigError
+
 METRICS = ("top1", "mean_per_class", "map11")
 VAL_FRACTION = 0.2  # linear.py: valid_size=0.2 of train when a dataset has no val split
 
@@ -33,7 +35,7 @@ VAL_FRACTION = 0.2  # linear.py: valid_size=0.2 of train when a dataset has no v
 def c_grid(n: int = 45, low: float = -6.0, high: float = 5.0) -> list[float]:
     """``[1 / wd for wd in logspace(low, high, n)]``: from weak (``1e6``) to strong (``1e-5``) regularisation."""
     if n < 1:
-        raise ValueError(f"the C grid needs at least 1 value, got {n}")
+        raise ConfigError(f"the C grid needs at least 1 value, got {n}")
     return [float(1.0 / wd) for wd in np.logspace(low, high, n)]
 
 
@@ -58,7 +60,7 @@ def voc11_average_precision(scores: Tensor, positive: Tensor) -> float:
     """
     positive = positive.bool()
     if not positive.any():
-        raise ValueError("average precision needs at least one positive sample")
+        raise ConfigError("average precision needs at least one positive sample")
     order = scores.double().argsort(descending=True)
     hits = positive[order].double()
     tp, ranked = hits.cumsum(0), scores.double()[order]
@@ -144,10 +146,10 @@ def logistic_transfer(
     multi-hot. ``cs`` defaults to :func:`c_grid`; ties keep the first (most weakly regularised) ``C``.
     """
     if metric not in METRICS:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     cs = list(cs) if cs is not None else c_grid()
     if not cs or any(c <= 0 for c in cs):
-        raise ValueError(f"the C grid must be non-empty and positive, got {cs}")
+        raise ConfigError(f"the C grid must be non-empty and positive, got {cs}")
     val_scores = {c: _score(train, val, c, metric, max_iter) for c in cs}
     best = max(val_scores, key=val_scores.__getitem__)
     trainval = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
@@ -157,7 +159,7 @@ def logistic_transfer(
 def random_val_split(n: int, fraction: float = VAL_FRACTION, seed: int = 0) -> tuple[Tensor, Tensor]:
     """``(train indices, val indices)``: a random ``fraction`` of ``range(n)`` (at least 1) held out."""
     if not 0 < fraction < 1:
-        raise ValueError(f"val fraction must be in (0, 1), got {fraction!r}")
+        raise ConfigError(f"val fraction must be in (0, 1), got {fraction!r}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     held = max(1, int(fraction * n))
     return order[held:].sort().values, order[:held].sort().values

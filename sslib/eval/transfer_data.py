@@ -21,6 +21,7 @@ from torchvision import datasets as tv
 from sslib.data import eval_transform
 from sslib.data.datasets import IMAGENET_MEAN, IMAGENET_STD
 from sslib.data.folder import CheckedImageFolder, class_folders
+from sslib.errors import ConfigError, MissingFileError
 from sslib.eval.features import extract_features
 from sslib.eval.transfer import TransferResult, logistic_transfer, random_val_split
 
@@ -100,9 +101,9 @@ def parse_source(text: str) -> tuple[str, Path]:
     """``"NAME:ROOT"`` -> ``(NAME, ROOT)``; NAME is one of :data:`TRANSFER_DATASETS`."""
     name, sep, root = text.partition(":")
     if not sep or not root:
-        raise ValueError(f"a transfer dataset is NAME:ROOT (e.g. cifar10:data/cifar10), got {text!r}")
+        raise ConfigError(f"a transfer dataset is NAME:ROOT (e.g. cifar10:data/cifar10), got {text!r}")
     if name not in TRANSFER_DATASETS:
-        raise ValueError(f"unknown transfer dataset {name!r}; available: {', '.join(TRANSFER_DATASETS)}")
+        raise ConfigError(f"unknown transfer dataset {name!r}; available: {', '.join(TRANSFER_DATASETS)}")
     return name, Path(root)
 
 
@@ -113,9 +114,9 @@ def is_folder(root: Path) -> bool:
 
 def folder_splits(root: Path, transform: Callable) -> dict[str, Dataset]:
     """The ``train``, ``val`` (left out when absent) and ``test`` image folders of ``root``; every split
-    must have the class folders of ``train``, else a one-line ``ValueError``."""
+    must have the class folders of ``train``, else a one-line ``ConfigError``."""
     if not is_folder(root):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"transfer folder {root} needs {root}/train/<class>/<images> and {root}/test/<class>/<images> "
             f"(and optionally {root}/val/<class>/<images>)"
         )
@@ -127,7 +128,7 @@ def folder_splits(root: Path, transform: Callable) -> dict[str, Dataset]:
         found = class_folders(root / split)
         if found != classes:
             differ = sorted(set(found) ^ set(classes))
-            raise ValueError(
+            raise ConfigError(
                 f"{root}/{split} and {root}/train have different classes: {', '.join(differ[:5])}"
             )
         out[split] = CheckedImageFolder(root / split, classes, transform)
@@ -152,9 +153,7 @@ def transfer_splits(
             }
         except (RuntimeError, OSError) as err:  # torchvision: "Dataset not found ..." or a failed download
             how = "" if download else "; pass --download to fetch it"
-            raise FileNotFoundError(
-                f"{name} not found in {root}: {' '.join(str(err).split())}{how}"
-            ) from None
+            raise MissingFileError(f"{name} not found in {root}: {' '.join(str(err).split())}{how}") from None
     if "val" not in splits:
         train = splits["train"]
         train_idx, val_idx = random_val_split(len(cast(Sized, train)), seed=seed)

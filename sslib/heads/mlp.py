@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from sslib.errors import ConfigError
 from sslib.validation import check_int_at_least
 
 NORMS = ("batchnorm", "none")
@@ -36,15 +37,15 @@ class MLP(nn.Sequential):
     ) -> None:
         dims = list(dims)
         if len(dims) < 2:
-            raise ValueError(f"MLP dims needs at least 2 entries (in and out), got {dims!r}")
+            raise ConfigError(f"MLP dims needs at least 2 entries (in and out), got {dims!r}")
         for i, d in enumerate(dims):
             check_int_at_least(f"MLP dims[{i}]", d, 1)
         if norm not in NORMS:
-            raise ValueError(f"MLP norm must be one of {', '.join(NORMS)}, got {norm!r}")
+            raise ConfigError(f"MLP norm must be one of {', '.join(NORMS)}, got {norm!r}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"MLP activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+            raise ConfigError(f"MLP activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         if init not in INITS:
-            raise ValueError(f"MLP init must be one of {', '.join(INITS)}, got {init!r}")
+            raise ConfigError(f"MLP init must be one of {', '.join(INITS)}, got {init!r}")
         layers: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-2], dims[1:-1], strict=True):
             if norm == "batchnorm":

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from sslib.errors import ConfigError
 from sslib.validation import check_choice, check_int_at_least
 
 WEIGHT_NORM = "weight_norm"
@@ -49,11 +50,11 @@ class PrototypeHead(nn.Module):
         check_int_at_least("PrototypeHead n_prototypes", n_prototypes, 1)
         check_choice("method.prototype_parametrization", parametrization, PARAMETRIZATIONS)
         if not isinstance(norm_last_layer, bool):
-            raise ValueError(f"norm_last_layer must be true or false, got {norm_last_layer!r}")
+            raise ConfigError(f"norm_last_layer must be true or false, got {norm_last_layer!r}")
         self.parametrization = parametrization
         if parametrization == RENORMALIZE:
             if not norm_last_layer:
-                raise ValueError(
+                raise ConfigError(
                     "method.norm_last_layer=false trains the prototypes' gains, which only "
                     "method.prototype_parametrization=weight_norm has"
                 )
@@ -91,7 +92,7 @@ class PrototypeHead(nn.Module):
         """Make the prototypes the rows of ``prototypes`` (K, in_dim), normalised (DeepCluster-v2's centroids)."""
         target = self.parameters_to_freeze()[0]
         if prototypes.shape != target.shape:
-            raise ValueError(
+            raise ConfigError(
                 f"prototypes must have shape {tuple(target.shape)}, got {tuple(prototypes.shape)}"
             )
         target.copy_(F.normalize(prototypes, dim=1))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sslib.errors import ConfigError
+
 
 class Labeler(nn.Module):
     """Base class of all pseudo-labelers.
@@ -52,13 +54,13 @@ def check_logits(logits: torch.Tensor, finite: bool = True) -> torch.Tensor:
     float32 unless float64."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"logits must be a 2-D tensor (batch, clusters), got shape {shape}")
+        raise ConfigError(f"logits must be a 2-D tensor (batch, clusters), got shape {shape}")
     if logits.shape[0] == 0 or logits.shape[1] == 0:
-        raise ValueError(f"logits must be non-empty, got shape {tuple(logits.shape)}")
+        raise ConfigError(f"logits must be non-empty, got shape {tuple(logits.shape)}")
     x = logits.detach()
     x = x if x.dtype == torch.float64 else x.float()
     # One reduction is the fast path; the elementwise check (several passes) runs only when the sum is
     # not finite, which NaN/Inf entries guarantee (finite values can overflow the sum, hence the check).
     if finite and not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
-        raise ValueError("logits must be finite, got NaN or Inf values")
+        raise ConfigError("logits must be finite, got NaN or Inf values")
     return x

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from sslib.distributed import all_reduce, global_batch_size
+from sslib.errors import ConfigError
 from sslib.labelers.base import Labeler
 from sslib.labelers.registry import register
 from sslib.validation import Checked, check_int_at_least, check_positive, check_unit_interval
@@ -32,7 +33,7 @@ class DINOLabeler(Labeler):
 
     def assign(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.shape[1] != self.center.shape[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"dino labeler has num_prototypes={self.center.shape[1]}, got logits with {logits.shape[1]} columns"
             )
         return torch.softmax((logits - self.center) / self.temperature, dim=1)

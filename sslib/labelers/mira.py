@@ -11,6 +11,7 @@ import torch
 
 from sslib import native
 from sslib.distributed import all_reduce, world_size
+from sslib.errors import ConfigError
 from sslib.labelers.base import Labeler
 from sslib.labelers.registry import register
 from sslib.validation import Checked, check_choice, check_int_at_least, check_positive, check_unit_interval
@@ -200,7 +201,7 @@ def _kernels(q: torch.Tensor, backend: str) -> _TorchKernels | _NativeKernels:
             if fits
             else (f"it needs float32 CPU logits, got {q.dtype} on {q.device.type}")
         )
-        raise ValueError(f"MIRA backend='native' is unavailable: {why}; use backend='auto' or 'torch'")
+        raise ConfigError(f"MIRA backend='native' is unavailable: {why}; use backend='auto' or 'torch'")
     return _TorchKernels(q)
 
 
@@ -244,7 +245,7 @@ def _use_graph(logits: torch.Tensor, backend: str, callback: Callback | None) ->
     fits = logits.device.type == "cuda" and world_size() == 1 and callback is None
     fits = fits and not torch.cuda.is_current_stream_capturing()
     if backend == "graph" and not fits:
-        raise ValueError(
+        raise ConfigError(
             "MIRA backend='graph' needs CUDA logits in a single process and no callback, got "
             f"{logits.device.type} logits, {world_size()} processes; use backend='auto' or 'torch'"
         )

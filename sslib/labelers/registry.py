@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sslib.errors import ConfigError
 from sslib.labelers.base import Labeler
 from sslib.registry import Registry
 
@@ -11,8 +12,8 @@ available = LABELERS.available
 
 
 def build(name: str, **kwargs) -> Labeler:
-    """Build the labeler registered as ``name``; unknown names or arguments raise ``ValueError``."""
+    """Build the labeler registered as ``name``; unknown names or arguments raise a one-line ``ConfigError``."""
     labeler = LABELERS.build(name, **kwargs)
     if not isinstance(labeler, Labeler):
-        raise ValueError(f"labeler '{name}' built a {type(labeler).__name__}, not a sslib.labelers.Labeler")
+        raise ConfigError(f"labeler '{name}' built a {type(labeler).__name__}, not a sslib.labelers.Labeler")
     return labeler

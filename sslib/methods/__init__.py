@@ -26,7 +26,7 @@ def available() -> list[str]:
 
 
 def build(cfg: DictConfig, num_classes: int, n_global: int) -> SSLMethod:
-    """The method named by ``cfg.method.name``; unknown names raise a one-line ``ValueError``."""
+    """The method named by ``cfg.method.name``; unknown names raise a one-line ``ConfigError``."""
     return METHODS.get(cfg.method.name)(cfg, num_classes=num_classes, n_global=n_global)
 
 

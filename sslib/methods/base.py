@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sslib import backbones
+from sslib.errors import ConfigError
 from sslib.eval.monitors import RepresentationMonitor
 from sslib.methods.ema import ema_update
 from sslib.methods.online import CHECKPOINT_KEY, OnlineMonitor
@@ -64,9 +65,9 @@ def stem_output_sizes(cfg: DictConfig) -> list[int]:
 
 
 def check_channels_last(setting: object) -> None:
-    """``channels_last`` is ``auto``, ``true`` or ``false``, else a one-line ``ValueError``."""
+    """``channels_last`` is ``auto``, ``true`` or ``false``, else a one-line ``ConfigError``."""
     if setting != "auto" and not isinstance(setting, bool):
-        raise ValueError(f"channels_last must be auto, true or false, got {setting!r}")
+        raise ConfigError(f"channels_last must be auto, true or false, got {setting!r}")
 
 
 def wants_channels_last(

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from sslib.errors import ConfigError
 from sslib.heads import MLP
 from sslib.methods.crops import embed_crops
 from sslib.methods.ema import make_teacher
@@ -48,7 +49,7 @@ class BYOL(SiameseMethod):
         m = cfg.method
         out = m.projector_dims[-1]
         if m.predictor_dims[-1] != out:
-            raise ValueError(
+            raise ConfigError(
                 f"method.predictor_dims must end with the projector's output size {out}, got {list(m.predictor_dims)}"
             )
         for key in ("base_momentum", "final_momentum"):

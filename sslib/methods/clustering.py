@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from sslib import labelers
+from sslib.errors import ConfigError
 from sslib.heads import PrototypeHead, build_projector
 from sslib.heads.prototypes import WEIGHT_NORM
 from sslib.labelers import label_statistics
@@ -32,7 +33,7 @@ def build_labeler(cfg: DictConfig) -> tuple[labelers.Labeler, dict[str, Ramp]]:
     labeler = labelers.build(kwargs.pop("name"), **kwargs)
     for attr in schedule:
         if not hasattr(labeler, attr):
-            raise ValueError(f"labeler {type(labeler).__name__} has no attribute '{attr}' to schedule")
+            raise ConfigError(f"labeler {type(labeler).__name__} has no attribute '{attr}' to schedule")
     return labeler, schedule
 
 
@@ -44,7 +45,7 @@ def _queue_length(length: int, batch_size: int) -> int:
     if length % batch_size:
         below = length - length % batch_size
         nearest = " or ".join(str(n) for n in (below, below + batch_size) if n > 0)
-        raise ValueError(
+        raise ConfigError(
             f"method.queue.length={length} must be a multiple of data.batch_size={batch_size} "
             f"(SwAV's queue holds whole batches), e.g. {nearest}"
         )

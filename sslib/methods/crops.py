@@ -8,13 +8,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sslib.errors import ConfigError
+
 CROP_FORWARDS = ("resolution", "per_crop")
 
 
 def check_crop_forward(mode: str) -> str:
-    """``mode`` if it is one of :data:`CROP_FORWARDS`, else a one-line ``ValueError``."""
+    """``mode`` if it is one of :data:`CROP_FORWARDS`, else a one-line ``ConfigError``."""
     if mode not in CROP_FORWARDS:
-        raise ValueError(f"method.crop_forward must be one of {', '.join(CROP_FORWARDS)}, got {mode!r}")
+        raise ConfigError(f"method.crop_forward must be one of {', '.join(CROP_FORWARDS)}, got {mode!r}")
     return mode
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from sslib.distributed import all_reduce, rank, world_size
+from sslib.errors import ConfigError
 from sslib.labelers.kmeans import spherical_kmeans
 from sslib.methods.clustering import ClusteringMethod
 from sslib.methods.losses import cluster_prediction_loss
@@ -35,7 +36,7 @@ class DeepClusterV2(ClusteringMethod):
     def __init__(self, cfg: DictConfig, num_classes: int, n_global: int) -> None:
         super().__init__(cfg, num_classes, n_global)
         if self.teacher is not None or self.queue is not None:
-            raise ValueError(
+            raise ConfigError(
                 "deepclusterv2 has no EMA teacher or queue: keep method.ema.enabled=false, method.queue.length=0"
             )
         self.kmeans_iters = check_int_at_least("method.kmeans_iters", cfg.method.kmeans_iters, 0)
@@ -45,7 +46,7 @@ class DeepClusterV2(ClusteringMethod):
 
     def ssl_step(self, crops: list[torch.Tensor], indices: torch.Tensor | None = None):
         if indices is None:
-            raise ValueError("deepclusterv2 needs the samples' dataset indices: ssl_step(crops, indices)")
+            raise ConfigError("deepclusterv2 needs the samples' dataset indices: ssl_step(crops, indices)")
         if self.clusters is None:
             raise RuntimeError("deepclusterv2 clusters its memory bank at each epoch start, before any step")
         feats, z, student = self._student_outputs(crops)
@@ -99,7 +100,7 @@ class DeepClusterV2(ClusteringMethod):
         k, bank = self.cfg.method.num_prototypes, memory.embeddings
         rows = memory.filled.nonzero().squeeze(1)
         if len(rows) < k:
-            raise ValueError(
+            raise ConfigError(
                 f"k-means needs num_prototypes={k} filled memory rows, got {len(rows)}; "
                 "reduce method.num_prototypes"
             )

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from sslib.backbones import disable_drop_path
+from sslib.errors import ConfigError
 from sslib.validation import check_unit_interval
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -35,5 +36,5 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     t_params: list[torch.Tensor] = list(teacher.parameters())
     s_params = [p.detach() for p in student.parameters()]
     if len(t_params) != len(s_params):
-        raise ValueError(f"teacher has {len(t_params)} parameters, student {len(s_params)}")
+        raise ConfigError(f"teacher has {len(t_params)} parameters, student {len(s_params)}")
     torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sslib.errors import ConfigError
 from sslib.validation import check_positive
 
 
@@ -32,13 +33,13 @@ def swapped_prediction_loss(
     check_positive("temperature", temperature)
     n_views, n_crops = len(targets), len(student_logits)
     if not 1 <= n_views <= n_crops or n_crops < 2:
-        raise ValueError(
+        raise ConfigError(
             "swapped prediction needs 1 <= target views <= crops and at least 2 crops, "
             f"got {n_views} target views and {n_crops} crops"
         )
     shapes = {tuple(x.shape) for x in (*targets, *student_logits)}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-        raise ValueError(
+        raise ConfigError(
             f"targets and student logits must all be (B, K) of one shape, got shapes {sorted(shapes)}"
         )
     log_probs = [_log_probs(s, temperature) for s in student_logits]
@@ -65,7 +66,7 @@ def cluster_prediction_loss(
         or clusters.dim() != 1
         or any(s.dim() != 2 or len(s) != len(clusters) for s in student_logits)
     ):
-        raise ValueError(
+        raise ConfigError(
             f"clusters must be (B,) and each of >= 1 crops' logits (B, K), got clusters {tuple(clusters.shape)} and "
             f"logits {[tuple(s.shape) for s in student_logits]}"
         )

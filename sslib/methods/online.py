@@ -58,7 +58,7 @@ class OnlineMonitor:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], num_classes: int) -> OnlineMonitor:
-        """The monitor of an ``online_eval`` config block; bad values are one-line ``ValueError`` s
+        """The monitor of an ``online_eval`` config block; bad values are one-line ``ConfigError`` s
         (``bank_fraction`` is checked by the data module, which draws the bank)."""
         check_int_at_least("online_eval.every_n_epochs", cfg["every_n_epochs"], 1)
         return cls(

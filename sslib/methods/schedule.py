@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from sslib.errors import ConfigError
 from sslib.optim import cosine_ramp
 from sslib.validation import check_choice, check_int_at_least
 
@@ -36,11 +37,11 @@ class Ramp:
     def __post_init__(self) -> None:
         for name in ("start", "end"):
             if not _finite_number(getattr(self, name)):
-                raise ValueError(f"schedule {name} must be a finite number, got {getattr(self, name)!r}")
+                raise ConfigError(f"schedule {name} must be a finite number, got {getattr(self, name)!r}")
         check_choice("schedule kind", self.kind, KINDS)
         check_choice("schedule unit", self.unit, UNITS)
         if self.epochs is not None and not (_finite_number(self.epochs) and self.epochs > 0):
-            raise ValueError(
+            raise ConfigError(
                 f"schedule epochs must be a finite number > 0 or null (whole run), got {self.epochs!r}"
             )
 
@@ -74,7 +75,7 @@ FIELDS = tuple(f.name for f in fields(Ramp))
 def ramps(spec: Mapping | None) -> dict[str, Ramp]:
     """``{attribute: Ramp}`` from a config mapping ``{attribute: {start, end, kind, epochs, unit}}``.
 
-    A bad entry is a one-line ``ValueError`` naming the attribute, e.g. ``schedule of 'beta': ...``.
+    A bad entry is a one-line ``ConfigError`` naming the attribute, e.g. ``schedule of 'beta': ...``.
     """
     out = {}
     for name, cfg in (spec or {}).items():
@@ -83,11 +84,11 @@ def ramps(spec: Mapping | None) -> dict[str, Ramp]:
         missing = [key for key in ("start", "end") if key not in cfg]
         try:
             if unknown or missing:
-                raise ValueError(
+                raise ConfigError(
                     f"unknown key(s) {', '.join(unknown) or '-'}, missing {', '.join(missing) or '-'}; "
                     f"allowed: {', '.join(FIELDS)} (start and end required)"
                 )
             out[name] = Ramp(**cfg)
         except ValueError as err:
-            raise ValueError(f"schedule of {name!r}: {err}") from None
+            raise ConfigError(f"schedule of {name!r}: {err}") from None
     return out

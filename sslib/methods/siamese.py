@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from sslib.errors import ConfigError
 from sslib.heads import build_projector
 from sslib.methods.base import SSLMethod
 from sslib.methods.crops import check_crop_forward, embed_crops
@@ -23,9 +24,9 @@ def no_autocast(x: torch.Tensor) -> torch.autocast:
 
 
 def check_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
-    """The two views' embeddings must have the same (B, d) shape (one-line ``ValueError``)."""
+    """The two views' embeddings must have the same (B, d) shape (one-line ``ConfigError``)."""
     if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(
+        raise ConfigError(
             f"the two views' embeddings must both be (B, d), got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
 
@@ -46,9 +47,9 @@ class SiameseMethod(SSLMethod):
         local = cfg.data.get("local_crops")
         n_local = int(local.n) if local else 0
         if self.local_crops and n_global != 2:
-            raise ValueError(f"{name} needs data.global_crops.n=2 (local crops optional), got {n_global}")
+            raise ConfigError(f"{name} needs data.global_crops.n=2 (local crops optional), got {n_global}")
         if not self.local_crops and (n_global != 2 or n_local):
-            raise ValueError(
+            raise ConfigError(
                 f"{name} compares exactly 2 views: set data.global_crops.n=2 and data.local_crops=null "
                 f"(got {n_global} global and {n_local} local crops)"
             )
@@ -71,7 +72,7 @@ class SiameseMethod(SSLMethod):
 
     def ssl_step(self, crops: list[torch.Tensor], indices: torch.Tensor | None = None):
         if len(crops) < 2 or (len(crops) > 2 and not self.local_crops):
-            raise ValueError(f"{self.cfg.method.name} needs 2 crops per sample, got {len(crops)}")
+            raise ConfigError(f"{self.cfg.method.name} needs 2 crops per sample, got {len(crops)}")
         feats, embeddings = embed_crops(self.backbone, self.projector, crops, self.crop_forward)
         z = list(embeddings.split([c.shape[0] for c in crops]))
         self.monitor_views = (z[0], z[1])  # the two global views: alignment and uniformity

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from sslib.errors import ConfigError
 from sslib.optim.clip import clip_before_step, clip_per_parameter_
 from sslib.optim.lars import LARS
 from sslib.optim.params import param_groups
@@ -47,12 +48,12 @@ def build_optimizer(
     A module is split with :func:`param_groups` (no decay / no LARS adaptation for biases and norms);
     parameters or groups are passed through. ``momentum`` (default 0.9) is for ``lars`` and ``sgd``:
     ``adamw`` refuses it (its ``betas`` play that role); ``kwargs`` go to the optimiser's constructor,
-    unknown ones are a one-line ``ValueError``.
+    unknown ones are a one-line ``ConfigError``.
     """
     OPTIMIZERS.get(name)
     check_positive("lr", lr)
     if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        raise ConfigError(f"weight_decay must be >= 0, got {weight_decay!r}")
     if isinstance(module_or_groups, nn.Module):
         params = param_groups(module_or_groups, weight_decay)
     else:
@@ -60,7 +61,7 @@ def build_optimizer(
     if name in _USES_MOMENTUM:
         kwargs["momentum"] = 0.9 if momentum is None else momentum
     elif momentum is not None:
-        raise ValueError(f"optimizer '{name}' does not take momentum (got {momentum!r}); use kwargs.betas")
+        raise ConfigError(f"optimizer '{name}' does not take momentum (got {momentum!r}); use kwargs.betas")
     return OPTIMIZERS.build(name, params=params, lr=lr, weight_decay=weight_decay, **kwargs)
 
 

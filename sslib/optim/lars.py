@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from sslib.errors import ConfigError
 from sslib.validation import check_choice, check_positive, check_unit_interval
 
 TRUST_RATIOS = ("paper", "moco")
@@ -69,9 +70,9 @@ class LARS(Optimizer):
         check_positive("eta", eta)
         check_choice("trust_ratio", trust_ratio, TRUST_RATIOS)
         if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay!r}")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-            raise ValueError(f"optim.kwargs.eps must be a number >= 0, got {eps!r}")
+            raise ConfigError(f"optim.kwargs.eps must be a number >= 0, got {eps!r}")
         defaults = dict(
             lr=lr,
             momentum=momentum,

@@ -8,6 +8,7 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from sslib.errors import ConfigError
 from sslib.validation import check_int_at_least, check_positive
 
 
@@ -37,7 +38,7 @@ def warmup_cosine(
     check_int_at_least("total_steps", total_steps, 1)
     check_int_at_least("warmup_steps", warmup_steps, 0)
     if warmup_steps > total_steps:
-        raise ValueError(f"warmup_steps must be <= total_steps ({total_steps}), got {warmup_steps}")
+        raise ConfigError(f"warmup_steps must be <= total_steps ({total_steps}), got {warmup_steps}")
     if step < warmup_steps:
         span = max(1, warmup_steps - 1) if ends_at_peak else warmup_steps
         return warmup_start + (base_value - warmup_start) * step / span
@@ -84,7 +85,7 @@ def resolve_warmup_start_ratio(value: float | str, lr_scale: float) -> float:
         or not math.isfinite(value)
         or value < 0
     ):
-        raise ValueError(f"warmup_start_ratio must be a number >= 0 or {WARMUP_FROM_BASE!r}, got {value!r}")
+        raise ConfigError(f"warmup_start_ratio must be a number >= 0 or {WARMUP_FROM_BASE!r}, got {value!r}")
     return float(value)
 
 
@@ -120,7 +121,9 @@ class WarmupCosine(LambdaLR):
         )
         factor(0)  # validate the arguments now rather than on the first step
         if final_wd_ratio is not None and not (math.isfinite(final_wd_ratio) and final_wd_ratio >= 0):
-            raise ValueError(f"final weight decay ratio must be a finite number >= 0, got {final_wd_ratio!r}")
+            raise ConfigError(
+                f"final weight decay ratio must be a finite number >= 0, got {final_wd_ratio!r}"
+            )
         self.total_steps = total_steps
         self.final_wd_ratio = final_wd_ratio
         self.base_wds = [float(g.get("weight_decay", 0.0)) for g in optimizer.param_groups]

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim import Optimizer
 
+from sslib.errors import ConfigError
 from sslib.optim import build_optimizer
 from sslib.optim.params import param_groups
 from sslib.optim.schedules import WarmupCosine, build_scheduler, resolve_warmup_start_ratio, scaled_lr
@@ -21,13 +22,13 @@ def _number_at_least_zero(key: str, value: object) -> float:
         or not math.isfinite(value)
         or value < 0
     ):
-        raise ValueError(f"{key} must be a finite number >= 0, got {value!r}")
+        raise ConfigError(f"{key} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
 def _flag(key: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
     return value
 
 
@@ -44,7 +45,7 @@ def final_wd_ratio(opt: DictConfig) -> float | None:
     final = _number_at_least_zero("final_weight_decay", final)
     if opt.weight_decay == 0:
         if final > 0:
-            raise ValueError(f"final_weight_decay={final} needs weight_decay > 0 (the schedule scales it)")
+            raise ConfigError(f"final_weight_decay={final} needs weight_decay > 0 (the schedule scales it)")
         return None
     return final / opt.weight_decay
 
@@ -82,7 +83,7 @@ def configure(
     opt = cfg.optim
     warmup_epochs = opt.warmup_epochs
     if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, (int, float)) or warmup_epochs < 0:
-        raise ValueError(f"warmup_epochs must be a number >= 0, got {warmup_epochs!r}")
+        raise ConfigError(f"warmup_epochs must be a number >= 0, got {warmup_epochs!r}")
     global_batch = cfg.data.batch_size * world_size
     lr_scale = scaled_lr(1.0, global_batch) if opt.scale_lr else 1.0
     start_ratio = resolve_warmup_start_ratio(opt.warmup_start_ratio, lr_scale)

@@ -26,6 +26,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from sslib.config import compose, options
+from sslib.errors import ConfigError
 
 RECORDS = "records"
 DUMMY_ROOT = "/data/{data}"  # image-folder datasets need a data.root to compose
@@ -82,7 +83,7 @@ class Record:
 def _read(name: str) -> dict:
     path = resources.files("sslib.recipes") / RECORDS / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"no recipe record '{name}' in sslib/recipes/{RECORDS}")
+        raise ConfigError(f"no recipe record '{name}' in sslib/recipes/{RECORDS}")
     return yaml.safe_load(path.read_text())
 
 
@@ -90,12 +91,12 @@ def _entries(raw: dict) -> dict[str, Entry]:
     entries = {}
     for key, item in (raw.get("values") or {}).items():
         if not (isinstance(item, list) and len(item) == 2):
-            raise ValueError(f"record value {key} must be [value, source], got {item!r}")
+            raise ConfigError(f"record value {key} must be [value, source], got {item!r}")
         entries[key] = Entry(key, item[0], item[1])
     for key, item in (raw.get("deviations") or {}).items():
         missing = {"value", "source_value", "source", "reason"} - set(item)
         if missing:
-            raise ValueError(f"record deviation {key} lacks {', '.join(sorted(missing))}")
+            raise ConfigError(f"record deviation {key} lacks {', '.join(sorted(missing))}")
         entries[key] = Entry(key, item["value"], item["source"], item["source_value"], item["reason"])
     return entries
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from sslib import backbones
+from sslib.errors import ConfigError
 from sslib.zoo.cache import DownloadError, fetch, resolve_cache_dir, sha256_file
 from sslib.zoo.convert import convert
 from sslib.zoo.manifest import Entry, load_manifest
@@ -34,11 +35,11 @@ def names() -> builtins.list[str]:
 
 
 def get(name: str) -> Entry:
-    """The entry called ``name``; an unknown name is a one-line ``ValueError`` listing the names."""
+    """The entry called ``name``; an unknown name is a one-line ``ConfigError`` listing the names."""
     for entry in list():
         if entry.name == name:
             return entry
-    raise ValueError(f"unknown zoo model '{name}'; available: {', '.join(names())}")
+    raise ConfigError(f"unknown zoo model '{name}'; available: {', '.join(names())}")
 
 
 def download(model: str | Entry, cache_dir: str | Path | None = None, allow_unverified: bool = False) -> Path:
@@ -49,7 +50,7 @@ def download(model: str | Entry, cache_dir: str | Path | None = None, allow_unve
     """
     entry = get(model) if isinstance(model, str) else model
     if not entry.verified and not allow_unverified:
-        raise ValueError(
+        raise ConfigError(
             f"zoo model '{entry.name}' has no pinned sha256, so its download cannot be verified; "
             "pass allow_unverified=True (CLI: --allow-unverified) to use it anyway"
         )

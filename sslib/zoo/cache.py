@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from sslib.errors import SslibError
+
 CACHE_ENV = "SSLIB_ZOO_CACHE"
 RETRIES = 3
 RETRY_DELAY_S = 1.0  # grows linearly with the attempt number
@@ -27,7 +29,7 @@ CHUNK_BYTES = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(SslibError, RuntimeError):
     """A download that failed for good (after retries) or whose content did not verify."""
 
 

@@ -1,4 +1,4 @@
-"""Command lines of ``scripts/zoo.py`` (list, download) and ``scripts/export.py``; errors are one line, exit 2."""
+"""Command lines of ``sslib zoo`` (list, download) and ``sslib export``; errors are one line, exit 2."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import sys
 from collections.abc import Sequence
 
 from sslib import zoo
-from sslib.zoo.cache import DownloadError
+from sslib.errors import SslibError
 from sslib.zoo.export import export_checkpoint
 from sslib.zoo.manifest import Entry
 
-ERRORS = (ValueError, OSError, DownloadError)  # reported as one line, exit status 2
+ERRORS = (SslibError, OSError)  # reported as one line, exit status 2 (DownloadError is an SslibError)
 
 
 def zoo_main(argv: Sequence[str] | None = None) -> int:
     """``zoo.py list`` prints the zoo as a table; ``zoo.py download NAME`` prints the cached file's path."""
-    parser = argparse.ArgumentParser(prog="scripts/zoo.py", description="sslib model zoo")
+    parser = argparse.ArgumentParser(prog="sslib zoo", description="sslib model zoo")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the published checkpoints")
     get = commands.add_parser("download", help="download (or find in the cache) and verify a checkpoint")
@@ -61,7 +61,7 @@ def table(entries: Sequence[Entry]) -> str:
 def export_main(argv: Sequence[str] | None = None) -> int:
     """Export a training checkpoint's backbone to safetensors and print its manifest entry (YAML)."""
     parser = argparse.ArgumentParser(
-        prog="scripts/export.py", description="sslib checkpoint -> backbone safetensors + zoo manifest entry"
+        prog="sslib export", description="sslib checkpoint -> backbone safetensors + zoo manifest entry"
     )
     parser.add_argument(
         "checkpoint", help="an sslib training checkpoint, e.g. runs/<name>/checkpoints/last.ckpt"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sslib.checkpoint import backbone_state_dict
+from sslib.errors import ConfigError
 from sslib.zoo.manifest import FORMATS
 
 
@@ -61,7 +62,7 @@ def convert(checkpoint: Mapping[str, Any], fmt: str) -> dict[str, Any]:
     if fmt == "mira-official":
         return _official_mira(checkpoint)
     if fmt not in LAYOUTS:
-        raise ValueError(f"unknown checkpoint format '{fmt}'; allowed: {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown checkpoint format '{fmt}'; allowed: {', '.join(FORMATS)}")
     layout = LAYOUTS[fmt]
     container = next((c for c in layout.containers if isinstance(checkpoint.get(c), Mapping)), None)
     weights = checkpoint[container] if container else checkpoint

@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 
 import yaml
 
+from sslib.errors import ConfigError, MissingFileError
+
 MANIFEST_PATH = Path(__file__).resolve().with_name("manifest.yaml")
 
 FORMATS = ("sslib", "torchvision", "mira-official", "swav-official", "dino-official", "solo-learn")
@@ -41,20 +43,20 @@ class Entry:
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise ValueError(
+            raise ConfigError(
                 f"zoo entry '{self.name}': unknown format '{self.format}'; allowed: {', '.join(FORMATS)}"
             )
         if self.sha256 is not None and not _SHA256.fullmatch(self.sha256):
-            raise ValueError(
+            raise ConfigError(
                 f"zoo entry '{self.name}': sha256 must be 64 lower-case hex digits or null, got '{self.sha256}'"
             )
         for key in ("metrics", "backbone_kwargs"):
             if not isinstance(getattr(self, key), dict):
-                raise ValueError(
+                raise ConfigError(
                     f"zoo entry '{self.name}': {key} must be a mapping, got {getattr(self, key)!r}"
                 )
         if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"zoo entry '{self.name}': epochs must be a non-negative integer, got {self.epochs!r}"
             )
 
@@ -86,7 +88,7 @@ class Entry:
 def entry_from_dict(data: dict, where: str) -> Entry:
     """Build an :class:`Entry` from a manifest mapping; unknown or missing fields are one-line errors."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: each model must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where}: each model must be a mapping, got {type(data).__name__}")
     name = data.get("name", "?")
     required = {f.name for f in fields(Entry) if f.default is MISSING and f.default_factory is MISSING}
     problems = [
@@ -98,7 +100,9 @@ def entry_from_dict(data: dict, where: str) -> Entry:
         if keys
     ]
     if problems:
-        raise ValueError(f"{where}: model '{name}' has {' and '.join(problems)}; fields: {', '.join(_ORDER)}")
+        raise ConfigError(
+            f"{where}: model '{name}' has {' and '.join(problems)}; fields: {', '.join(_ORDER)}"
+        )
     return Entry(**data)
 
 
@@ -106,13 +110,13 @@ def load_manifest(path: str | Path = MANIFEST_PATH) -> list[Entry]:
     """The entries of the manifest at ``path`` (a mapping with a ``models`` list); names must be unique."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"zoo manifest '{path}' does not exist")
+        raise MissingFileError(f"zoo manifest '{path}' does not exist")
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
-        raise ValueError(f"zoo manifest '{path}' must be a mapping with a 'models' list")
+        raise ConfigError(f"zoo manifest '{path}' must be a mapping with a 'models' list")
     entries = [entry_from_dict(item, f"zoo manifest '{path}'") for item in data["models"]]
     names = [e.name for e in entries]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"zoo manifest '{path}' repeats model name(s) {', '.join(duplicates)}")
+        raise ConfigError(f"zoo manifest '{path}' repeats model name(s) {', '.join(duplicates)}")
     return entries

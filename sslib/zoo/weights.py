@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from sslib.errors import ConfigError
+
 
 def read_weights(path: str | Path) -> Mapping[str, Any]:
     """The mapping stored at ``path``: a ``.safetensors`` file, else ``torch.load(weights_only=True)``.
@@ -23,11 +25,11 @@ def read_weights(path: str | Path) -> Mapping[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, pickle with code, unsupported types
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
+        raise ConfigError(
             f"weights '{path}' could not be loaded safely (weights_only=True): {message}"
         ) from None
     if not isinstance(data, Mapping):
-        raise ValueError(
+        raise ConfigError(
             f"weights '{path}' hold a {type(data).__name__}, not a state dict or checkpoint dict"
         )
     return data
@@ -56,7 +58,7 @@ def load_into(backbone: nn.Module, state_dict: Mapping[str, Any], source: str) -
         if keys
     ]
     if problems:
-        raise ValueError(f"{source} does not fit the backbone: {'; '.join(problems)}")
+        raise ConfigError(f"{source} does not fit the backbone: {'; '.join(problems)}")
     backbone.load_state_dict(state_dict, strict=False)
     return backbone.eval()
 
