@@ -31,6 +31,7 @@ MYPY := $(VENV)/bin/mypy
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/lint-imports
 	$(MYPY)
 
 ## mypy over sslib, as configured in pyproject.toml's [tool.mypy].
@@ -42,10 +43,12 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff format $(LINTED)
 	$(VENV)/bin/ruff check --fix $(LINTED)
 
-## The test command CI runs: lint, format and type checks, the test suite, and the strict docs build.
+## The test command CI runs: lint, format, layer (import-linter) and type checks, the test suite, and the
+## strict docs build.
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/lint-imports
 	$(MYPY)
 	$(PY) -m pytest
 	$(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site

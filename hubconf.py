@@ -1,13 +1,13 @@
-"""torch.hub entry points: one per model of the sslib zoo (``sslib/zoo/manifest.yaml``).
+"""torch.hub entry points: one per model of the sslib zoo (``sslib/app/zoo/manifest.yaml``).
 
     import torch
     torch.hub.list("<owner>/<repo>")       # the entry names: the zoo names with '-' written as '_'
     model = torch.hub.load("<owner>/<repo>", "mira_resnet50_imagenet_400ep_multicrop")
 
 ``pretrained=True`` (the default) downloads the checkpoint once into the zoo's cache, checks its
-SHA-256 and returns the backbone with the published weights in eval mode (:func:`sslib.zoo.load`);
+SHA-256 and returns the backbone with the published weights in eval mode (:func:`sslib.app.zoo.load`);
 ``pretrained=False`` returns the bare architecture, randomly initialised. Each entry also takes the
-keyword arguments ``cache_dir`` and ``allow_unverified`` of :func:`sslib.zoo.load`.
+keyword arguments ``cache_dir`` and ``allow_unverified`` of :func:`sslib.app.zoo.load`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path as _Path
 from typing import TYPE_CHECKING
 
-from sslib import backbones, zoo
-from sslib.zoo.manifest import load_manifest as _load_manifest
+from sslib import backbones
+from sslib.app import zoo
+from sslib.app.zoo.manifest import load_manifest as _load_manifest
 
 if TYPE_CHECKING:  # torch.hub lists every public callable of this module as an entry: no other names here
     from collections.abc import Callable
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # torch.hub lists every public callable of this module as an 
 
 dependencies = ["torch", "torchvision", "timm", "yaml", "safetensors"]
 
-_MANIFEST = _Path(__file__).resolve().parent / "sslib" / "zoo" / "manifest.yaml"
+_MANIFEST = _Path(__file__).resolve().parent / "sslib" / "app" / "zoo" / "manifest.yaml"
 """The manifest next to this file, so the entries are those of the checkout torch.hub loaded."""
 
 

@@ -4,7 +4,7 @@ the candidates it was chosen from, against sslib's torchvision loader with worke
     python benchmarks/augment.py                        # 2 workers / threads, batches of 256, 2x32 crops
     python benchmarks/augment.py --device cuda --workers 8   # on a GPU machine: torchvision keeps 8 CPU workers
 
-Every case makes the CIFAR recipe's two 32x32 views (``Augment.preset("cifar")``) of batches of
+Every case makes the CIFAR recipe's two 32x32 views (``augment_preset("cifar")``) of batches of
 ``--batch-size`` images drawn from ``--images`` generated 32x32 images, on the CPU (or the GPU with
 ``--device cuda``):
 
@@ -40,10 +40,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sslib.data import SSLDataModule, dataset_stats
+from sslib.app.builders import augment_preset
+from sslib.app.datamodule import SSLDataModule
+from sslib.data import dataset_stats
 from sslib.data.device import split_over_threads
 from sslib.data.loaders import dali_installed
-from sslib.data.transforms import ASPECT_RATIO, Augment, CropGroup, view_specs
+from sslib.data.transforms import ASPECT_RATIO, CropGroup, view_specs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/paired.py and data.py
 from data import cpu_name, make_cifar, no_checksums  # noqa: E402
@@ -76,7 +78,7 @@ def kornia_batches(images: torch.Tensor, args) -> Iterator:
     """Endless batches of the two views made by ``kornia.augmentation`` from random samples of ``images``."""
     import kornia.augmentation as K
 
-    aug = Augment.preset("cifar")
+    aug = augment_preset("cifar")
     mean, std = torch.tensor(STATS.mean), torch.tensor(STATS.std)
 
     def view(crop: CropGroup, blur_p: float, solarize_p: float) -> K.AugmentationSequential:
@@ -117,7 +119,7 @@ def dali_batches(images: torch.Tensor, args) -> Iterator:
 
     from sslib.data.dali import view_ops
 
-    aug = Augment.preset("cifar")
+    aug = augment_preset("cifar")
     pixels = images.permute(0, 2, 3, 1).contiguous().numpy()
     rng = np.random.default_rng(0)
     gpu = args.device == "cuda"

@@ -1,7 +1,7 @@
 """What forwarding each crop alone costs: MIRA's ``per_crop`` against SwAV/DINO's ``resolution``.
 
 One training step of backbone + projector (forward, backward) on a multi-crop batch, in the two modes of
-``method.crop_forward`` (``sslib.methods.crops.embed_crops``), timed back to back in each round (see
+``method.crop_forward`` (``sslib.modules.crops.embed_crops``), timed back to back in each round (see
 ``benchmarks/paired.py``). ``per_crop`` runs one backbone call per crop instead of one per resolution,
 so it pays more, smaller calls; the verdict bounds that overhead.
 
@@ -22,7 +22,7 @@ from paired import Verdict, add_verdict_arguments, median, paired_ratio, report,
 
 from sslib.backbones import build as build_backbone  # noqa: E402
 from sslib.heads import MLP  # noqa: E402
-from sslib.methods.crops import embed_crops  # noqa: E402
+from sslib.modules.crops import embed_crops  # noqa: E402
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:

@@ -41,7 +41,9 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR10, ImageFolder
 
-from sslib.data import SSLDataModule, dataset_stats
+from sslib.app.builders import augment_preset
+from sslib.app.datamodule import SSLDataModule
+from sslib.data import dataset_stats
 from sslib.data.loaders import dali_installed
 from sslib.data.transforms import INTERPOLATIONS, Augment, CropGroup
 
@@ -139,7 +141,7 @@ class PilBlur:
 
 def baseline_loader(preset: str, root: Path, args) -> DataLoader:
     name, global_crops, local_crops, recipe = PRESETS[preset]
-    transform = BaselineMultiCrop(global_crops, local_crops, Augment.preset(recipe), dataset_stats(name))
+    transform = BaselineMultiCrop(global_crops, local_crops, augment_preset(recipe), dataset_stats(name))
     if name == "cifar10":
         with no_checksums():
             dataset = CIFAR10(str(root), train=True, transform=transform)

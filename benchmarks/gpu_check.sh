@@ -101,7 +101,7 @@ EOF
 PRETRAIN='import sys
 sys.path.insert(0, "benchmarks")
 from data import no_checksums
-from sslib.cli import pretrain_main
+from sslib.app.cli import pretrain_main
 with no_checksums():
     raise SystemExit(pretrain_main(sys.argv[1:]))'
 COMMON=(method=mira trainer.max_epochs=2 data.batch_size=256 "data.num_workers=$WORKERS" baseline_eval=false

@@ -8,7 +8,7 @@ Each row is one crop size: forward and backward of sslib's ResNet-18 (the CIFAR 
 ``backbone.cifar=auto`` picks, else the ImageNet stem) on a random batch, once with the backbone and the
 batch in contiguous memory and once in channels_last, timed back to back in every round
 (``paired.run_rounds``). ``speed-up`` is the median of per-round ratios contiguous / channels_last.
-``auto`` is the layout :func:`sslib.methods.base.wants_channels_last` takes for that crop size on this
+``auto`` is the layout :func:`sslib.app.methods.base.wants_channels_last` takes for that crop size on this
 device (on a CPU it goes by the side of the stem's output: the crop's with the CIFAR stem, a quarter of
 it with the ImageNet stem). Verdict per row (exit status 1 on a FAIL, unless ``--no-fail``): auto's layout is at most
 ``1 / MIN_RATIO`` slower than the other one (near-ties, where neither layout wins, pass).
@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sslib.app.builders import IMAGENET_STEM_STRIDE, SMALL_IMAGE_SIZE
+from sslib.app.methods.base import wants_channels_last
 from sslib.backbones import build as build_backbone
-from sslib.methods.base import IMAGENET_STEM_STRIDE, SMALL_IMAGE_SIZE, wants_channels_last
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/paired.py, also when imported by path
 from paired import Verdict, add_verdict_arguments, median, paired_ratio, report, run_rounds, seconds  # noqa: E402

@@ -36,7 +36,11 @@ from sslib.optim import LARS, param_groups
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/paired.py, also when imported by path
 from paired import Verdict, add_verdict_arguments, median, paired_ratio, report, run_rounds, seconds  # noqa: E402
 
-LR, WEIGHT_DECAY, ETA = 0.3, 1e-6, 0.02  # the DINO CIFAR recipe's LARS (sslib/conf/recipe/dino_cifar10.yaml)
+LR, WEIGHT_DECAY, ETA = (
+    0.3,
+    1e-6,
+    0.02,
+)  # the DINO CIFAR recipe's LARS (sslib/app/conf/recipe/dino_cifar10.yaml)
 MIN_RATIO = 1.0  # the default batching against lightly's LARS and, on CUDA, against one tensor at a time
 
 

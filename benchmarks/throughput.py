@@ -45,13 +45,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from sslib import methods
-from sslib.config import compose
+from sslib.app import methods
+from sslib.app.builders import build_backbone
+from sslib.app.config import compose
+from sslib.app.optimizer import configure
+from sslib.app.train import build_datamodule
 from sslib.data.loaders import LOADERS, dali_installed
-from sslib.methods.base import build_backbone
-from sslib.methods.ema import ema_update
-from sslib.optim.setup import configure
-from sslib.train import build_datamodule
+from sslib.modules.ema import ema_update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/*.py, also when imported by path
 from data import cpu_name, forever, make_cifar, make_image_folder, no_checksums  # noqa: E402

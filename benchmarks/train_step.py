@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from sslib import methods
-from sslib.config import compose
-from sslib.methods.ema import ema_update
+from sslib.app import methods
+from sslib.app.config import compose
+from sslib.modules.ema import ema_update
 from sslib.optim import build_optimizer, param_groups
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/paired.py, also when imported by path

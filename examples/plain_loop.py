@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from sslib import backbones, labelers
 from sslib.data import Augment, CropGroup, DigitsDataset, MultiCropTransform, dataset_stats
 from sslib.heads import MLP, PrototypeHead
-from sslib.methods.ema import ema_update, make_teacher
-from sslib.methods.losses import swapped_prediction_loss
+from sslib.losses import swapped_prediction_loss
+from sslib.modules.ema import ema_update, make_teacher
 from sslib.optim import build_optimizer, build_scheduler, cosine_ramp, scaled_lr
 
 
@@ -28,7 +28,9 @@ def train(steps: int, batch_size: int, seed: int = 0) -> tuple[torch.nn.Module, 
     """Train for ``steps`` steps of ``batch_size`` images; return the backbone and each step's loss."""
     torch.manual_seed(seed)
     stats = dataset_stats("digits")
-    crops = MultiCropTransform(CropGroup(n=2, size=32), None, Augment.preset("cifar"), stats.mean, stats.std)
+    crops = MultiCropTransform(
+        CropGroup(n=2, size=32), None, Augment(blur_p=(0.0,), local_blur_p=0.0), stats.mean, stats.std
+    )
     loader = DataLoader(DigitsDataset("train", transform=crops), batch_size, shuffle=True, drop_last=True)
 
     backbone, feat_dim = backbones.build("resnet18", cifar=True)

@@ -3,7 +3,7 @@
 ``--help`` lists the options; outputs are described in docs/ablations.md.
 """
 
-from sslib.ablate.cli import ablate_main
+from sslib.app.ablate.cli import ablate_main
 
 if __name__ == "__main__":
     raise SystemExit(ablate_main())

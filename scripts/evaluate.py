@@ -3,7 +3,7 @@
 ``python scripts/evaluate.py CKPT suite=paper data=imagenet root=/data/imagenet`` (``--help`` lists the usage).
 """
 
-from sslib.eval.cli import evaluate_main
+from sslib.app.eval.cli import evaluate_main
 
 if __name__ == "__main__":
     raise SystemExit(evaluate_main())

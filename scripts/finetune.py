@@ -3,7 +3,7 @@
 ``python scripts/finetune.py --ckpt PATH --data digits`` (``--help`` lists the options).
 """
 
-from sslib.eval.cli import finetune_main
+from sslib.app.eval.cli import finetune_main
 
 if __name__ == "__main__":
     raise SystemExit(finetune_main())

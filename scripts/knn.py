@@ -3,7 +3,7 @@
 ``python scripts/knn.py --ckpt PATH --data digits`` (``--help`` lists the options).
 """
 
-from sslib.eval.cli import knn_main
+from sslib.app.eval.cli import knn_main
 
 if __name__ == "__main__":
     raise SystemExit(knn_main())

@@ -3,7 +3,7 @@
 ``python scripts/linear.py --ckpt PATH --data digits [--augment]`` (``--help`` lists the options).
 """
 
-from sslib.eval.cli import linear_main
+from sslib.app.eval.cli import linear_main
 
 if __name__ == "__main__":
     raise SystemExit(linear_main())

@@ -3,7 +3,7 @@
 ``python scripts/transfer.py --ckpt PATH --data cifar10:data`` (``--help`` lists the options).
 """
 
-from sslib.eval.cli import transfer_main
+from sslib.app.eval.cli import transfer_main
 
 if __name__ == "__main__":
     raise SystemExit(transfer_main())

@@ -11,7 +11,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-from sslib.eval.cli import umap_main  # noqa: E402
+from sslib.app.eval.cli import umap_main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(umap_main())

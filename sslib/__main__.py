@@ -1,6 +1,6 @@
-"""``python -m sslib <command>``: the ``sslib`` command (:mod:`sslib.commands`)."""
+"""``python -m sslib <command>``: the ``sslib`` command (:mod:`sslib.app.commands`)."""
 
-from sslib.commands import main
+from sslib.app.commands import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,22 +1,14 @@
-"""A small, typed name -> factory registry shared by labelers, backbones and methods, and ``to_dict``,
-which turns a config node into the plain keyword arguments of a factory."""
+"""A small, typed name -> factory registry shared by labelers, backbones, optimisers and methods."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, cast
-
-from omegaconf import DictConfig, OmegaConf
+from typing import Generic, TypeVar
 
 from sslib.errors import ConfigError
 
 T = TypeVar("T")
-
-
-def to_dict(node: DictConfig) -> dict[str, Any]:
-    """The config node ``node`` (a mapping) as a plain, resolved ``dict``."""
-    return cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))
 
 
 class Registry(Generic[T]):

@@ -20,8 +20,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-import sslib.callbacks
-from sslib.cli import pretrain_main
+import sslib.app.callbacks
+from sslib.app.cli import pretrain_main
 
 
 class Record(L.Callback):
@@ -57,7 +57,7 @@ class SignalAt(L.Callback):
 
 def kill_in_write(n: int) -> None:
     """Replace the checkpoint writer so that its ``n``-th call dies halfway through the temporary file."""
-    real, calls = sslib.callbacks.atomic_write_bytes, [0]
+    real, calls = sslib.app.callbacks.atomic_write_bytes, [0]
 
     def write(path, data) -> None:
         calls[0] += 1
@@ -68,7 +68,7 @@ def kill_in_write(n: int) -> None:
         os.fsync(fd)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    sslib.callbacks.atomic_write_bytes = write
+    sslib.app.callbacks.atomic_write_bytes = write
 
 
 def main(args: list[str]) -> int:

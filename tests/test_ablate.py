@@ -16,13 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from sslib.ablate import runner
-from sslib.ablate.cli import ablate_main
-from sslib.ablate.metrics import knn_curve, last_clusters_used
-from sslib.ablate.plan import EvalSettings, make_plan
-from sslib.ablate.table import Result, format_duration, markdown
-from sslib.config import options
-from sslib.methods.base import build_backbone
+from sslib.app.ablate import runner
+from sslib.app.ablate.cli import ablate_main
+from sslib.app.ablate.metrics import knn_curve, last_clusters_used
+from sslib.app.ablate.plan import EvalSettings, make_plan
+from sslib.app.ablate.table import Result, format_duration, markdown
+from sslib.app.builders import build_backbone
+from sslib.app.config import options
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [  # one epoch of two batches, 8 px digits, partial online kNN bank: seconds per run on a CPU
@@ -228,7 +228,7 @@ import lightning as L
 import torch
 sys.path.insert(0, "tests")
 from test_ablate import FakeClock, Ticker
-from sslib.ablate import plan, runner
+from sslib.app.ablate import plan, runner
 
 class KillAtSecondEpochEnd(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
@@ -351,6 +351,6 @@ def test_an_ablation_started_as_several_processes_refuses_in_one_line(monkeypatc
     assert ablate_main(["methods=[mira]"]) == 2
     err = capsys.readouterr().err
     assert err == (
-        "error: scripts/ablate.py and its evaluations run in one process on one device but were started as 2 "
+        "error: sslib ablate and its evaluations run in one process on one device but were started as 2 "
         "processes (torchrun or srun); start them with python (choose the device with trainer.accelerator=...)\n"
     )

@@ -12,12 +12,12 @@ import torch
 from ddp import run_on_ranks
 from probes import EMAProbe, LossSpy, assert_updates_follow_the_ramp
 
-from sslib import methods
-from sslib.cli import pretrain_main
-from sslib.config import ConfigError, compose
-from sslib.methods.barlow import barlow_twins_loss, standardize
-from sslib.methods.byol import byol_loss
-from sslib.methods.simclr import nt_xent_loss
+from sslib.app import methods
+from sslib.app.cli import pretrain_main
+from sslib.app.config import ConfigError, compose
+from sslib.app.methods.barlow import barlow_twins_loss, standardize
+from sslib.app.methods.byol import byol_loss
+from sslib.app.methods.simclr import nt_xent_loss
 
 BASELINES = ("byol", "barlow", "simclr")
 TINY = [
@@ -126,9 +126,9 @@ class RandomCrops(torch.utils.data.Dataset):
 
 
 LOSS_FUNCTIONS = {
-    "byol": ("sslib.methods.byol.byol_loss", byol_reference),
-    "barlow": ("sslib.methods.barlow.barlow_twins_loss", barlow_reference),
-    "simclr": ("sslib.methods.simclr.nt_xent_loss", nt_xent_reference),
+    "byol": ("sslib.app.methods.byol.byol_loss", byol_reference),
+    "barlow": ("sslib.app.methods.barlow.barlow_twins_loss", barlow_reference),
+    "simclr": ("sslib.app.methods.simclr.nt_xent_loss", nt_xent_reference),
 }
 EMA_RAMP = ["method.ema.base_momentum=0.9", "method.ema.final_momentum=0.5"]  # BYOL: each step moves
 

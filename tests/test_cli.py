@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sslib.cli import pretrain_main
+from sslib.app.cli import pretrain_main
 from sslib.errors import ConfigError, MissingFileError, SslibError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_an_internal_error_keeps_its_traceback_where_bad_input_is_one_line(
     def broken(cfg, callbacks):
         raise bug
 
-    monkeypatch.setattr("sslib.train.pretrain", broken)
+    monkeypatch.setattr("sslib.app.train.pretrain", broken)
     with pytest.raises(type(bug), match="an internal bug"):
         pretrain_main([f"run_dir={tmp_path}", "trainer.accelerator=cpu"])
     assert capsys.readouterr().err == ""
@@ -104,7 +104,7 @@ def test_an_internal_error_keeps_its_traceback_where_bad_input_is_one_line(
     def bad_input(cfg, callbacks):
         raise ConfigError("data.batch_size must be an integer >= 2, got 1")
 
-    monkeypatch.setattr("sslib.train.pretrain", bad_input)
+    monkeypatch.setattr("sslib.app.train.pretrain", bad_input)
     assert pretrain_main([f"run_dir={tmp_path}", "trainer.accelerator=cpu"]) == 2
     assert capsys.readouterr().err == "error: data.batch_size must be an integer >= 2, got 1\n"
     assert issubclass(ConfigError, SslibError) and issubclass(ConfigError, ValueError)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from sslib.config import ConfigError, compose, options
-from sslib.train import check_same_run, config_changes
+from sslib.app.config import ConfigError, compose, options
+from sslib.app.train import check_same_run, config_changes
 
 
 def test_every_group_has_options_and_every_recipe_composes():

@@ -17,7 +17,8 @@ from probes import fit_recording
 from scipy.stats import kstest
 from torchvision.datasets import ImageFolder
 
-from sslib.data import Augment, CropGroup, SSLDataModule, dataset_stats
+from sslib.app.datamodule import SSLDataModule
+from sslib.data import Augment, CropGroup, dataset_stats
 from sslib.data.loaders import choose_loader, dali_installed
 
 needs_dali = pytest.mark.skipif(not dali_installed(), reason="NVIDIA DALI is not installed")

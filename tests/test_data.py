@@ -17,14 +17,15 @@ from torchvision.datasets import CIFAR10
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-import sslib.conf
+import sslib.app.conf
+from sslib.app.builders import augment_preset
+from sslib.app.datamodule import SSLDataModule
 from sslib.data import (
     DATASET_STATS,
     Augment,
     CropGroup,
     DigitsDataset,
     MultiCropTransform,
-    SSLDataModule,
     build_dataset,
     eval_transform,
     sampling,
@@ -36,7 +37,7 @@ from sslib.data.sampling import EpochSampler
 N_DIGITS = 1797
 IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # "normalised" views stay in [0, 1]
 NO_RANDOM_COLOUR = dict(color_jitter_p=0.0, grayscale_p=0.0, hflip_p=0.0, blur_p=(0.0,))
-PRESETS = Path(sslib.conf.__file__).parent / "data" / "augment"
+PRESETS = Path(sslib.app.conf.__file__).parent / "data" / "augment"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -141,11 +142,11 @@ def test_global_views_are_asymmetric(solarized_view):
 def test_every_preset_file_states_every_augment_field(path):
     yaml = OmegaConf.to_container(OmegaConf.load(path))
     assert list(yaml) == [field.name for field in dataclasses.fields(Augment)]
-    assert Augment.preset(path.stem) == Augment(**yaml)
+    assert augment_preset(path.stem) == Augment(**yaml)
 
 
 def test_augment_defaults_are_the_imagenet_preset():
-    assert Augment() == Augment.preset("imagenet")
+    assert Augment() == augment_preset("imagenet")
     assert (Augment().interpolation, Augment().blur_sigma) == ("bicubic", (0.1, 2.0))
 
 
@@ -170,24 +171,24 @@ SOLO_LEARN_CIFAR = dict(
     ],
 )
 def test_cifar_presets_are_solo_learns(preset, values):
-    augment = Augment.preset(preset)
+    augment = augment_preset(preset)
     for name, value in {**SOLO_LEARN_CIFAR, **values, "local_blur_p": 0.0, "local_solarize_p": 0.0}.items():
         assert getattr(augment, name) == value, name
 
 
 def test_digits_default_to_their_own_preset():
-    assert SSLDataModule("digits").crops[2] == Augment.preset("digits")
-    assert SSLDataModule("cifar10").crops[2] == Augment.preset("cifar")
+    assert SSLDataModule("digits").crops[2] == augment_preset("digits")
+    assert SSLDataModule("cifar10").crops[2] == augment_preset("cifar")
 
 
 def test_augment_presets_match_the_recipes():
-    imagenet, cifar = Augment(), Augment.preset("cifar")
+    imagenet, cifar = Augment(), augment_preset("cifar")
     assert imagenet.global_probs(2) == [(1.0, 0.0), (0.1, 0.2)]
     assert (imagenet.local_blur_p, imagenet.local_solarize_p) == (0.5, 0.0)
     assert cifar.global_probs(2) == [(0.0, 0.0), (0.0, 0.2)] and cifar.local_blur_p == 0.0
     assert (cifar.brightness, cifar.contrast, cifar.saturation, cifar.hue) == (0.4, 0.4, 0.2, 0.1)
     assert (cifar.color_jitter_p, cifar.grayscale_p, cifar.hflip_p) == (0.8, 0.2, 0.5)
-    assert Augment.preset("cifar", solarize_p=[0.1, 0.3]).solarize_p == (0.1, 0.3)  # YAML lists work
+    assert augment_preset("cifar", solarize_p=[0.1, 0.3]).solarize_p == (0.1, 0.3)  # YAML lists work
     assert Augment(blur_p=0.5, solarize_p=[0.3]).global_probs(3) == [(0.5, 0.3)] * 3  # one value: every view
     assert imagenet.global_probs(1) == [(1.0, 0.0)]  # fewer views: the first values
 
@@ -208,8 +209,8 @@ def test_augment_presets_match_the_recipes():
         ),
         (lambda: Augment(solarize_p=(0.0, 1.5)), r"solarize_p\[1\]"),
         (lambda: Augment(hue=0.7), "hue"),
-        (lambda: Augment.preset("cifar", blurp=0.1), "blurp"),
-        (lambda: Augment.preset("stl10"), "available: cifar, cifar_symmetric, digits, imagenet"),
+        (lambda: augment_preset("cifar", blurp=0.1), "blurp"),
+        (lambda: augment_preset("stl10"), "available: cifar, cifar_symmetric, digits, imagenet"),
         (
             lambda: Augment(interpolation="nearest"),
             "interpolation must be one of bicubic, bilinear, got 'nearest'",

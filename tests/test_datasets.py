@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 from torch._utils import ExceptionWrapper  # how DataLoader workers hand errors to the main process
 
-from sslib.cli import pretrain_main
-from sslib.data import SSLDataModule, build_dataset
+from sslib.app.cli import pretrain_main
+from sslib.app.datamodule import SSLDataModule
+from sslib.data import build_dataset
 from sslib.data.datasets import IMAGENET100_CLASSES
 from sslib.data.folder import CorruptImageError, read_class_list
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslib.checkpoint import load_checkpoint
-from sslib.data import SSLDataModule
+from sslib.app.checkpoint import load_checkpoint
+from sslib.app.datamodule import SSLDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "tests" / "pretrain_probe.py"

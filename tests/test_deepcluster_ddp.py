@@ -12,10 +12,10 @@ import pytest
 import torch
 from ddp import run_on_ranks
 
-from sslib import methods
-from sslib.config import compose
+from sslib.app import methods
+from sslib.app.config import compose
 from sslib.distributed import rank, world_size
-from sslib.methods.memory import MemoryBank
+from sslib.modules.memory import MemoryBank
 
 N, DIM, K, BATCH = 64, 16, 6, 5
 STEPS = 5  # steps of 2 batches (one per rank); the last batch rewrites the first one's rows

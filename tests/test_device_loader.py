@@ -18,7 +18,9 @@ from scipy.stats import binomtest, chisquare, kstest
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from sslib.data import Augment, CropGroup, SSLDataModule, batched, dataset_stats, device
+from sslib.app.builders import augment_preset
+from sslib.app.datamodule import SSLDataModule
+from sslib.data import Augment, CropGroup, batched, dataset_stats, device
 from sslib.data.batch_transform import NO_OP, BatchMultiCrop, BatchViewTransform
 from sslib.data.kernels import adjust_hue, pil_gaussian_blur
 from sslib.data.keyed_random import keyed_uniform
@@ -162,7 +164,7 @@ def reference_view(crop: torch.Tensor, p, b: int, view: BatchViewTransform) -> t
     return TF.normalize(x, list(STATS.mean), list(STATS.std))
 
 
-@pytest.mark.parametrize("augment", [EVERY_OP, Augment.preset("digits")], ids=["every_op", "digits"])
+@pytest.mark.parametrize("augment", [EVERY_OP, augment_preset("digits")], ids=["every_op", "digits"])
 def test_batched_views_are_the_torchvision_ops_with_the_same_parameters(augment):
     n = 96
     images = smooth_images(n)

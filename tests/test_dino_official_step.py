@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import sslib.methods.base
-from sslib import methods
-from sslib.config import compose
+import sslib.app.methods.base
+from sslib.app import methods
+from sslib.app.config import compose
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -204,7 +204,7 @@ def sslib_run(run_dir, clip: float) -> dict:
     record: dict = {"losses": [], "temperatures": [], "directions": [], "momenta": []}
     with pytest.MonkeyPatch.context() as mp:
         torch.manual_seed(0)
-        mp.setattr("sslib.methods.base.build_backbone", lambda cfg: (tiny_backbone(), FEAT))
+        mp.setattr("sslib.app.methods.base.build_backbone", lambda cfg: (tiny_backbone(), FEAT))
         cfg = compose(
             [
                 "method=dino",
@@ -239,7 +239,7 @@ def sslib_run(run_dir, clip: float) -> dict:
             "projector": copy.deepcopy(model.projector),
             "direction": direction_of(model.prototypes).detach().clone(),
         }
-        step, ema_update = model.ssl_step, sslib.methods.base.ema_update
+        step, ema_update = model.ssl_step, sslib.app.methods.base.ema_update
 
         def recorded_step(*args, **kwargs):
             record["directions"].append(direction_of(model.prototypes).detach().clone())
@@ -255,7 +255,7 @@ def sslib_run(run_dir, clip: float) -> dict:
             return ema_update(teacher, student, momentum)
 
         model.ssl_step = recorded_step
-        mp.setattr("sslib.methods.base.ema_update", recorded_ema)
+        mp.setattr("sslib.app.methods.base.ema_update", recorded_ema)
         trainer = L.Trainer(
             max_epochs=EPOCHS,
             accelerator="cpu",

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 import torchvision
 
+from sslib.app.checkpoint import backbone_state_dict
 from sslib.backbones.resnet import use_cifar_stem
-from sslib.checkpoint import backbone_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [

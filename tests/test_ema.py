@@ -8,7 +8,7 @@ import torch
 from probes import momentum_closed_form
 from torch import nn
 
-from sslib.methods.ema import ema_update, make_teacher
+from sslib.modules.ema import ema_update, make_teacher
 from sslib.optim import cosine_ramp
 
 

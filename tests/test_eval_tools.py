@@ -16,10 +16,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from torch.utils.data import Subset
 
 from sslib import backbones
-from sslib.data import DigitsDataset
-from sslib.eval import offline
-from sslib.eval.cli import knn_main, linear_main, umap_main
-from sslib.eval.offline import (
+from sslib.app.eval import offline
+from sslib.app.eval.cli import knn_main, linear_main, umap_main
+from sslib.app.eval.offline import (
     FeatureCache,
     ProbeSettings,
     cached_features,
@@ -28,6 +27,7 @@ from sslib.eval.offline import (
     linear_eval_augmented,
     stratified_subset,
 )
+from sslib.data import DigitsDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = "8"  # digits at 8x8: a ResNet-18 pass over all 1797 images takes a few seconds on CPU

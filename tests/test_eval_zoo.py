@@ -11,9 +11,9 @@ import torch
 from test_hub import served, tiny_entry  # noqa: F401  (the fixture and the entry of the hub tests)
 from torchvision import models
 
-from sslib import zoo
-from sslib.eval.checkpoints import load_any_backbone, resolve
-from sslib.eval.cli import knn_main
+from sslib.app import zoo
+from sslib.app.eval.checkpoints import load_any_backbone, resolve
+from sslib.app.eval.cli import knn_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,9 +12,9 @@ import torch
 from test_eval_tools import SIZE, run_script, save_checkpoint
 from test_transfer import image_folder
 
-from sslib.eval.cli import evaluate_main, knn_main
-from sslib.eval.offline import FeatureCache, knn_eval
-from sslib.eval.report import SUITES, parse_options
+from sslib.app.eval.cli import evaluate_main, knn_main
+from sslib.app.eval.offline import FeatureCache, knn_eval
+from sslib.app.eval.report import SUITES, parse_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""``scripts/export.py`` on checkpoints written by real ``sslib.train.pretrain`` runs: epochs trained, the
+"""``scripts/export.py`` on checkpoints written by real ``sslib.app.train.pretrain`` runs: epochs trained, the
 last online metrics, and weights that load into a plain torchvision ResNet."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from test_online_eval import TINY
 from torch import nn
 from torchvision import models
 
-from sslib import zoo
-from sslib.checkpoint import load_backbone, trained_epochs
-from sslib.config import compose
-from sslib.train import pretrain
-from sslib.zoo.cli import export_main
-from sslib.zoo.manifest import Entry, entry_from_dict
+from sslib.app import zoo
+from sslib.app.checkpoint import load_backbone, trained_epochs
+from sslib.app.config import compose
+from sslib.app.train import pretrain
+from sslib.app.zoo.cli import export_main
+from sslib.app.zoo.manifest import Entry, entry_from_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,6 +33,7 @@ def run(run_dir: Path, *overrides: str) -> tuple[Path, dict[str, float]]:
 
 
 def export(ckpt: Path, out: Path, capsys) -> Entry:
+    capsys.readouterr()  # drop what training printed (Lightning's model summary)
     assert export_main([str(ckpt), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert f"wrote {out} (sha256 " in captured.err

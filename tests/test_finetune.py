@@ -12,13 +12,13 @@ from test_eval_tools import SIZE, ckpt, run_script  # noqa: F401 (ckpt is a fixt
 from torch import nn
 from torch.utils.data import Subset
 
+from sslib.app.eval.finetune import PRESETS, FinetuneSettings, _schedule, finetune, finetune_settings
+from sslib.app.eval.offline import FeatureCache, ProbeSettings, knn_eval, linear_eval
+from sslib.app.eval.subsets import SIMCLR_SUBSETS, knn_subsets, label_subset, listed_subset, read_image_list
 from sslib.data import DigitsDataset, eval_transform
 from sslib.data.folder import CheckedImageFolder
-from sslib.eval.features import extract_features
-from sslib.eval.finetune import PRESETS, FinetuneSettings, _schedule, finetune, finetune_settings
-from sslib.eval.knn import knn_accuracy
-from sslib.eval.offline import FeatureCache, ProbeSettings, knn_eval, linear_eval
-from sslib.eval.subsets import SIMCLR_SUBSETS, knn_subsets, label_subset, listed_subset, read_image_list
+from sslib.metrics.features import extract_features
+from sslib.metrics.knn import knn_accuracy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

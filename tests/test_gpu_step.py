@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from sslib import methods
-from sslib.config import compose
+from sslib.app import methods
+from sslib.app.config import compose
+from sslib.app.methods.base import to_channels_last, wants_channels_last
+from sslib.app.run_checks import check_run_config
+from sslib.app.train import build_datamodule, build_trainer, resolve_precision
 from sslib.labelers.mira import mira_targets
-from sslib.methods.base import to_channels_last, wants_channels_last
-from sslib.train import build_datamodule, build_trainer, resolve_precision
-from sslib.validate import check_run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

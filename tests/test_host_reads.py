@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import sslib.data
-from sslib import methods
-from sslib.callbacks import DivergenceGuard, StepMetricsBar
-from sslib.checkpoint import load_checkpoint
-from sslib.config import compose
-from sslib.methods.base import STEP_METRICS
+from sslib.app import methods
+from sslib.app.callbacks import DivergenceGuard, StepMetricsBar
+from sslib.app.checkpoint import load_checkpoint
+from sslib.app.config import compose
+from sslib.app.methods.base import STEP_METRICS
+from sslib.app.train import build_datamodule, build_trainer
 from sslib.nonblocking import scalars_to_device, to_device
-from sslib.train import build_datamodule, build_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DATA = Path(sslib.data.__file__).parent
@@ -154,7 +154,7 @@ def test_a_diverged_run_stops_before_its_next_checkpoint_and_keeps_the_last_fini
 
 
 def test_the_guard_stops_every_rank_when_one_diverged(monkeypatch):
-    import sslib.callbacks as callbacks
+    import sslib.app.callbacks as callbacks
 
     guard = DivergenceGuard(every_n_steps=10)
     trainer = type("Trainer", (), {"global_step": 3})()

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 from torchvision import models
 
-from sslib import backbones, zoo
-from sslib.zoo.manifest import Entry
+from sslib import backbones
+from sslib.app import zoo
+from sslib.app.zoo.manifest import Entry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,9 +80,9 @@ def served(tmp_path):
 def hub_repo(tmp_path: Path, entry: Entry) -> Path:
     """A checkout holding this hubconf.py and a manifest with the single model ``entry``."""
     repo = tmp_path / "repo"
-    (repo / "sslib" / "zoo").mkdir(parents=True)
+    (repo / "sslib" / "app" / "zoo").mkdir(parents=True)
     shutil.copy(ROOT / "hubconf.py", repo / "hubconf.py")
-    (repo / "sslib" / "zoo" / "manifest.yaml").write_text("models:\n" + entry.to_yaml())
+    (repo / "sslib" / "app" / "zoo" / "manifest.yaml").write_text("models:\n" + entry.to_yaml())
     return repo
 
 

@@ -10,7 +10,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from sslib.eval import extract_features, knn_accuracy, knn_predict
+from sslib.metrics import extract_features, knn_accuracy, knn_predict
 
 
 def _random_split(num_classes: int = 5, seed: int = 0):

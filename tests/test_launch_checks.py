@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from sslib import methods
-from sslib.cli import pretrain_main
-from sslib.train import _device_ids
+from sslib.app import methods
+from sslib.app.cli import pretrain_main
+from sslib.app.train import _device_ids
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_device_forms_that_are_not(devices):
 @pytest.mark.parametrize(("name", "value"), [("WORLD_SIZE", "8"), ("SLURM_STEP_NUM_TASKS", "4")])
 def test_evaluation_tools_refuse_several_processes(name, value, monkeypatch, capsys):
     """torchrun or srun would run the same evaluation in every process: one line instead."""
-    from sslib.eval.cli import knn_main
+    from sslib.app.eval.cli import knn_main
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.setenv(name, value)

@@ -11,8 +11,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
 
-from sslib.config import compose
-from sslib.train import build_logger, build_trainer
+from sslib.app.config import compose
+from sslib.app.train import build_logger, build_trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

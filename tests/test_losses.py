@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from reference import cluster_prediction, swapped_prediction
 
-from sslib.methods.losses import cluster_prediction_loss, swapped_prediction_loss
+from sslib.losses import cluster_prediction_loss, swapped_prediction_loss
 
 B, K = 5, 7
 CROPS = [(2, 0), (2, 4), (3, 2), (1, 3)]  # (global views, local crops)

@@ -12,10 +12,10 @@ import torch
 from probes import EMAProbe, LossSpy, assert_updates_follow_the_ramp
 from reference import cluster_prediction, swapped_prediction
 
-from sslib import methods
-from sslib.config import ConfigError, compose
-from sslib.methods.deepcluster import CHECKPOINT_KEY
-from sslib.train import build_datamodule, pretrain
+from sslib.app import methods
+from sslib.app.config import ConfigError, compose
+from sslib.app.methods.deepcluster import CHECKPOINT_KEY
+from sslib.app.train import build_datamodule, pretrain
 
 TINY = [
     "data.batch_size=8",
@@ -53,8 +53,8 @@ def fit(cfg, steps: int, **trainer_kwargs):
     return model, trainer, dm
 
 
-LOSSES = {"deepclusterv2": "sslib.methods.deepcluster.cluster_prediction_loss"}
-SWAPPED = "sslib.methods.clustering.swapped_prediction_loss"  # MIRA, SwAV, DINO
+LOSSES = {"deepclusterv2": "sslib.app.methods.deepcluster.cluster_prediction_loss"}
+SWAPPED = "sslib.app.methods.clustering.swapped_prediction_loss"  # MIRA, SwAV, DINO
 
 
 @pytest.mark.parametrize(
@@ -342,7 +342,7 @@ def test_bad_overrides_are_one_line_errors(overrides, match):
 
 
 def test_schedules_of_missing_attributes_fail_and_recipes_do_not_reach_a_swapped_labeler():
-    from sslib.methods.clustering import build_labeler
+    from sslib.app.builders import build_labeler
 
     bad = compose(["method=dino", "+labeler.schedule.beta={start: 0.5, end: 0.6}"])
     with pytest.raises(ValueError, match="has no attribute 'beta' to schedule"):

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sslib import methods
-from sslib.config import compose
+from sslib.app import methods
+from sslib.app.config import compose
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -138,7 +138,7 @@ def record_losses(model) -> list[float]:
 @pytest.mark.parametrize("freeze_epochs", [1, 0])
 def test_two_mira_steps_equal_the_official_behaviour(tmp_path, monkeypatch, freeze_epochs):
     torch.manual_seed(0)
-    monkeypatch.setattr("sslib.methods.base.build_backbone", lambda cfg: (tiny_backbone(), FEAT))
+    monkeypatch.setattr("sslib.app.methods.base.build_backbone", lambda cfg: (tiny_backbone(), FEAT))
     cfg = compose(
         [
             "method=mira",

@@ -11,9 +11,9 @@ import pytest
 import torch
 from test_methods import TINY, fit, tiny_cfg
 
-from sslib import methods
-from sslib.config import compose
-from sslib.eval.monitors import RepresentationMonitor, alignment, rankme, uniformity
+from sslib.app import methods
+from sslib.app.config import compose
+from sslib.metrics.monitors import RepresentationMonitor, alignment, rankme, uniformity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from ddp import run_on_ranks
 from test_methods import TINY as METHOD_TINY
 
-from sslib import methods
-from sslib.checkpoint import load_backbone, load_checkpoint
-from sslib.config import compose
-from sslib.data import SSLDataModule
-from sslib.data.module import shard, stratified_subset
-from sslib.eval import extract_features
-from sslib.methods.online import OnlineMonitor
-from sslib.train import build_datamodule, config_changes, pretrain
+from sslib.app import methods
+from sslib.app.checkpoint import load_backbone, load_checkpoint
+from sslib.app.config import compose
+from sslib.app.datamodule import SSLDataModule, shard, stratified_subset
+from sslib.app.train import build_datamodule, config_changes, pretrain
+from sslib.metrics import extract_features
+from sslib.metrics.online import OnlineMonitor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

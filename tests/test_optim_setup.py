@@ -1,4 +1,4 @@
-"""``sslib.optim.setup.configure``: lr scaling, parameter groups, the probe group and the warm-up schedule."""
+"""``sslib.app.optimizer.configure``: lr scaling, parameter groups, the probe group and the warm-up schedule."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import sslib
+from sslib.app.optimizer import configure
 from sslib.optim import LARS
-from sslib.optim.setup import configure
 
-OPTIM_CONF = Path(sslib.__file__).parent / "conf" / "optim"
+OPTIM_CONF = Path(sslib.__file__).parent / "app" / "conf" / "optim"
 BATCH = 128  # per device
 
 

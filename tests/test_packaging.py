@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import sslib
-from sslib import config, zoo
+from sslib.app import config, zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST_NAME = "sslib-vision"
@@ -29,9 +29,9 @@ IMPORT_FROM_WHEEL = """
 import json, sys
 from importlib import resources
 import sslib
-from sslib import config, recipes, zoo
+from sslib.app import config, recipes, zoo
 from sslib.labelers import mira
-from sslib.zoo import manifest
+from sslib.app.zoo import manifest
 record = recipes.load("mira_cifar10")
 cfg = config.compose(["method=mira", "data=cifar10"])
 print(json.dumps({
@@ -105,11 +105,11 @@ def test_wheel_ships_configs_kernels_data_and_records(wheel):
         names = set(z.namelist())
     package = ROOT / "sslib"
     shipped = [
-        *package.glob("conf/**/*.yaml"),
+        *package.glob("app/conf/**/*.yaml"),
         *package.glob("labelers/*.c"),
         *package.glob("data/**/*.txt"),
-        *package.glob("recipes/records/*.yaml"),
-        package / "zoo" / "manifest.yaml",
+        *package.glob("app/recipes/records/*.yaml"),
+        package / "app" / "zoo" / "manifest.yaml",
     ]
     assert len(shipped) > 40
     missing = sorted(str(p.relative_to(ROOT)) for p in shipped if str(p.relative_to(ROOT)) not in names)
@@ -171,7 +171,7 @@ SEPARATOR = "\n=====\n"
 # Every command's --help in one process (each alone would import torch again), from the installed package.
 HELP_OF_EVERY_COMMAND = f"""
 import contextlib, sys
-from sslib.commands import main
+from sslib.app.commands import main
 for command in sys.argv[1:]:
     print({SEPARATOR!r}, end="")
     with contextlib.suppress(SystemExit):  # argparse exits after --help

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslib.checkpoint import load_checkpoint
+from sslib.app.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "tests" / "pretrain_probe.py"

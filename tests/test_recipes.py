@@ -10,16 +10,17 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from sslib import methods
+from sslib.app import methods
+from sslib.app.builders import build_projector
+from sslib.app.config import ConfigError, compose, options
+from sslib.app.config import _unknown_recipe_key as unknown_recipe_key
+from sslib.app.recipes import check, load, load_all, render
+from sslib.app.recipes.cli import BEGIN, END
+from sslib.app.recipes.record import flat_config, recipe_config, required_keys
 from sslib.backbones import build as build_backbone
-from sslib.config import ConfigError, compose, options
-from sslib.config import _unknown_recipe_key as unknown_recipe_key
-from sslib.heads import PrototypeHead, build_projector
-from sslib.methods.crops import embed_crops
+from sslib.heads import PrototypeHead
+from sslib.modules.crops import embed_crops
 from sslib.optim import resolve_warmup_start_ratio
-from sslib.recipes import check, load, load_all, render
-from sslib.recipes.cli import BEGIN, END
-from sslib.recipes.record import flat_config, recipe_config, required_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = {"digits", "cifar", "imagenet100"}  # budgets that recipes build on, not recipes of their own
@@ -87,7 +88,7 @@ def test_recipes_page_is_generated_from_the_records():
     assert BEGIN in text and END in text, "docs/recipes.md lost its generated section"
     generated = text.split(BEGIN, 1)[1].split(END, 1)[0]
     assert generated.strip() == render(load_all()).strip(), (
-        "run `python -m sslib.recipes --write docs/recipes.md`"
+        "run `python -m sslib.app.recipes --write docs/recipes.md`"
     )
 
 
@@ -127,7 +128,7 @@ def test_unknown_recipe_key_is_found_below_known_sections():
 
 
 def test_a_recipe_file_with_an_unknown_key_fails_at_compose_time():
-    folder = Path(__import__("sslib.conf", fromlist=["x"]).__file__).parent / "recipe"
+    folder = Path(__import__("sslib.app.conf", fromlist=["x"]).__file__).parent / "recipe"
     path = folder / "barlow_zz.yaml"
     assert not path.exists()
     path.write_text("# @package _global_\nmethod:\n  lambdd: 0.1\n")

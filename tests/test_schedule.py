@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from sslib.methods.schedule import Ramp, ramps
+from sslib.optim.ramps import Ramp, ramps
 
 STEPS, PER_EPOCH = 100, 10.0
 

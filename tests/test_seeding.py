@@ -7,9 +7,9 @@ import lightning as L
 import pytest
 import torch
 
-from sslib.config import compose
-from sslib.methods.base import build_backbone
-from sslib.train import pretrain
+from sslib.app.builders import build_backbone
+from sslib.app.config import compose
+from sslib.app.train import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,7 +2,7 @@
 give the loss, gradients and updated parameters (and BatchNorm statistics) of one process x B.
 
 Each step runs the method's own ``ssl_step``, the backward, DDP's gradient averaging (an all-reduce
-divided by the world size), and the run's optimiser and schedule (:func:`sslib.optim.setup.configure`,
+divided by the world size), and the run's optimiser and schedule (:func:`sslib.app.optimizer.configure`,
 whose lr scales with the global batch). SwAV's queue is kept per device (docs/clusters.md): with
 ``method.queue.length`` divided by the number of devices, the ranks' queues together hold the rows of
 the single process's queue, and since Sinkhorn-Knopp sums over all rows of all ranks the second step,
@@ -17,12 +17,12 @@ import pytest
 import torch
 from ddp import run_on_ranks
 
-from sslib import methods
-from sslib.config import compose
+from sslib.app import methods
+from sslib.app.config import compose
+from sslib.app.methods.deepcluster import DeepClusterV2
+from sslib.app.optimizer import configure
 from sslib.distributed import AllReduceBatchNorm, all_reduce, convert_batchnorm
-from sslib.methods.deepcluster import DeepClusterV2
-from sslib.methods.memory import MemoryBank
-from sslib.optim.setup import configure
+from sslib.modules.memory import MemoryBank
 
 BATCH, SIZE, STEPS = 8, 8, 2  # global batch, crop side, steps per run
 COMMON = ["data.global_crops.size=8", "method.projector_dims=[16,8]", "optim.warmup_epochs=0"]

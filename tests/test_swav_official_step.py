@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from reference import swav_sinkhorn
 from torch import nn
 
-from sslib import methods
-from sslib.config import compose
+from sslib.app import methods
+from sslib.app.config import compose
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -292,7 +292,7 @@ def trainer(steps: int, **kwargs) -> L.Trainer:
 
 def build(cfg, monkeypatch):
     torch.manual_seed(0)
-    monkeypatch.setattr("sslib.methods.base.build_backbone", lambda cfg: (tiny_backbone(), FEAT))
+    monkeypatch.setattr("sslib.app.methods.base.build_backbone", lambda cfg: (tiny_backbone(), FEAT))
     model = methods.build(cfg, num_classes=3, n_global=2).double()
     start = nn.ModuleDict(
         {"backbone": copy.deepcopy(model.backbone), "projector": copy.deepcopy(model.projector)}

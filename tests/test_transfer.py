@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from test_eval_tools import run_script, save_checkpoint
 from torch import nn
 
-from sslib.eval.transfer import (
+from sslib.app.eval.transfer import (
     c_grid,
     fit_logistic,
     logistic_transfer,
@@ -23,7 +23,7 @@ from sslib.eval.transfer import (
     voc11_average_precision,
     voc11_map,
 )
-from sslib.eval.transfer_data import parse_source, transfer_eval, voc_multi_hot
+from sslib.app.eval.transfer_data import parse_source, transfer_eval, voc_multi_hot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sslib import train
-from sslib.cli import pretrain_main
-from sslib.config import ConfigError, compose, options
-from sslib.validate import check_run_config
+from sslib.app import train
+from sslib.app.cli import pretrain_main
+from sslib.app.config import ConfigError, compose, options
+from sslib.app.run_checks import check_run_config
 
 BAD = [  # override -> what the one-line error says
     ("optim.lr=-1", "optim.lr must be a finite number > 0, got -1"),

@@ -16,15 +16,16 @@ from test_methods import TINY, fit
 from test_zoo import Server, torch_bytes
 from timm.layers import resample_abs_pos_embed
 
-from sslib import backbones, methods, zoo
-from sslib.checkpoint import load_backbone
-from sslib.config import compose
-from sslib.eval.features import extract_features
-from sslib.methods.base import build_backbone
-from sslib.train import pretrain
-from sslib.validate import check_run_config
-from sslib.zoo.cli import export_main
-from sslib.zoo.manifest import Entry
+from sslib import backbones
+from sslib.app import methods, zoo
+from sslib.app.builders import build_backbone
+from sslib.app.checkpoint import load_backbone
+from sslib.app.config import compose
+from sslib.app.run_checks import check_run_config
+from sslib.app.train import pretrain
+from sslib.app.zoo.cli import export_main
+from sslib.app.zoo.manifest import Entry
+from sslib.metrics.features import extract_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -278,8 +279,8 @@ def test_bad_vit_and_optimiser_settings_are_one_line_errors_before_any_work(tmp_
 
 
 def test_the_command_line_stops_a_bad_vit_run_in_one_line_before_any_data(monkeypatch, tmp_path, capsys):
-    from sslib import train
-    from sslib.cli import pretrain_main
+    from sslib.app import train
+    from sslib.app.cli import pretrain_main
 
     def no_work(cfg):
         raise AssertionError("the data module was built before the config was checked")

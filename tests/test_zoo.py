@@ -19,12 +19,13 @@ import yaml
 from torch import nn
 from torchvision import models
 
-from sslib import backbones, zoo
-from sslib.zoo import cache as cache_module
-from sslib.zoo.cli import zoo_main
-from sslib.zoo.convert import convert
-from sslib.zoo.manifest import Entry, load_manifest
-from sslib.zoo.weights import load_into, read_weights
+from sslib import backbones
+from sslib.app import zoo
+from sslib.app.zoo import cache as cache_module
+from sslib.app.zoo.cli import zoo_main
+from sslib.app.zoo.convert import convert
+from sslib.app.zoo.manifest import Entry, load_manifest
+from sslib.app.zoo.weights import load_into, read_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOB = bytes(range(256)) * 1200  # 300 KiB of payload for the transport tests

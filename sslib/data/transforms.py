@@ -6,12 +6,10 @@ Every setting is plain data (ints, floats, lists of floats), so a Hydra/YAML con
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import yaml
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms import RandomResizedCrop, v2
@@ -19,7 +17,6 @@ from torchvision.transforms.v2 import functional as F
 
 from sslib.data.kernels import adjust_hue, pil_gaussian_blur
 from sslib.errors import ConfigError
-from sslib.registry import check_kwargs
 from sslib.validation import check_int_at_least, check_unit_interval
 
 INTERPOLATIONS = {"bicubic": F.InterpolationMode.BICUBIC, "bilinear": F.InterpolationMode.BILINEAR}
@@ -53,8 +50,8 @@ class Augment:
     ``local_blur_p``/``local_solarize_p`` apply to every local crop. ``interpolation`` (``"bicubic"`` or
     ``"bilinear"``) resizes the random crops; a blurred view gets PIL's Gaussian blur of radius (the
     standard deviation, in pixels of the crop) ``sigma ~ U(blur_sigma)``.
-    The defaults are the ImageNet recipe of BYOL/DINO/MIRA; the presets (:data:`AUGMENT_PRESETS`) are
-    the files of ``sslib/conf/data/augment/``, e.g. ``Augment.preset("cifar")``.
+    The defaults are the ImageNet recipe of BYOL/DINO/MIRA; the presets of the config group
+    ``data/augment`` are :func:`sslib.app.builders.augment_preset`, e.g. ``augment_preset("cifar")``.
     """
 
     brightness: float = 0.4
@@ -98,14 +95,6 @@ class Augment:
             )
         object.__setattr__(self, "blur_sigma", sigma)
 
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> Augment:
-        """The preset ``name`` of :data:`AUGMENT_PRESETS`, with ``overrides`` replacing some of its fields."""
-        if name not in AUGMENT_PRESETS:
-            raise ConfigError(f"unknown augment preset {name!r}; available: {', '.join(AUGMENT_PRESETS)}")
-        check_kwargs(cls, overrides, "augment")
-        return replace(cls(**AUGMENT_PRESETS[name]), **overrides)
-
     def global_probs(self, n_global: int) -> list[tuple[float, float]]:
         """``(blur_p, solarize_p)`` of each of ``n_global`` global views."""
         return list(
@@ -115,13 +104,6 @@ class Augment:
                 strict=True,
             )
         )
-
-
-PRESET_DIR = Path(__file__).resolve().parent.parent / "conf" / "data" / "augment"
-# name -> every Augment field, read from sslib/conf/data/augment/<name>.yaml (the config group data/augment).
-AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
-    path.stem: yaml.safe_load(path.read_text()) for path in sorted(PRESET_DIR.glob("*.yaml"))
-}
 
 
 def _numbers(value: Any) -> tuple[float, ...] | None:

@@ -63,16 +63,3 @@ class MLP(nn.Sequential):
                     nn.init.trunc_normal_(layer.weight, std=0.02)
                     if layer.bias is not None:
                         nn.init.zeros_(layer.bias)
-
-
-def build_projector(in_dim: int, method) -> MLP:
-    """The projector of a method config: ``MLP([in_dim, *method.projector_dims])`` with its
-    ``projector_norm``, ``projector_activation``, ``projector_last_norm`` and ``projector_init``
-    (defaults: batchnorm, relu, off, default)."""
-    return MLP(
-        [in_dim, *method.projector_dims],
-        last_norm=bool(method.get("projector_last_norm", False)),
-        norm=method.get("projector_norm", "batchnorm"),
-        activation=method.get("projector_activation", "relu"),
-        init=method.get("projector_init", "default"),
-    )

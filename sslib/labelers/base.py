@@ -40,7 +40,7 @@ class Labeler(nn.Module):
         updated once from all views together, as DINO updates its centre once per step.
         ``check_finite=False`` leaves out the finiteness check, which reads a value from the device
         (on a GPU: waits for the logits); the training step does, and guards its loss instead
-        (:class:`sslib.callbacks.DivergenceGuard`).
+        (:class:`sslib.app.callbacks.DivergenceGuard`).
         """
         xs = [check_logits(v, check_finite) for v in views]
         targets = [self.assign(x) for x in xs]

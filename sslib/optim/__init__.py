@@ -1,6 +1,6 @@
 """Optimisers (LARS, SGD, AdamW), parameter grouping, per-tensor gradient clipping and per-iteration schedules.
 
-``sslib.optim.setup.configure`` builds a run's optimiser and schedule from its config.
+``sslib.app.optimizer.configure`` builds a run's optimiser and schedule from its config.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def clip_before_step(optimizer: Optimizer, params: Iterable[Tensor], max_norm: f
 
     A step pre-hook runs inside ``step``, so under a ``GradScaler`` it sees unscaled gradients. It does
     not suit ``step(closure)``, whose closure computes the gradients after the pre-hooks (Lightning's
-    loop): there :class:`sslib.methods.base.SSLMethod` clips in ``on_before_optimizer_step``.
+    loop): there :class:`sslib.app.methods.base.SSLMethod` clips in ``on_before_optimizer_step``.
     """
     check_positive("max_norm", max_norm)
     params = list(params)

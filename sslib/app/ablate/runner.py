@@ -1,0 +1,223 @@
+"""Train, evaluate and record each run of a :class:`~sslib.app.ablate.plan.Plan`, then write its report.
+
+Each run lives in ``<out>/<method>-<labeler>/`` (a normal sslib run folder). A run with a ``result.json``
+for the same config and evaluation settings is skipped; one whose ``last.ckpt`` has all its epochs is only
+evaluated; any other is trained, resuming its ``last.ckpt`` when there is one (``resume=auto``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import cast
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+
+from sslib.app.ablate.metrics import knn_curve, last_clusters_used
+from sslib.app.ablate.plan import EvalSettings, Plan, Run
+from sslib.app.ablate.plot import plot_knn_curves
+from sslib.app.ablate.table import Result, markdown, write_csv
+from sslib.app.builders import build_backbone
+from sslib.app.checkpoint import BACKBONE_PREFIX
+from sslib.app.checkpoint import trained_epochs as checkpoint_epochs
+from sslib.app.eval.offline import FeatureCache, knn_eval, linear_eval
+from sslib.app.train import LAST_CHECKPOINT, check_same_run, pretrain
+from sslib.io import atomic_write_bytes, atomic_write_text
+
+RESULT_FILE = "result.json"
+RANDOM_INIT = "random-init"  # the folder and the table row of the untrained backbone
+RANDOM_INIT_CHECKPOINT = "backbone.ckpt"
+TIME_FILE = "train_time.json"
+TABLE_FILE, CSV_FILE, PLOT_FILE = "ablation.md", "ablation.csv", "knn_top1.png"
+PRINT = partial(print, flush=True)  # progress lines stay in order with the trainer's output in a log file
+
+
+class TrainTimer(L.Callback):
+    """Training wall time (online evaluation included) of what the last checkpoint holds, summed over
+    resumed launches.
+
+    Each checkpoint stores the time trained so far (``state_dict``, read when it is written, at an epoch
+    end or mid-epoch), and a launch that resumes it adds its own time to that: a killed launch's work
+    after its last checkpoint, which the resumed launch trains again, is not counted twice. At every epoch
+    end the time is also written to ``run_dir/train_time.json`` as ``{"epochs", "seconds"}``; ``seconds``
+    is ``None`` after resuming a checkpoint that carries no time (trained without this callback).
+    ``clock`` returns seconds (``time.monotonic`` by default; tests pass a fake one).
+    """
+
+    def __init__(self, run_dir: Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.run_dir = run_dir
+        self.clock = clock
+        self.restored: float | None = 0.0  # the time of the resumed checkpoint (0: a fresh start)
+        self.loaded = False
+        self.start: float | None = None  # the clock when this launch's training started
+
+    def elapsed(self) -> float | None:
+        """Seconds trained so far, the resumed checkpoint's included; ``None`` when they are unknown."""
+        if self.restored is None or self.start is None:
+            return self.restored
+        return self.restored + self.clock() - self.start
+
+    def state_dict(self) -> dict[str, float | None]:
+        return {"seconds": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, float | None]) -> None:
+        self.restored, self.loaded = state_dict["seconds"], True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is not None and not self.loaded:  # resumed, but the checkpoint has no time
+            self.restored = None
+        self.start = self.clock()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            record = {"epochs": trainer.current_epoch + 1, "seconds": self.elapsed()}
+            atomic_write_text(self.run_dir / TIME_FILE, json.dumps(record))
+
+
+def train_seconds(run_dir: Path) -> float | None:
+    """The training wall time :class:`TrainTimer` recorded in ``run_dir``, if any."""
+    path = run_dir / TIME_FILE
+    return json.loads(path.read_text())["seconds"] if path.is_file() else None
+
+
+def trained_epochs(run_dir: Path) -> int:
+    """Finished epochs in the run's ``last.ckpt`` (0 without one)."""
+    ckpt = run_dir / LAST_CHECKPOINT
+    if not ckpt.is_file():
+        return 0
+    return checkpoint_epochs(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True))
+
+
+def evaluate(run: Run, settings: EvalSettings, checkpoint: Path | None = None) -> dict[str, float]:
+    """kNN and linear-probe top-1 (percent) of the val split on the frozen features of ``checkpoint``
+    (default: the run's final one), at the training crop size (as the online kNN)."""
+    data = run.cfg.data
+    cache = FeatureCache(
+        checkpoint or Path(run.cfg.run_dir) / LAST_CHECKPOINT,
+        data.name,
+        data.root,
+        image_size=data.global_crops.size,
+        num_workers=data.num_workers,
+    )
+    train, val = cache.features("train"), cache.features("val")
+    classes = cache.stats.num_classes
+    knn = knn_eval(*train, *val, settings.knn_k, settings.knn_temperature, (1.0,), run.cfg.seed, classes)
+    probe = linear_eval(*train, *val, settings.probe(run.cfg.seed), classes)
+    return {"knn_top1": knn[1.0]["top1"], "linear_top1": probe["top1"]}
+
+
+def load_result(run: Run, settings: EvalSettings) -> Result | None:
+    """The recorded result of ``run`` if it was evaluated with ``settings``."""
+    path = Path(run.cfg.run_dir) / RESULT_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return Result(**saved["result"]) if saved["eval"] == asdict(settings) else None
+
+
+def run_one(
+    run: Run,
+    settings: EvalSettings,
+    log: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
+) -> Result:
+    """Train (or resume) ``run`` unless done, evaluate it, and record ``result.json`` in its folder;
+    ``clock`` times the training (:class:`TrainTimer`)."""
+    run_dir = Path(run.cfg.run_dir)
+    check_same_run(run.cfg, run_dir, advice="choose another out=... for this ablation")
+    result = load_result(run, settings)
+    if result is not None:
+        log(f"{run.name}: finished, skipped ({run_dir / RESULT_FILE})")
+        return result
+    done, epochs = trained_epochs(run_dir), run.cfg.trainer.max_epochs
+    if done < epochs:
+        log(
+            f"{run.name}: {f'resuming after epoch {done}' if done else 'training'}, {epochs} epochs in {run_dir}"
+        )
+        pretrain(run.cfg, callbacks=[TrainTimer(run_dir, clock)])
+    log(f"{run.name}: evaluating {run_dir / LAST_CHECKPOINT}")
+    clusters = last_clusters_used(run_dir) if run.labeler else None
+    result = Result(
+        run.method,
+        run.labeler,
+        trained_epochs(run_dir),
+        train_seconds(run_dir),
+        **evaluate(run, settings),
+        clusters_used=clusters[0] if clusters else None,
+        n_clusters=clusters[1] if clusters else None,
+    )
+    record = {"result": asdict(result), "eval": asdict(settings)}
+    atomic_write_text(run_dir / RESULT_FILE, json.dumps(record, indent=2))
+    return result
+
+
+def _budget(run: Run) -> dict:
+    """What the untrained backbone of a plan depends on: the seed, the backbone and the data."""
+    cfg = run.cfg
+    return cast(
+        dict, OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["seed", "backbone", "data"]), resolve=True)
+    )
+
+
+def random_init_result(plan: Plan, settings: EvalSettings, log: Callable[[str], None]) -> Result:
+    """The table's reference row: kNN and linear probe of the untrained backbone of the plan's budget.
+
+    The backbone is built as a run builds it (seeded with ``seed``), saved as a checkpoint of its own in
+    ``<out>/random-init/`` and evaluated exactly as the runs' final checkpoints (same split, transform and
+    settings). Recorded in ``result.json`` with the budget and settings, and reused while both hold.
+    """
+    run = plan.runs[0]
+    folder = plan.out / RANDOM_INIT
+    path = folder / RESULT_FILE
+    key = {"eval": asdict(settings), "budget": _budget(run)}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if {k: saved.get(k) for k in key} == key:
+            log(f"{RANDOM_INIT}: finished, skipped ({path})")
+            return Result(**saved["result"])
+    log(f"{RANDOM_INIT}: evaluating the untrained backbone")
+    folder.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(run.cfg.seed, verbose=False)
+    backbone, _ = build_backbone(run.cfg)
+    checkpoint = folder / RANDOM_INIT_CHECKPOINT
+    state = {f"{BACKBONE_PREFIX}{k}": v for k, v in backbone.state_dict().items()}
+    cfg = OmegaConf.to_container(run.cfg, resolve=True)
+    atomic_write_bytes(checkpoint, _serialise({"state_dict": state, "hyper_parameters": {"cfg": cfg}}))
+    result = Result(
+        RANDOM_INIT, None, 0, None, **evaluate(run, settings, checkpoint), clusters_used=None, n_clusters=None
+    )
+    atomic_write_text(path, json.dumps({"result": asdict(result), **key}, indent=2))
+    return result
+
+
+def _serialise(obj: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def run_ablation(
+    plan: Plan, log: Callable[[str], None] = PRINT, clock: Callable[[], float] = time.monotonic
+) -> str:
+    """Run every run of ``plan``; write the table (Markdown, CSV) and the kNN plot into ``plan.out``.
+
+    The table's first row is the untrained backbone (:func:`random_init_result`). ``log`` prints progress
+    lines, ``clock`` (seconds) times each run's training. Returns the Markdown table.
+    """
+    results = [random_init_result(plan, plan.eval, log)]
+    for i, run in enumerate(plan.runs, 1):
+        log(f"[{i}/{len(plan.runs)}] {run.name}")
+        results.append(run_one(run, plan.eval, log, clock))
+    table = markdown(results, plan.eval)
+    atomic_write_text(plan.out / TABLE_FILE, table + "\n")
+    write_csv(results, plan.out / CSV_FILE)
+    curves = {run.name: knn_curve(Path(run.cfg.run_dir)) for run in plan.runs}
+    plot_knn_curves(curves, plan.out / PLOT_FILE, title=f"online kNN top-1, {plan.runs[0].cfg.data.name}")
+    return table

@@ -1,0 +1,78 @@
+"""``sslib pretrain [group=option] [key=value] ...`` (``python scripts/pretrain.py``): Hydra-style overrides,
+one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from sslib.app.config import GROUPS, compose, options
+from sslib.errors import SslibError
+
+USAGE = """usage: sslib pretrain [group=option ...] [key=value ...] [--cfg]   (or python scripts/pretrain.py ...)
+
+Trains a self-supervised backbone; with no arguments, MIRA on the embedded digits dataset (CPU, offline).
+  --cfg     print the composed config and exit
+examples:
+  sslib pretrain method=mira backbone=resnet18 data=cifar100
+  sslib pretrain method=mira labeler=sinkhorn trainer.max_epochs=20
+groups:
+"""
+
+
+def pretrain_main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); ``callbacks`` (Lightning callbacks) are
+    added to the trainer's. Exit status: 0 when done, 2 on bad input, 1 when the loss became NaN or Inf
+    (stopped before any checkpoint of it), ``128 + signal`` when SIGTERM or SIGUSR1 stopped training after
+    saving ``last.ckpt`` (what a shell reports for a job ended by it). Bad input is an
+    :class:`~sslib.errors.SslibError`, printed as one line; any other exception propagates with its traceback."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(args):
+        print(USAGE + "\n".join(f"  {g:9s} {', '.join(options(g))}" for g in GROUPS))
+        return 0
+    show_cfg = "--cfg" in args
+    overrides = [a for a in args if a != "--cfg"]
+    try:
+        cfg = compose(overrides)
+        if show_cfg:
+            print(OmegaConf.to_yaml(cfg))
+            return 0
+        from sslib.app.callbacks import Preempted  # heavy imports only when training
+        from sslib.app.train import pretrain
+
+        results = pretrain(cfg, list(callbacks))
+    except SslibError as err:  # bad input; any other exception is a bug and keeps its traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    # a diverged run (sslib.app.callbacks.DivergenceGuard): nothing was saved after it
+    except FloatingPointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Preempted as stop:
+        if stop.rank == 0:
+            print(stop, file=sys.stderr)
+        return 128 + stop.signum
+    if rank_zero():
+        report(results, cfg.run_dir)
+    return 0
+
+
+def rank_zero() -> bool:
+    """Whether this process is the first of its run (each of several processes runs the command line)."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def report(results: dict[str, float], run_dir: str) -> None:
+    knn = results.get("val/knn_top1")
+    if knn is None:
+        print(f"done; outputs in {run_dir}")
+        return
+    line = f"online kNN top-1 (k=20, cosine): {knn:.2f}%"
+    if "baseline/knn_top1" in results:
+        line += f" (random-init backbone: {results['baseline/knn_top1']:.2f}%)"
+    print(f"{line}; outputs in {run_dir}")

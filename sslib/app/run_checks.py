@@ -1,0 +1,51 @@
+"""Checks of a composed run config that must pass before any work starts (data, models, evaluation).
+
+Most values are checked where they are used, and those objects (data module, method) are built first
+thing in :func:`sslib.app.train.pretrain`. The optimiser and its schedule, though, are made by Lightning only
+when fitting starts, after the random-init baseline evaluation; :func:`check_run_config` checks their
+values up front, each error naming the config key (``optim.lr must be a finite number > 0, got -1``).
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from sslib.app.builders import backbone_spec, crop_sizes
+from sslib.app.methods.base import check_channels_last
+from sslib.app.optimizer import configure
+from sslib.backbones import check_crop_sizes
+from sslib.errors import ConfigError
+from sslib.validation import check_positive
+
+
+def check_run_config(cfg: DictConfig, world_size: int) -> None:
+    """Raise a one-line ``ConfigError`` naming the first bad optimiser or schedule value (or
+    ``compile_backbone``, ``channels_last``) of ``cfg``.
+
+    The scalar values are checked under their config names; then the run's optimiser and schedule are
+    built once on a stand-in parameter (``configure``, which checks everything else: ``optim.kwargs``,
+    the warm-up start ratio, the optimiser's own arguments) and thrown away.
+    """
+    compile_backbone = cfg.compile_backbone
+    if not isinstance(compile_backbone, bool):
+        raise ConfigError(f"compile_backbone must be true or false, got {compile_backbone!r}")
+    check_channels_last(cfg.channels_last)
+    for key in ("optim.lr", "online_eval.probe_lr"):
+        check_positive(key, OmegaConf.select(cfg, key))
+    final = cfg.optim.final_lr_ratio
+    if isinstance(final, bool) or not isinstance(final, (int, float)) or not 0 <= final <= 1:
+        raise ConfigError(
+            f"optim.final_lr_ratio must be a number in [0, 1] (final lr / peak lr), got {final!r}"
+        )
+    check_backbone_inputs(cfg)
+    try:
+        configure(cfg, nn.Linear(1, 1), nn.Linear(1, 1), world_size, total_steps=1, steps_per_epoch=1.0)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"optim: {err}") from None
+
+
+def check_backbone_inputs(cfg: DictConfig) -> None:
+    """A ViT's crops must be multiples of its patch size, and a ViT takes no CIFAR stem (one line each)."""
+    name, kwargs = backbone_spec(cfg)
+    check_crop_sizes(name, kwargs, crop_sizes(cfg))
