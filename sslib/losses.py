@@ -1,10 +1,12 @@
-"""Losses of the clustering methods: swapped prediction and DeepCluster-v2's cluster prediction."""
+"""The methods' losses, for any training loop: swapped prediction (MIRA, SwAV, DINO), DeepCluster-v2's
+cluster prediction, BYOL's normalised MSE, SimCLR's NT-Xent and Barlow Twins' redundancy reduction."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from sslib.distributed import all_gather_with_grad, all_reduce_with_grad, global_batch_size, rank
 from sslib.errors import ConfigError
 from sslib.validation import check_positive
 
@@ -76,3 +78,96 @@ def cluster_prediction_loss(
     ]
     n = (clusters >= 0).sum().clamp_min(1) * len(terms)
     return torch.stack(terms).sum() / n
+
+
+def loss_dtype(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 at least (fp16/bf16 under mixed precision are upcast; float64 is kept)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def no_autocast(x: torch.Tensor) -> torch.autocast:
+    """A context in which matmuls on ``x``'s device keep their input dtype (no fp16/bf16 autocast)."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def check_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
+    """The two views' embeddings must have the same (B, d) shape (one-line ``ConfigError``)."""
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ConfigError(
+            f"the two views' embeddings must both be (B, d), got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+
+
+BN_EPS = 1e-5  # nn.BatchNorm1d's
+
+
+def standardize(z: torch.Tensor, n: int, eps: float = BN_EPS) -> torch.Tensor:
+    """(B, D) -> (z - mean) / sqrt(var + eps), statistics over the global batch of ``n`` rows (biased var).
+
+    The same as ``BatchNorm1d(D, affine=False)`` in training mode on one process; under DDP the sums are
+    all-reduced (with gradient), so N ranks of B rows give what one process gives with N * B.
+    """
+    mean = all_reduce_with_grad(z.sum(dim=0)) / n
+    centred = z - mean
+    var = all_reduce_with_grad(centred.pow(2).sum(dim=0)) / n
+    return centred / torch.sqrt(var + eps)
+
+
+def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = BN_EPS) -> torch.Tensor:
+    """C = z1_hat^T z2_hat / N (D, D) of the standardised (B, D) embeddings of two views, over the global batch."""
+    check_pair(z1, z2)
+    z1, z2 = loss_dtype(z1), loss_dtype(z2)
+    n = global_batch_size(z1.shape[0], z1.device)
+    with no_autocast(z1):
+        return all_reduce_with_grad(standardize(z1, n, eps).T @ standardize(z2, n, eps)) / n
+
+
+def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float, scale: float = 1.0) -> torch.Tensor:
+    """Barlow Twins' Eq. 1 on (B, D) embeddings: scale * [sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2].
+
+    C is :func:`cross_correlation` (global batch under DDP, every rank gets the same loss). ``scale`` is
+    the official code's ``scale-loss`` (0.024 there, 0.1 in solo-learn's CIFAR recipe). Computed in float32
+    at least, also under autocast.
+    """
+    c = cross_correlation(z1, z2)
+    on_diag = (1 - c.diagonal()).pow(2).sum()
+    off_diag = c.pow(2).sum() - c.diagonal().pow(2).sum()
+    return scale * (on_diag + lambd * off_diag)
+
+
+def byol_loss(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    """BYOL's symmetrised normalised MSE, extended to multi-crop.
+
+    ``predictions[c]`` (B, d) are the online predictions of crop c (global crops first), ``targets[v]``
+    (B, d) the target network's projections of global view v (no grad). With q and z' L2-normalised,
+    L = sum over pairs (v, c != v) of mean_i ||q^c_i - z'^v_i||^2 = mean_i (2 - 2 cos(q^c_i, z'^v_i)):
+    with two views, BYOL's L + L~ = l(q^1, z'^2) + l(q^2, z'^1). Computed in float32 at least.
+    """
+    q = [F.normalize(loss_dtype(p), dim=1) for p in predictions]
+    t = [F.normalize(loss_dtype(z), dim=1) for z in targets]
+    terms = [
+        (2 - 2 * (q[c] * t[v]).sum(dim=1)).mean() for v in range(len(t)) for c in range(len(q)) if c != v
+    ]
+    return torch.stack(terms).sum()
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent (SimCLR Eq. 1) of the (B, d) projections of two views; mean over the 2B local anchors.
+
+    With u the L2-normalised rows, the anchor i's positive p(i) is the other view of its image and
+    l_i = -log( exp(u_i . u_p(i) / T) / sum_{k != i} exp(u_i . u_k / T) ), the candidates k running over
+    both views of the *global* batch: under DDP the rows of every rank are gathered with their gradient,
+    so the mean of the ranks' losses (equal batches) is the loss of one process on the whole batch.
+    Computed in float32 at least, also under autocast.
+    """
+    check_pair(z1, z2)
+    b = z1.shape[0]
+    anchors = F.normalize(loss_dtype(torch.cat([z1, z2])), dim=1)  # (2B, d)
+    candidates = all_gather_with_grad(anchors)  # (2B * world, d), rank r's rows at [2Br, 2B(r + 1))
+    local = torch.arange(2 * b, device=anchors.device)
+    own = rank() * 2 * b + local
+    with no_autocast(anchors):
+        logits = anchors @ candidates.T / temperature
+    logits = logits.masked_fill(F.one_hot(own, candidates.shape[0]).bool(), float("-inf"))
+    positives = rank() * 2 * b + (local + b) % (2 * b)
+    return F.cross_entropy(logits, positives)

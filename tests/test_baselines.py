@@ -15,9 +15,7 @@ from probes import EMAProbe, LossSpy, assert_updates_follow_the_ramp
 from sslib.app import methods
 from sslib.app.cli import pretrain_main
 from sslib.app.config import ConfigError, compose
-from sslib.app.methods.barlow import barlow_twins_loss, standardize
-from sslib.app.methods.byol import byol_loss
-from sslib.app.methods.simclr import nt_xent_loss
+from sslib.losses import barlow_twins_loss, byol_loss, nt_xent_loss, standardize
 
 BASELINES = ("byol", "barlow", "simclr")
 TINY = [

@@ -29,7 +29,7 @@ def test_help_lists_groups_and_options(capsys):
     out = capsys.readouterr().out
     assert (
         "method    barlow, byol, deepclusterv2, dino, mira, simclr, swav" in out
-        and "labeler   dino, kmeans, mira, sinkhorn" in out
+        and "labeler   dino, mira, nearest, sinkhorn" in out
     )
 
 
@@ -48,7 +48,7 @@ def test_cfg_prints_the_composed_recipe(capsys):
             ["method=byol2"],
             "error: unknown method 'byol2'; available: barlow, byol, deepclusterv2, dino, mira, simclr, swav",
         ),
-        (["labeler=knn"], "error: unknown labeler 'knn'; available: dino, kmeans, mira, sinkhorn"),
+        (["labeler=knn"], "error: unknown labeler 'knn'; available: dino, mira, nearest, sinkhorn"),
         (["backbone=vgg"], "error: unknown backbone 'vgg'; available: resnet18, resnet50, timm"),
         (["data=mnist"], "error: unknown data 'mnist'"),
         (["labeler=mira", "labeler.beta=1.0"], "error: beta must be in [0, 1), got 1.0"),

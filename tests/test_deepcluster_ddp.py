@@ -20,7 +20,7 @@ from sslib.modules.memory import MemoryBank
 N, DIM, K, BATCH = 64, 16, 6, 5
 STEPS = 5  # steps of 2 batches (one per rank); the last batch rewrites the first one's rows
 FILLED = (2 * STEPS - 1) * BATCH  # 45 rows: 23 clustered on rank 0, 22 on rank 1; 19 never seen (-1)
-LABELERS = ("kmeans", "mira")  # DeepCluster-v2's own, and MIRA (whose statistics are all-reduced)
+LABELERS = ("nearest", "mira")  # DeepCluster-v2's own, and MIRA (whose statistics are all-reduced)
 
 
 def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -12,8 +12,8 @@ from test_hub import served, tiny_entry  # noqa: F401  (the fixture and the entr
 from torchvision import models
 
 from sslib.app import zoo
-from sslib.app.eval.checkpoints import load_any_backbone, resolve
 from sslib.app.eval.cli import knn_main
+from sslib.app.eval.sources import load_any_backbone, resolve
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -41,10 +41,10 @@ def hub_entries(repo: Path) -> list[str]:
 
 
 def test_one_entry_per_zoo_model():
-    assert hub_entries(ROOT) == sorted(e.name.replace("-", "_") for e in zoo.list())
+    assert hub_entries(ROOT) == sorted(e.name.replace("-", "_") for e in zoo.entries())
 
 
-@pytest.mark.parametrize("entry", zoo.list(), ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", zoo.entries(), ids=lambda e: e.name)
 def test_pretrained_false_is_the_bare_architecture(entry: Entry, tmp_path):
     model = hub_load(ROOT, entry.name.replace("-", "_"), pretrained=False, cache_dir=tmp_path)
     expected, _ = backbones.build(entry.backbone, **entry.backbone_kwargs)
@@ -56,7 +56,7 @@ def test_pretrained_false_is_the_bare_architecture(entry: Entry, tmp_path):
 
 
 def test_unverified_model_is_refused_before_any_download(tmp_path):
-    entry = next(e for e in zoo.list() if not e.verified)
+    entry = next(e for e in zoo.entries() if not e.verified)
     with pytest.raises(ValueError, match="has no pinned sha256.*allow_unverified=True"):
         hub_load(ROOT, entry.name.replace("-", "_"), cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -43,7 +43,7 @@ def build(name: str, k: int = 3000, **kw) -> L.Labeler:
 
 
 def test_registry_lists_builtins_and_accepts_user_labelers():
-    assert L.available() == ["dino", "kmeans", "mira", "sinkhorn"]
+    assert L.available() == ["dino", "mira", "nearest", "sinkhorn"]
 
     @L.register("argmax-test")
     class ArgmaxLabeler(L.Labeler):
@@ -62,7 +62,7 @@ def test_registry_lists_builtins_and_accepts_user_labelers():
 @pytest.mark.parametrize(
     ("name", "kwargs", "match"),
     [
-        ("nope", {}, r"unknown labeler 'nope'; available: dino, kmeans, mira, sinkhorn"),
+        ("nope", {}, r"unknown labeler 'nope'; available: dino, mira, nearest, sinkhorn"),
         ("mira", {"beta": 1.0}, r"beta must be in \[0, 1\), got 1.0"),
         ("mira", {"beta": -0.1}, r"beta must be in \[0, 1\), got -0.1"),
         ("mira", {"temperature": 0.0}, r"temperature must be a finite number > 0, got 0.0"),
@@ -77,7 +77,11 @@ def test_registry_lists_builtins_and_accepts_user_labelers():
         ("sinkhorn", {"n_iters": 0}, r"n_iters must be an integer >= 1"),
         ("dino", {"temperature": -0.04}, r"temperature must be a finite number > 0"),
         ("dino", {"center_momentum": 1.5}, r"center_momentum must be in \[0, 1\], got 1.5"),
-        ("kmeans", {"n_iters": 10}, r"labeler 'kmeans' got unexpected argument\(s\) n_iters; allowed: none"),
+        (
+            "nearest",
+            {"n_iters": 10},
+            r"labeler 'nearest' got unexpected argument\(s\) n_iters; allowed: none",
+        ),
     ],
 )
 def test_bad_arguments_raise_one_line_value_error(name, kwargs, match):
@@ -94,7 +98,7 @@ def test_schedules_are_validated_too():
         lab.beta = 1.2
 
 
-@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "kmeans"])
+@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "nearest"])
 @pytest.mark.parametrize(
     ("bad", "match"),
     [
@@ -353,10 +357,10 @@ def test_dino_eval_mode_freezes_centre_and_views_update_once():
 # --- k-means (DeepCluster-v2) ------------------------------------------------------------------
 
 
-def test_kmeans_labeler_is_the_one_hot_of_the_argmax():
+def test_nearest_labeler_is_the_one_hot_of_the_argmax():
     z = cosine_logits(64, 30, seed=7)
     ref = torch.nn.functional.one_hot(z.double().argmax(1), 30).double()
-    assert torch.equal(L.build("kmeans")(z).double(), ref)
+    assert torch.equal(L.build("nearest")(z).double(), ref)
 
 
 def well_separated_clusters(k: int = 4, per_cluster: int = 25, dim: int = 16) -> tuple[torch.Tensor, ...]:
@@ -399,7 +403,7 @@ EXTREME = {
 
 
 @pytest.mark.parametrize("case", sorted(EXTREME))
-@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "kmeans"])
+@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "nearest"])
 def test_outputs_are_finite_row_stochastic_float32(name, case):
     logits = EXTREME[case]()
     out = build(name)(logits)
@@ -408,7 +412,7 @@ def test_outputs_are_finite_row_stochastic_float32(name, case):
     assert torch.allclose(out.sum(1), torch.ones(out.shape[0]), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "kmeans"])
+@pytest.mark.parametrize("name", ["mira", "sinkhorn", "dino", "nearest"])
 def test_no_grad_flows_through_targets(name):
     logits = cosine_logits(8, 3000).requires_grad_()
     assert not build(name)(logits).requires_grad
@@ -439,13 +443,13 @@ def test_label_stats_on_known_assignments():
 
 
 def test_label_statistics_of_a_training_step_read_nothing_back_to_the_host():
-    """The step logs :func:`label_statistics` as device tensors: on meta tensors, which hold no data, any
+    """The step logs :func:`label_stats_tensors` as device tensors: on meta tensors, which hold no data, any
     ``.item()``, ``bool(tensor)`` or size-from-data op (``bincount``) would raise; the values are those of
     :func:`label_stats`."""
     w = torch.softmax(torch.randn(20, 6) * 2, dim=1)
-    meta = L.label_statistics(w.to("meta"))
+    meta = L.label_stats_tensors(w.to("meta"))
     assert all(v.device.type == "meta" and v.dim() == 0 for v in meta.values())
-    stats, plain = L.label_statistics(w), L.label_stats(w)
+    stats, plain = L.label_stats_tensors(w), L.label_stats(w)
     assert {k: v.item() for k, v in stats.items()} == {
         k: v for k, v in plain.as_dict().items() if k != "n_clusters"
     }
@@ -471,10 +475,10 @@ def test_label_stats_match_eq2_in_float64():
     }
 
 
-def test_kmeans_keeps_float64_rows_in_float64_and_half_rows_in_float32():
+def test_nearest_keeps_float64_rows_in_float64_and_half_rows_in_float32():
     rows = torch.randn(40, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x = torch.nn.functional.normalize(rows, dim=1)
     start = x[:3].float()  # centroids of another dtype than the rows
     assert spherical_kmeans(x, start, 3).dtype == torch.float64
     assert spherical_kmeans(x.to(torch.bfloat16), start, 3).dtype == torch.float32
-    assert L.build("kmeans")(x @ x[:3].T).dtype == torch.float64
+    assert L.build("nearest")(x @ x[:3].T).dtype == torch.float64

@@ -31,7 +31,7 @@ def labelers() -> dict[str, L.Labeler]:
         "mira_torch": L.build("mira", n_iters=30, backend="torch"),
         "sinkhorn": L.build("sinkhorn", n_iters=3),
         "dino": L.build("dino", num_prototypes=K),
-        "kmeans": L.build("kmeans"),
+        "nearest": L.build("nearest"),
     }
 
 
@@ -62,7 +62,7 @@ def ranks(tmp_path_factory) -> list[dict[str, torch.Tensor]]:
     return run_on_ranks(shard_results, tmp_path_factory.mktemp("ddp"))
 
 
-@pytest.mark.parametrize("name", ["mira", "mira_torch", "sinkhorn", "dino", "dino_second_call", "kmeans"])
+@pytest.mark.parametrize("name", ["mira", "mira_torch", "sinkhorn", "dino", "dino_second_call", "nearest"])
 def test_sharded_targets_equal_single_process_targets(ranks, name):
     single = run_all(make_embeddings()[0])[name]
     sharded = torch.cat([r[name] for r in ranks])

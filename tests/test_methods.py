@@ -61,7 +61,7 @@ SWAPPED = "sslib.app.methods.clustering.swapped_prediction_loss"  # MIRA, SwAV, 
     ("method", "labeler"),
     [
         *itertools.product(["mira", "swav", "dino"], ["mira", "sinkhorn", "dino"]),
-        ("deepclusterv2", "kmeans"),
+        ("deepclusterv2", "nearest"),
         ("deepclusterv2", "mira"),  # k-means centroids, the memory labelled by MIRA
     ],
 )
@@ -99,7 +99,7 @@ def test_every_method_trains_with_every_labeler(tmp_path, monkeypatch, method, l
 def test_method_default_labelers_and_swav_ablation(tmp_path):
     assert compose(["method=swav"]).labeler.name == "sinkhorn"
     assert compose(["method=dino"]).labeler.name == "dino"
-    assert compose(["method=deepclusterv2"]).labeler.name == "kmeans"
+    assert compose(["method=deepclusterv2"]).labeler.name == "nearest"
     swav_dagger = compose(["method=mira", "labeler=sinkhorn"])  # the paper's SwAV-dagger ablation
     mira = compose(["method=mira"])
     assert swav_dagger.method == mira.method and swav_dagger.optim == mira.optim
@@ -319,7 +319,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
             ["method=nope"],
             "unknown method 'nope'; available: barlow, byol, deepclusterv2, dino, mira, simclr, swav",
         ),
-        (["labeler=nope"], "unknown labeler 'nope'; available: dino, kmeans, mira, sinkhorn"),
+        (["labeler=nope"], "unknown labeler 'nope'; available: dino, mira, nearest, sinkhorn"),
         (["backbone=nope"], "unknown backbone 'nope'; available: resnet18, resnet50, timm"),
         (
             ["data=nope"],

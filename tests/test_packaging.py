@@ -41,7 +41,7 @@ print(json.dumps({
     "imagenet100": (resources.files("sslib.data") / "imagenet100.txt").is_file(),
     "recipe_lr": cfg.optim.lr,
     "record_problems": recipes.check(record),
-    "zoo": [entry.to_dict() for entry in zoo.list()],
+    "zoo": [entry.to_dict() for entry in zoo.entries()],
     "manifest": str(manifest.MANIFEST_PATH),
 }))
 """
@@ -140,7 +140,7 @@ def test_sslib_imported_from_the_wheel_composes_a_recipe_loads_its_record_and_li
     assert report["record_problems"] == []
     assert report["recipe_lr"] == config.compose(["method=mira", "data=cifar10"]).optim.lr
     assert Path(report["manifest"]).is_relative_to(site)
-    assert report["zoo"] == [entry.to_dict() for entry in zoo.list()] and report["zoo"]
+    assert report["zoo"] == [entry.to_dict() for entry in zoo.entries()] and report["zoo"]
 
 
 @pytest.fixture(scope="module")

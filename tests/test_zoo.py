@@ -130,7 +130,7 @@ OFFICIAL = {  # name -> (method, format, reported ImageNet linear top-1)
 
 
 def test_manifest_lists_the_official_resnet50_checkpoints():
-    entries = {e.name: e for e in zoo.list()}
+    entries = {e.name: e for e in zoo.entries()}
     assert zoo.names() == list(entries) and set(OFFICIAL) <= set(entries)
     for name, (method, fmt, top1) in OFFICIAL.items():
         entry = entries[name]

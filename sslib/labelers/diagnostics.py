@@ -24,7 +24,7 @@ class LabelStats:
 
 
 @torch.no_grad()
-def label_statistics(targets: torch.Tensor) -> dict[str, torch.Tensor]:
+def label_stats_tensors(targets: torch.Tensor) -> dict[str, torch.Tensor]:
     """Eq. 2's entropy terms and cluster usage of ``targets`` (B, K), all-reduced across ranks, as 0-d
     tensors on ``targets``' device: nothing is read back to the host, so a training step that logs them
     does not wait for the device (keys as the fields of :class:`LabelStats`, without ``n_clusters``)."""
@@ -45,8 +45,8 @@ def label_statistics(targets: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def label_stats(targets: torch.Tensor) -> LabelStats:
-    """:func:`label_statistics` of ``targets`` (B, K) as Python numbers."""
-    stats = label_statistics(targets)
+    """:func:`label_stats_tensors` of ``targets`` (B, K) as Python numbers."""
+    stats = label_stats_tensors(targets)
     return LabelStats(
         marginal_entropy=stats["marginal_entropy"].item(),
         conditional_entropy=stats["conditional_entropy"].item(),

@@ -1,4 +1,5 @@
-"""Spherical k-means and its hard assignment, the pseudo-labels of DeepCluster-v2 (Caron et al., NeurIPS 2020)."""
+"""Spherical k-means, which makes DeepCluster-v2's prototypes (Caron et al., NeurIPS 2020); its labeler is
+:class:`sslib.labelers.nearest.NearestPrototypeLabeler`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from sslib.distributed import all_reduce
-from sslib.labelers.base import Labeler
-from sslib.labelers.registry import register
 
 E_STEP_ROWS = 16384  # rows scored at once in the assignment step, which bounds its (rows, K) buffer
 
@@ -36,19 +35,3 @@ def spherical_kmeans(x: torch.Tensor, centroids: torch.Tensor, n_iters: int) -> 
         used = counts > 0
         c[used] = F.normalize(sums[used], dim=1)
     return c
-
-
-@register("kmeans")
-class KMeansLabeler(Labeler):
-    """Hard targets: the one-hot of argmax_j logits_ij, i.e. the nearest prototype under cosine similarity.
-
-    With k-means centroids as the prototypes (``method=deepclusterv2``) this is the nearest centroid;
-    on another method's teacher logits (``method=mira labeler=kmeans``) it is a hard-assignment ablation.
-    Stateless and row-wise, so it needs no all-reduce.
-    """
-
-    def __init__(self) -> None:  # explicit, so that build() rejects any argument with a one-line error
-        super().__init__()
-
-    def assign(self, logits: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(logits.argmax(dim=1), logits.shape[1]).to(logits.dtype)

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sslib.app.eval.checkpoints import BackboneSource, load_any_backbone, resolve
 from sslib.app.eval.embedding import import_umap, plot_embedding, umap_embedding
 from sslib.app.eval.finetune import finetune_eval, finetune_settings
 from sslib.app.eval.offline import (
@@ -23,6 +22,7 @@ from sslib.app.eval.offline import (
     linear_probe,
 )
 from sslib.app.eval.report import evaluate_checkpoint, parse_options, write_report
+from sslib.app.eval.sources import BackboneSource, load_any_backbone, resolve
 from sslib.app.eval.subsets import knn_subsets
 from sslib.app.eval.transfer import c_grid
 from sslib.app.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval

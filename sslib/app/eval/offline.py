@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from sslib.app.datamodule import _eval_resize
-from sslib.app.eval.checkpoints import BackboneSource, load_any_backbone
+from sslib.app.eval.sources import BackboneSource, load_any_backbone
 from sslib.data import build_dataset, dataset_stats, eval_transform
 from sslib.data.digits import check_split
 from sslib.errors import ConfigError, MissingFileError

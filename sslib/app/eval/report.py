@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from sslib.app.eval.checkpoints import BackboneSource, resolve
 from sslib.app.eval.finetune import PROTOCOLS, finetune_eval, finetune_settings
 from sslib.app.eval.offline import FeatureCache, ProbeSettings, knn_eval, linear_probe
+from sslib.app.eval.sources import BackboneSource, resolve
 from sslib.app.eval.subsets import knn_subsets
 from sslib.app.eval.transfer import c_grid
 from sslib.app.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval

@@ -5,32 +5,16 @@ from __future__ import annotations
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from sslib.app.methods.siamese import SiameseMethod, loss_dtype
+from sslib.app.methods.siamese import SiameseMethod
 from sslib.errors import ConfigError
 from sslib.heads import MLP
+from sslib.losses import byol_loss
 from sslib.modules.crops import embed_crops
 from sslib.modules.ema import make_teacher
 from sslib.validation import check_unit_interval
-
-
-def byol_loss(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
-    """BYOL's symmetrised normalised MSE, extended to multi-crop.
-
-    ``predictions[c]`` (B, d) are the online predictions of crop c (global crops first), ``targets[v]``
-    (B, d) the target network's projections of global view v (no grad). With q and z' L2-normalised,
-    L = sum over pairs (v, c != v) of mean_i ||q^c_i - z'^v_i||^2 = mean_i (2 - 2 cos(q^c_i, z'^v_i)):
-    with two views, BYOL's L + L~ = l(q^1, z'^2) + l(q^2, z'^1). Computed in float32 at least.
-    """
-    q = [F.normalize(loss_dtype(p), dim=1) for p in predictions]
-    t = [F.normalize(loss_dtype(z), dim=1) for z in targets]
-    terms = [
-        (2 - 2 * (q[c] * t[v]).sum(dim=1)).mean() for v in range(len(t)) for c in range(len(q)) if c != v
-    ]
-    return torch.stack(terms).sum()
 
 
 class BYOL(SiameseMethod):

@@ -11,7 +11,7 @@ from sslib.app.builders import build_labeler, build_projector
 from sslib.app.methods.base import SSLMethod
 from sslib.errors import ConfigError
 from sslib.heads import PrototypeHead
-from sslib.labelers import label_statistics
+from sslib.labelers import label_stats_tensors
 from sslib.losses import swapped_prediction_loss
 from sslib.modules.crops import check_crop_forward, embed_crops
 from sslib.modules.ema import make_teacher
@@ -85,7 +85,7 @@ class ClusteringMethod(SSLMethod):
             if m.queue.length
             else None
         )
-        self._last_stats: dict[str, torch.Tensor] | None = None  # label_statistics of the last batch
+        self._last_stats: dict[str, torch.Tensor] | None = None  # label_stats_tensors of the last batch
 
     def ssl_modules(self) -> nn.ModuleDict:
         return nn.ModuleDict(
@@ -120,7 +120,7 @@ class ClusteringMethod(SSLMethod):
     def _label_metrics(self, targets: torch.Tensor) -> dict[str, float | torch.Tensor]:
         """``labels/*`` statistics of ``targets`` (B, K) (kept for the collapse check) and ``schedule/*``;
         the statistics stay device tensors, read only when Lightning writes its logs."""
-        stats = label_statistics(targets)
+        stats = label_stats_tensors(targets)
         self._last_stats = stats
         metrics: dict[str, float | torch.Tensor] = {f"labels/{k}": v for k, v in stats.items()}
         metrics["labels/n_clusters"] = float(targets.shape[1])

@@ -10,25 +10,8 @@ from torch import nn
 from sslib.app.builders import build_projector
 from sslib.app.methods.base import SSLMethod
 from sslib.errors import ConfigError
+from sslib.losses import loss_dtype
 from sslib.modules.crops import check_crop_forward, embed_crops
-
-
-def loss_dtype(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float32 at least (fp16/bf16 under mixed precision are upcast; float64 is kept)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def no_autocast(x: torch.Tensor) -> torch.autocast:
-    """A context in which matmuls on ``x``'s device keep their input dtype (no fp16/bf16 autocast)."""
-    return torch.autocast(x.device.type, enabled=False)
-
-
-def check_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
-    """The two views' embeddings must have the same (B, d) shape (one-line ``ConfigError``)."""
-    if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ConfigError(
-            f"the two views' embeddings must both be (B, d), got {tuple(z1.shape)} and {tuple(z2.shape)}"
-        )
 
 
 class SiameseMethod(SSLMethod):

@@ -1,6 +1,6 @@
 """Model zoo: published self-supervised backbones with verified, cached downloads.
 
-``sslib.app.zoo.list()`` gives the entries of ``sslib/app/zoo/manifest.yaml``; ``sslib.app.zoo.load(name)`` downloads a
+``sslib.app.zoo.entries()`` gives the entries of ``sslib/app/zoo/manifest.yaml``; ``sslib.app.zoo.load(name)`` downloads a
 checkpoint once into the cache (``$SSLIB_ZOO_CACHE``, else ``<torch hub dir>/checkpoints/sslib``),
 verifies its SHA-256, converts its published layout and returns the backbone in eval mode. Files are
 read with ``weights_only=True`` or safetensors, so a checkpoint can never run code.
@@ -8,7 +8,6 @@ read with ``weights_only=True`` or safetensors, so a checkpoint can never run co
 
 from __future__ import annotations
 
-import builtins
 import warnings
 from pathlib import Path
 
@@ -21,22 +20,22 @@ from sslib.app.zoo.manifest import Entry, load_manifest
 from sslib.app.zoo.weights import load_into, read_weights
 from sslib.errors import ConfigError
 
-__all__ = ["DownloadError", "Entry", "download", "get", "list", "load", "names", "resolve_cache_dir"]
+__all__ = ["DownloadError", "Entry", "download", "entries", "get", "load", "names", "resolve_cache_dir"]
 
 
-def list() -> builtins.list[Entry]:
+def entries() -> list[Entry]:
     """Every entry of the zoo manifest, in manifest order."""
     return load_manifest()
 
 
-def names() -> builtins.list[str]:
+def names() -> list[str]:
     """The names of the zoo's entries."""
-    return [entry.name for entry in list()]
+    return [entry.name for entry in entries()]
 
 
 def get(name: str) -> Entry:
     """The entry called ``name``; an unknown name is a one-line ``ConfigError`` listing the names."""
-    for entry in list():
+    for entry in entries():
         if entry.name == name:
             return entry
     raise ConfigError(f"unknown zoo model '{name}'; available: {', '.join(names())}")

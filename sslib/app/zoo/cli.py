@@ -28,7 +28,7 @@ def zoo_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
-            print(table(zoo.list()))
+            print(table(zoo.entries()))
         else:
             print(zoo.download(args.name, args.cache_dir, args.allow_unverified))
     except ERRORS as err:
