@@ -1,10 +1,18 @@
-"""Atomic file writes: a reader (or a resumed run) never sees a half-written file."""
+"""Checkpoint files: atomic writes, so a reader (or a resumed run) never sees a half-written file, and safe
+reads (``weights_only=True``) whose failures are one line naming the file."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
+from typing import Any
+
+import torch
+
+from sslib.errors import ConfigError, MissingFileError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
@@ -25,3 +33,32 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def load_torch_file(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, so the file can never run
+    code (``mmap``: map the file instead of reading it whole). A missing file is a :class:`MissingFileError`; a file that holds other objects, or that is empty,
+    truncated or not a torch file, is a one-line :class:`ConfigError` naming it and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"checkpoint '{path}' does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if not zipfile.is_zipfile(path):  # torch.save writes zip archives; other bytes fail as pickles
+            raise _unreadable(path, err) from None
+        raise ConfigError(
+            f"checkpoint '{path}' holds objects other than tensors and plain containers; sslib reads "
+            "checkpoints with weights_only=True and does not run their code: export it from the library "
+            "that wrote it, or use a file you trust that holds tensors only"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:  # empty, truncated
+        raise _unreadable(path, err) from None
+
+
+def _unreadable(path: Path, err: Exception) -> ConfigError:
+    kind = "is empty" if path.stat().st_size == 0 else "is not a readable torch checkpoint"
+    return ConfigError(
+        f"checkpoint '{path}' {kind} ({type(err).__name__}), e.g. cut short by a crash or a full disk: "
+        "delete it and resume from an earlier checkpoint, or start the run again"
+    )

@@ -22,7 +22,7 @@ from torch import nn
 
 from sslib.distributed import all_reduce, convert_batchnorm, world_size
 from sslib.errors import ConfigError
-from sslib.io import atomic_write_bytes
+from sslib.io import atomic_write_bytes, load_torch_file
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM: preemption / time limit, and --signal=USR1@T
 
@@ -57,7 +57,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
     ) -> dict:
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        """The checkpoint at ``path`` read with ``weights_only=True``; an unreadable one is one line
+        (:func:`sslib.io.load_torch_file`)."""
+        return load_torch_file(path, map_location)
 
 
 class DivergenceGuard(L.Callback):

@@ -11,23 +11,20 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from sslib.app.builders import build_backbone
-from sslib.errors import ConfigError, MissingFileError
+from sslib.errors import ConfigError
+from sslib.io import load_torch_file
 
 BACKBONE_PREFIX = "backbone."
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """The checkpoint dict at ``path``, loaded with ``weights_only=True`` (it can never run code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"checkpoint '{path}' does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file, pickle with code, wrong format
-        raise ConfigError(
-            f"checkpoint '{path}' could not be loaded safely: {str(err).splitlines()[0]}"
-        ) from None
-    if "state_dict" not in ckpt or "cfg" not in ckpt.get("hyper_parameters", {}):
+    ckpt = load_torch_file(path)
+    if (
+        not isinstance(ckpt, dict)
+        or "state_dict" not in ckpt
+        or "cfg" not in ckpt.get("hyper_parameters", {})
+    ):
         raise ConfigError(f"checkpoint '{path}' is not an sslib training checkpoint (no state_dict / config)")
     return ckpt
 

@@ -30,7 +30,7 @@ from sslib.app.datamodule import SSLDataModule
 from sslib.app.methods.base import STEP_METRICS
 from sslib.app.run_checks import check_run_config
 from sslib.errors import ConfigError, MissingFileError
-from sslib.io import atomic_write_text
+from sslib.io import atomic_write_text, load_torch_file
 
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
@@ -107,7 +107,7 @@ def resume_position(ckpt: str) -> tuple[int, int]:
     sampler must be told (sslib.data.sampling makes order and crops a function of the epoch and index).
     An epoch in progress has been started but not processed: its batch counter is then the position.
     """
-    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    state = load_torch_file(ckpt, mmap=True)
     loop = state["loops"]["fit_loop"]
     epoch = trained_epochs(state)
     started = loop["epoch_progress"]["current"]["started"]

@@ -29,7 +29,7 @@ from sslib.app.checkpoint import BACKBONE_PREFIX
 from sslib.app.checkpoint import trained_epochs as checkpoint_epochs
 from sslib.app.eval.offline import FeatureCache, knn_eval, linear_eval
 from sslib.app.train import LAST_CHECKPOINT, check_same_run, pretrain
-from sslib.io import atomic_write_bytes, atomic_write_text
+from sslib.io import atomic_write_bytes, atomic_write_text, load_torch_file
 
 RESULT_FILE = "result.json"
 RANDOM_INIT = "random-init"  # the folder and the table row of the untrained backbone
@@ -92,7 +92,7 @@ def trained_epochs(run_dir: Path) -> int:
     ckpt = run_dir / LAST_CHECKPOINT
     if not ckpt.is_file():
         return 0
-    return checkpoint_epochs(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True))
+    return checkpoint_epochs(load_torch_file(ckpt, mmap=True))
 
 
 def evaluate(run: Run, settings: EvalSettings, checkpoint: Path | None = None) -> dict[str, float]:
