@@ -4,7 +4,7 @@ usage: python tests/pretrain_probe.py [--record DIR] [--signal STEP:NAME] [--kil
 
 --record DIR        each rank saves DIR/rank<r>.pt when fit ends (also when it is stopped):
                     {"batches": [(epoch, indices (B,)), ...] trained by this process, "metrics": {...}}
---signal STEP:NAME  rank 0 sends itself signal NAME (TERM, USR1, KILL) at the end of global step STEP
+--signal STEP:NAME  rank 0 sends itself signal NAME (TERM, USR1, INT, KILL) at the end of global step STEP
 --kill-in-write N   the N-th checkpoint write (1-based) stops halfway: half the bytes are in the temporary
                     file when the process SIGKILLs itself, as a kill during the write would leave them
 """

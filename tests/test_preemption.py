@@ -63,7 +63,7 @@ def uninterrupted(tmp_path_factory) -> tuple[dict, list]:
     return weights(run_dir), batches(run_dir / "rec")
 
 
-@pytest.mark.parametrize("name", ["TERM", "USR1"])
+@pytest.mark.parametrize("name", ["TERM", "USR1", "INT"])
 def test_signal_mid_epoch_saves_stops_and_resumes_to_the_same_weights(name, uninterrupted, tmp_path):
     full_weights, full_batches = uninterrupted
     run_dir = tmp_path / "run"

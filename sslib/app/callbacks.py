@@ -24,7 +24,8 @@ from sslib.distributed import all_reduce, convert_batchnorm, world_size
 from sslib.errors import ConfigError
 from sslib.io import atomic_write_bytes, load_torch_file
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SLURM: preemption / time limit, and --signal=USR1@T
+# SLURM: preemption / time limit, and --signal=USR1@T; Ctrl-C in a terminal
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class SyncBatchNormPlugin(TorchSyncBatchNorm):
@@ -149,7 +150,8 @@ def slurm_job_id() -> str | None:
 
 class SaveAndStop(L.Callback):
     """Writes ``path`` (the run's ``last.ckpt``) every ``every_n_steps`` optimiser steps (0: never
-    mid-epoch), and on SIGTERM or SIGUSR1 saves it at the next step boundary and stops the run.
+    mid-epoch), and on SIGTERM, SIGUSR1 or SIGINT (Ctrl-C; a second one stops at once) saves it at the
+    next step boundary and stops the run.
 
     The signal only sets a flag; after each training batch the ranks take the maximum of their flags
     (one all-reduce of one integer), so every rank saves and stops after the same step even when the
@@ -170,6 +172,8 @@ class SaveAndStop(L.Callback):
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the step-boundary checkpoint
         self.received = int(signum)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
