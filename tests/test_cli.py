@@ -109,3 +109,21 @@ def test_an_internal_error_keeps_its_traceback_where_bad_input_is_one_line(
     assert capsys.readouterr().err == "error: data.batch_size must be an integer >= 2, got 1\n"
     assert issubclass(ConfigError, SslibError) and issubclass(ConfigError, ValueError)
     assert issubclass(MissingFileError, SslibError) and issubclass(MissingFileError, FileNotFoundError)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epoch=1", "trainer.max_epoch is not a key of the composed config; did you mean trainer.max_epochs=1?"),
+        ("data.batchsize=4", "data.batchsize is not a key of the composed config; did you mean data.batch_size=4?"),
+        ("trainer.deterministic=true", "trainer.deterministic is not a key of the composed config (to add it: +trainer.deterministic=true)"),
+        ("method.nope=3", "method.nope is not a key of the composed config; method has: name, labeler, num_prototypes"),
+    ],
+)  # fmt: skip
+def test_an_unknown_key_names_the_near_one_and_suggests_plus_only_where_the_target_takes_it(
+    tmp_path, capsys, override, message
+):
+    assert pretrain_main([override, f"run_dir={tmp_path}", "--cfg"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"error: {message}"), err
+    assert ("+" in err) == override.startswith("trainer.deterministic")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Sequence
@@ -97,10 +98,40 @@ def _one_line(err: Exception) -> str:
     missing = re.search(r"Missing mandatory value: (\S+)", str(err))
     if missing:
         return f"{missing.group(1)} is required: set {missing.group(1)}=..."
-    append = re.search(r"Could not override '(\S+)'\.\s+To append to your config use (\S+)", str(err))
-    if append:  # e.g. optim.clip_grad under optim=lars, which has no such key
-        return f"{append.group(1)} is not a key of the composed config (to add it anyway: {append.group(2)})"
     return message
+
+
+def _unknown_key_message(key: str, value: str, overrides: Sequence[str]) -> str:
+    """One line for an override of ``key``, which the composed config lacks: the nearest key of its parent
+    node if one is close (``trainer.max_epoch`` -> ``trainer.max_epochs``), else ``+key=value`` where the
+    target takes new keys (a ``lightning.Trainer`` argument under ``trainer.``, an optimiser argument under
+    ``optim.kwargs.``), else the keys the parent has."""
+    parent, _, leaf = key.rpartition(".")
+    others = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+    try:
+        node = (
+            OmegaConf.select(_compose_labeled(others, _check_group_choices(others)), parent)
+            if parent
+            else None
+        )
+    except (HydraException, OmegaConfBaseException, ConfigError):
+        node = None
+    keys = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    near = difflib.get_close_matches(leaf, keys, n=1, cutoff=0.75)
+    head = f"{key} is not a key of the composed config"
+    if near:
+        return f"{head}; did you mean {parent}.{near[0]}={value}?"
+    if parent == "optim.kwargs" or (parent == "trainer" and leaf in _trainer_arguments()):
+        return f"{head} (to add it: +{key}={value})"
+    return f"{head}; {parent or 'the config'} has: {', '.join(keys)}" if keys else head
+
+
+def _trainer_arguments() -> set[str]:
+    import inspect
+
+    from lightning import Trainer  # the application layer: only when a trainer key is suggested
+
+    return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
 
 
 def _drop_recipe_labeler_settings(cfg: DictConfig, overrides: Sequence[str]) -> None:
@@ -230,6 +261,14 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
             cfg.pop(RECIPE_GROUPS_KEY, None)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
+        append = re.search(
+            r"Could not override '(\S+)'\.\s+To append to your config use \+\S+?=(.*)$", str(err), re.M
+        )
+        if append:  # e.g. trainer.max_epoch=1, or optim.clip_grad under an optimiser without it
+            with initialize_config_module(CONF_MODULE, version_base="1.3"):
+                raise ConfigError(
+                    _unknown_key_message(append.group(1), append.group(2).strip(), overrides)
+                ) from None
         raise ConfigError(_one_line(err)) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
