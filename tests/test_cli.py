@@ -127,3 +127,25 @@ def test_an_unknown_key_names_the_near_one_and_suggests_plus_only_where_the_targ
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith(f"error: {message}"), err
     assert ("+" in err) == override.startswith("trainer.deterministic")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epochs=-1", "trainer.max_epochs must be an integer >= 1, got -1"),
+        ("trainer.max_epochs=0", "trainer.max_epochs must be an integer >= 1, got 0"),
+        ("data.batch_size=1", "data.batch_size must be an integer >= 2 (per device; BatchNorm needs two samples), got 1"),
+        ("data.global_crops.n=1", "data.global_crops.n=1 with no local crops gives one view of each image"),
+    ],
+)  # fmt: skip
+def test_a_run_that_cannot_train_stops_in_one_line_before_any_work(
+    tmp_path, monkeypatch, capsys, override, message
+):
+    def no_work(*args, **kwargs):
+        raise AssertionError("data were built before the config was checked")
+
+    monkeypatch.setattr("sslib.app.train.SSLDataModule", no_work)
+    assert pretrain_main([override, f"run_dir={tmp_path}", "trainer.accelerator=cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"error: {message}"), err
+    assert not (tmp_path / "checkpoints").exists()

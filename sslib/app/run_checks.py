@@ -16,7 +16,7 @@ from sslib.app.methods.base import check_channels_last
 from sslib.app.optimizer import configure
 from sslib.backbones import check_crop_sizes
 from sslib.errors import ConfigError
-from sslib.validation import check_positive
+from sslib.validation import check_int_at_least, check_positive
 
 
 def check_run_config(cfg: DictConfig, world_size: int) -> None:
@@ -39,10 +39,30 @@ def check_run_config(cfg: DictConfig, world_size: int) -> None:
             f"optim.final_lr_ratio must be a number in [0, 1] (final lr / peak lr), got {final!r}"
         )
     check_backbone_inputs(cfg)
+    check_run_length_and_batch(cfg)
     try:
         configure(cfg, nn.Linear(1, 1), nn.Linear(1, 1), world_size, total_steps=1, steps_per_epoch=1.0)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"optim: {err}") from None
+
+
+def check_run_length_and_batch(cfg: DictConfig) -> None:
+    """A run trains at least one epoch (its schedules need a finite length), on batches of at least two
+    samples per device (BatchNorm normalises over the batch: one sample gives zeros), with at least two
+    crops per image (every method compares two views)."""
+    check_int_at_least("trainer.max_epochs", cfg.trainer.max_epochs, 1)
+    batch = cfg.data.batch_size
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
+        raise ConfigError(
+            f"data.batch_size must be an integer >= 2 (per device; BatchNorm needs two samples), got {batch!r}"
+        )
+    n_global = check_int_at_least("data.global_crops.n", cfg.data.global_crops.n, 1)
+    n_local = cfg.data.local_crops.n if cfg.data.get("local_crops") else 0
+    if n_global + n_local < 2:
+        raise ConfigError(
+            f"data.global_crops.n={n_global} with no local crops gives one view of each image; "
+            "every method compares two: data.global_crops.n=2 (or add data.local_crops)"
+        )
 
 
 def check_backbone_inputs(cfg: DictConfig) -> None:
