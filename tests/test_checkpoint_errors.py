@@ -71,3 +71,26 @@ def test_resuming_from_a_truncated_last_checkpoint_is_one_line(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert err.count("\n") == 0 and "last.ckpt' is not a readable torch checkpoint" in err
+
+
+TINY_RUN = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "baseline_eval=false",
+    "data.batch_size=16",
+]
+
+
+@pytest.mark.parametrize("method", ["swav", "byol"])
+def test_resuming_another_methods_checkpoint_is_one_line_naming_both(tmp_path, capsys, method):
+    assert pretrain_main([*TINY_RUN, f"run_dir={tmp_path / 'mira'}"]) == 0
+    ckpt = tmp_path / "mira" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    code = pretrain_main([*TINY_RUN, f"method={method}", f"resume={ckpt}", f"run_dir={tmp_path / method}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.count("\n") == 0 and f"checkpoint {ckpt} was trained with method.name=mira" in err
+    assert f"this run has method.name={method}" in err and "resume=never" in err

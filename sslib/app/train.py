@@ -99,15 +99,41 @@ def check_same_run(
         )
 
 
-def resume_position(ckpt: str) -> tuple[int, int]:
+# What a checkpoint's weights are shaped by: resuming with other values cannot load them.
+ARCHITECTURE_KEYS = ("method.name", "method.num_prototypes", "method.projector_dims", "method.predictor_dims")
+
+
+def check_same_architecture(state: dict, cfg: DictConfig, ckpt: str) -> None:
+    """One line when checkpoint ``ckpt`` (loaded as ``state``) was trained with another method, backbone or
+    head sizes than ``cfg``, whose weights it cannot hold."""
+    saved = state.get("hyper_parameters", {}).get("cfg")
+    if not isinstance(saved, dict):
+        return
+    old, new = _flatten(saved), _flatten(to_dict(cfg))
+    keys = [k for k in sorted(set(old) | set(new)) if k in ARCHITECTURE_KEYS or k.startswith("backbone.")]
+    changed = [k for k in keys if old.get(k) != new.get(k)]
+    if changed:
+        was = " ".join(f"{k}={old.get(k)}" for k in changed[:3])
+        now = " ".join(f"{k}={new.get(k)}" for k in changed[:3])
+        raise ConfigError(
+            f"checkpoint {ckpt} was trained with {was}, this run has {now}: resume from a checkpoint of "
+            "the same method, backbone and heads, or start afresh (resume=never, or another run_dir)"
+        )
+
+
+def resume_position(ckpt: str, cfg: DictConfig | None = None) -> tuple[int, int]:
     """``(epoch, batches)``: the epoch a resumed run starts in and the batches of it already trained
     (0 unless the checkpoint was written mid-epoch).
 
     Lightning creates the first training iterator before it restores its loops, so the data module's
     sampler must be told (sslib.data.sampling makes order and crops a function of the epoch and index).
     An epoch in progress has been started but not processed: its batch counter is then the position.
+    With ``cfg``, a checkpoint of another method, backbone or head sizes is a one-line error first
+    (:func:`check_same_architecture`).
     """
     state = load_torch_file(ckpt, mmap=True)
+    if cfg is not None:
+        check_same_architecture(state, cfg, ckpt)
     loop = state["loops"]["fit_loop"]
     epoch = trained_epochs(state)
     started = loop["epoch_progress"]["current"]["started"]
@@ -326,7 +352,7 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str,
     if ckpt is not None:
         if cfg.resume == "auto":
             check_same_run(cfg, run_dir)
-        datamodule.start_epoch, datamodule.start_batch = resume_position(ckpt)
+        datamodule.start_epoch, datamodule.start_batch = resume_position(ckpt, cfg)
     model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
     trainer = build_trainer(cfg, run_dir, callbacks)
     if trainer.is_global_zero:
