@@ -94,3 +94,18 @@ def test_resuming_another_methods_checkpoint_is_one_line_naming_both(tmp_path, c
     assert code == 2, err
     assert err.count("\n") == 0 and f"checkpoint {ckpt} was trained with method.name=mira" in err
     assert f"this run has method.name={method}" in err and "resume=never" in err
+
+
+def test_running_a_finished_run_again_reports_it_and_trains_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert pretrain_main([*TINY_RUN, f"run_dir={run_dir}"]) == 0
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    knn = first.split("online kNN top-1 (k=20, cosine): ", 1)[1].split("%", 1)[0]
+    before = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    assert pretrain_main([*TINY_RUN, f"run_dir={run_dir}"]) == 0
+    again = capsys.readouterr().out.strip().splitlines()[-1]
+    assert again.startswith(
+        f"already finished (1 epoch), nothing trained; online kNN top-1 (k=20, cosine): {knn}%"
+    )
+    assert (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before
+    assert len(list((run_dir / "logs").glob("version_*"))) == 1  # no empty logger version per launch

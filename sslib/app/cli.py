@@ -68,11 +68,18 @@ def rank_zero() -> bool:
 
 
 def report(results: dict[str, float], run_dir: str) -> None:
+    """The run's last line: its online kNN top-1 (and the random-init baseline's), or, for a run that had
+    already finished, that it had and its final result."""
     knn = results.get("val/knn_top1")
+    finished = results.get("finished_epochs")
+    prefix = ""
+    if finished is not None:
+        epochs = int(finished)
+        prefix = f"already finished ({epochs} epoch{'s' * (epochs != 1)}), nothing trained; "
     if knn is None:
-        print(f"done; outputs in {run_dir}")
+        print(f"{prefix or 'done; '}outputs in {run_dir}")
         return
-    line = f"online kNN top-1 (k=20, cosine): {knn:.2f}%"
+    line = f"{prefix}online kNN top-1 (k=20, cosine): {knn:.2f}%"
     if "baseline/knn_top1" in results:
         line += f" (random-init backbone: {results['baseline/knn_top1']:.2f}%)"
     print(f"{line}; outputs in {run_dir}")

@@ -31,6 +31,7 @@ from sslib.app.methods.base import STEP_METRICS
 from sslib.app.run_checks import check_run_config
 from sslib.errors import ConfigError, MissingFileError
 from sslib.io import atomic_write_text, load_torch_file
+from sslib.metrics.online import CHECKPOINT_KEY as ONLINE_RECORD_KEY
 
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
@@ -139,6 +140,21 @@ def resume_position(ckpt: str, cfg: DictConfig | None = None) -> tuple[int, int]
     started = loop["epoch_progress"]["current"]["started"]
     batches = loop["epoch_loop.batch_progress"]["current"]["processed"] if started > epoch else 0
     return epoch, int(batches)
+
+
+def finished_run(ckpt: str, cfg: DictConfig) -> dict[str, float] | None:
+    """For a checkpoint that has trained all ``trainer.max_epochs``: ``finished_epochs`` and its last online
+    metrics (``val/...``), so that running a finished run again reports it and trains nothing (nor adds a
+    logger version); ``None`` for a run still to train."""
+    state = load_torch_file(ckpt, mmap=True)
+    epochs = trained_epochs(state)
+    if epochs < cfg.trainer.max_epochs:
+        return None
+    record = state.get(ONLINE_RECORD_KEY) or {}
+    return {
+        "finished_epochs": float(epochs),
+        **{f"val/{k}": float(v) for k, v in record.items() if k != "epochs"},
+    }
 
 
 def run_id(run_dir: Path) -> str:
@@ -346,12 +362,15 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str,
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
     ckpt = resume_path(cfg.resume, run_dir)
+    if ckpt is not None and cfg.resume == "auto":
+        check_same_run(cfg, run_dir)
+        finished = finished_run(ckpt, cfg)
+        if finished is not None:
+            return finished
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # fail fast on missing or broken data, before any model is built
     check_shards(datamodule, world)
     if ckpt is not None:
-        if cfg.resume == "auto":
-            check_same_run(cfg, run_dir)
         datamodule.start_epoch, datamodule.start_batch = resume_position(ckpt, cfg)
     model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
     trainer = build_trainer(cfg, run_dir, callbacks)
