@@ -31,11 +31,11 @@ from __future__ import annotations
 import copy
 import math
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from official_step import float64_trainer, multicrop_batches
 from torch import nn
 
 import sslib.app.methods.base
@@ -62,13 +62,7 @@ def tiny_backbone() -> nn.Module:
 
 def batches() -> list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
     """One epoch: 2 global crops 8x8, then 2 local crops 4x4, of B images."""
-    g = torch.Generator().manual_seed(1)
-    out = []
-    for _ in range(STEPS):
-        crops = [torch.randn(B, 3, 8, 8, generator=g, dtype=torch.float64) * s for s in (1.0, 2.0)]
-        crops += [torch.randn(B, 3, 4, 4, generator=g, dtype=torch.float64) + s for s in (0.5, -0.5)]
-        out.append((crops, torch.randint(0, 3, (B,), generator=g), torch.arange(B)))
-    return out
+    return multicrop_batches(STEPS, B)
 
 
 # --- the reference ------------------------------------------------------------------------------
@@ -256,16 +250,7 @@ def sslib_run(run_dir, clip: float) -> dict:
 
         model.ssl_step = recorded_step
         mp.setattr("sslib.app.methods.base.ema_update", recorded_ema)
-        trainer = L.Trainer(
-            max_epochs=EPOCHS,
-            accelerator="cpu",
-            precision="64-true",
-            logger=False,
-            limit_val_batches=0,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        trainer = float64_trainer(max_epochs=EPOCHS)
         trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches(), batch_size=None))
     assert trainer.global_step == TOTAL and len(record["losses"]) == TOTAL
     return {"model": model, "start": start, **record}

@@ -13,10 +13,10 @@ from __future__ import annotations
 import copy
 import math
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from official_step import float64_trainer, multicrop_batches, record_losses
 from torch import nn
 
 from sslib.app import methods
@@ -42,13 +42,7 @@ def tiny_backbone() -> nn.Module:
 
 
 def batches() -> list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(1)
-    out = []
-    for _ in range(STEPS):
-        crops = [torch.randn(B, 3, 8, 8, generator=g, dtype=torch.float64) * s for s in (1.0, 2.0)]
-        crops += [torch.randn(B, 3, 4, 4, generator=g, dtype=torch.float64) + s for s in (0.5, -0.5)]
-        out.append((crops, torch.randint(0, 3, (B,), generator=g), torch.arange(B)))
-    return out
+    return multicrop_batches(STEPS, B)
 
 
 def official_targets(logits: torch.Tensor, beta: float) -> torch.Tensor:
@@ -122,19 +116,6 @@ def reference_run(student: dict[str, nn.Module], direction: torch.Tensor, freeze
     return student, teacher, direction.detach(), losses
 
 
-def record_losses(model) -> list[float]:
-    """The float64 SSL loss of every step (the logged ``train/loss`` is rounded to float32)."""
-    losses, step = [], model.ssl_step
-
-    def recorded(*args, **kwargs):
-        out = step(*args, **kwargs)
-        losses.append(float(out[0]))
-        return out
-
-    model.ssl_step = recorded
-    return losses
-
-
 @pytest.mark.parametrize("freeze_epochs", [1, 0])
 def test_two_mira_steps_equal_the_official_behaviour(tmp_path, monkeypatch, freeze_epochs):
     torch.manual_seed(0)
@@ -164,17 +145,7 @@ def test_two_mira_steps_equal_the_official_behaviour(tmp_path, monkeypatch, free
     direction = model.prototypes.layer.parametrizations.weight.original1.detach().clone()
 
     losses = record_losses(model)
-    trainer = L.Trainer(
-        max_steps=STEPS,
-        max_epochs=1,
-        accelerator="cpu",
-        precision="64-true",
-        logger=False,
-        limit_val_batches=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = float64_trainer(max_steps=STEPS, max_epochs=1)
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches(), batch_size=None))
 
     student, teacher, ref_direction, ref_losses = reference_run(start, direction, freeze_epochs)

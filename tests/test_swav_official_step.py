@@ -51,6 +51,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from official_step import float64_trainer, multicrop_batches, record_losses
 from reference import swav_sinkhorn
 from torch import nn
 
@@ -78,16 +79,8 @@ def tiny_backbone() -> nn.Module:
 
 
 def batches(steps: int, seed: int = 1) -> list[tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]]:
-    """``steps`` batches ``(crops, labels, indices)``: 2 global crops (B, 3, 8, 8), then 2 local (B, 3, 4, 4);
-    the indices are a permutation of ``range(steps * B)`` split into batches."""
-    g = torch.Generator().manual_seed(seed)
-    indices = torch.randperm(steps * B, generator=g).split(B)
-    out = []
-    for step in range(steps):
-        crops = [torch.randn(B, 3, 8, 8, generator=g, dtype=torch.float64) * s for s in (1.0, 2.0)]
-        crops += [torch.randn(B, 3, 4, 4, generator=g, dtype=torch.float64) + s for s in (0.5, -0.5)]
-        out.append((crops, torch.randint(0, 3, (B,), generator=g), indices[step]))
-    return out
+    """``steps`` batches of B images with the indices a permutation of ``range(steps * B)``."""
+    return multicrop_batches(steps, B, seed, permuted_indices=True)
 
 
 # --- the official behaviour ------------------------------------------------------------------------
@@ -276,18 +269,7 @@ def swav_cfg(tmp_path, steps: int, warmup: int, freeze_steps: int, queue_length:
 
 
 def trainer(steps: int, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        max_steps=steps,
-        max_epochs=1,
-        accelerator="cpu",
-        precision="64-true",
-        logger=False,
-        limit_val_batches=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
+    return float64_trainer(max_steps=steps, max_epochs=1, **kwargs)
 
 
 def build(cfg, monkeypatch):
@@ -298,19 +280,6 @@ def build(cfg, monkeypatch):
         {"backbone": copy.deepcopy(model.backbone), "projector": copy.deepcopy(model.projector)}
     )
     return model, start
-
-
-def record_losses(model) -> list[float]:
-    """The float64 SSL loss of every step (the logged ``train/loss`` is rounded to float32)."""
-    losses, step = [], model.ssl_step
-
-    def recorded(*args, **kwargs):
-        out = step(*args, **kwargs)
-        losses.append(float(out[0].detach()))
-        return out
-
-    model.ssl_step = recorded
-    return losses
 
 
 def fit_swav(model, data) -> list[float]:

@@ -122,19 +122,14 @@ def check_same_architecture(state: dict, cfg: DictConfig, ckpt: str) -> None:
         )
 
 
-def resume_position(ckpt: str, cfg: DictConfig | None = None) -> tuple[int, int]:
-    """``(epoch, batches)``: the epoch a resumed run starts in and the batches of it already trained
-    (0 unless the checkpoint was written mid-epoch).
+def resume_position(state: dict) -> tuple[int, int]:
+    """``(epoch, batches)`` of a loaded checkpoint ``state``: the epoch a resumed run starts in and the
+    batches of it already trained (0 unless the checkpoint was written mid-epoch).
 
     Lightning creates the first training iterator before it restores its loops, so the data module's
     sampler must be told (sslib.data.sampling makes order and crops a function of the epoch and index).
     An epoch in progress has been started but not processed: its batch counter is then the position.
-    With ``cfg``, a checkpoint of another method, backbone or head sizes is a one-line error first
-    (:func:`check_same_architecture`).
     """
-    state = load_torch_file(ckpt, mmap=True)
-    if cfg is not None:
-        check_same_architecture(state, cfg, ckpt)
     loop = state["loops"]["fit_loop"]
     epoch = trained_epochs(state)
     started = loop["epoch_progress"]["current"]["started"]
@@ -142,11 +137,10 @@ def resume_position(ckpt: str, cfg: DictConfig | None = None) -> tuple[int, int]
     return epoch, int(batches)
 
 
-def finished_run(ckpt: str, cfg: DictConfig) -> dict[str, float] | None:
-    """For a checkpoint that has trained all ``trainer.max_epochs``: ``finished_epochs`` and its last online
-    metrics (``val/...``), so that running a finished run again reports it and trains nothing (nor adds a
-    logger version); ``None`` for a run still to train."""
-    state = load_torch_file(ckpt, mmap=True)
+def finished_run(state: dict, cfg: DictConfig) -> dict[str, float] | None:
+    """For a loaded checkpoint ``state`` that has trained all ``trainer.max_epochs``: ``finished_epochs`` and
+    its last online metrics (``val/...``), so that running a finished run again reports it and trains
+    nothing (nor adds a logger version); ``None`` for a run still to train."""
     epochs = trained_epochs(state)
     if epochs < cfg.trainer.max_epochs:
         return None
@@ -362,16 +356,22 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str,
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
     ckpt = resume_path(cfg.resume, run_dir)
-    if ckpt is not None and cfg.resume == "auto":
-        check_same_run(cfg, run_dir)
-        finished = finished_run(ckpt, cfg)
-        if finished is not None:
-            return finished
+    position = None
+    if ckpt is not None:
+        state = load_torch_file(ckpt, mmap=True)  # read once (mapped) for every check and the position
+        if cfg.resume == "auto":
+            check_same_run(cfg, run_dir)
+            finished = finished_run(state, cfg)
+            if finished is not None:
+                return finished
+        check_same_architecture(state, cfg, ckpt)
+        position = resume_position(state)
+        del state  # the mapping is not kept through training
     datamodule = build_datamodule(cfg)
     datamodule.setup()  # fail fast on missing or broken data, before any model is built
     check_shards(datamodule, world)
-    if ckpt is not None:
-        datamodule.start_epoch, datamodule.start_batch = resume_position(ckpt, cfg)
+    if position is not None:
+        datamodule.start_epoch, datamodule.start_batch = position
     model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
     trainer = build_trainer(cfg, run_dir, callbacks)
     if trainer.is_global_zero:

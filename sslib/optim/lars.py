@@ -152,7 +152,7 @@ def _adapted_directions(weights: list[Tensor], grads: list[Tensor], group: dict)
     else:
         checked = torch.stack(torch._foreach_norm(grads))
         denominator = checked + wd * w_norm
-    trust = group["eta"] * w_norm / (denominator + group.get("eps", 0.0))
+    trust = group["eta"] * w_norm / (denominator + group["eps"])
     trust = torch.where((w_norm > 0) & (checked > 0), trust, torch.ones_like(trust))
     if group["clip_lr"]:
         trust = torch.clamp(trust / group["lr"], max=1.0)

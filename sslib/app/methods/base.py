@@ -75,7 +75,6 @@ def ema_momentum_step(global_step: int, momentum_step: str) -> int:
     ``momentum_schedule[it]`` after the step, facebookresearch/dino@7c446df main_dino.py L343-348; BYOL);
     ``"next"``, the one about to start (the official MIRA code updates the teacher at the start of each
     iteration with that iteration's momentum, movinghoon/MIRA train.py L116-119, L397-399, L437)."""
-    check_choice("method.ema.momentum_step", momentum_step, (CURRENT, NEXT))
     return global_step if momentum_step == NEXT else global_step - 1
 
 
@@ -110,9 +109,9 @@ class SSLMethod(L.LightningModule):
         self.num_classes = num_classes
         self.probe = nn.Linear(self.feat_dim, num_classes)
         self.teacher: nn.ModuleDict | None = None
-        ema = cfg.method.get("ema")  # barlow and simclr have no teacher
+        ema = cfg.method.get("ema")  # barlow and simclr have no teacher, whose momentum_step is then unused
         self.momentum_step = (
-            check_choice("method.ema.momentum_step", ema.momentum_step, (CURRENT, NEXT)) if ema else None
+            check_choice("method.ema.momentum_step", ema.momentum_step, (CURRENT, NEXT)) if ema else CURRENT
         )
         self.online = OnlineMonitor.from_config(cfg.online_eval, num_classes)
         self.online_record: dict[str, float] | None = None  # last online metrics of training, + epoch
@@ -212,7 +211,7 @@ class SSLMethod(L.LightningModule):
             return
         ema = self.cfg.method.ema
         momentum = cosine_ramp(
-            ema_momentum_step(self.global_step, self.momentum_step or CURRENT),
+            ema_momentum_step(self.global_step, self.momentum_step),
             self.total_steps,
             ema.base_momentum,
             ema.final_momentum,

@@ -36,7 +36,7 @@ def _queue_length(length: int, batch_size: int) -> int:
 
 def _freeze_steps(m: DictConfig) -> int | None:
     """``method.freeze_prototypes_steps`` (an int >= 0, or null to count ``freeze_prototypes_epochs``)."""
-    steps = m.get("freeze_prototypes_steps")
+    steps = m.freeze_prototypes_steps
     if steps is None:
         return None
     return check_int_at_least("method.freeze_prototypes_steps", steps, 0)
