@@ -32,6 +32,13 @@ def check_int_at_least(name: str, value: int, minimum: int) -> int:
     return value
 
 
+def check_bool(name: str, value: object) -> bool:
+    """``value`` ``True`` or ``False`` (not 0, 1 or a string), else ``ConfigError`` naming it."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     """``value`` one of ``choices``, else ``ValueError`` naming it and the allowed values."""
     if value not in choices:

@@ -13,6 +13,7 @@ from sslib.errors import ConfigError
 from sslib.optim import build_optimizer
 from sslib.optim.params import param_groups
 from sslib.optim.schedules import WarmupCosine, build_scheduler, resolve_warmup_start_ratio, scaled_lr
+from sslib.validation import check_bool
 
 
 def _number_at_least_zero(key: str, value: object) -> float:
@@ -24,12 +25,6 @@ def _number_at_least_zero(key: str, value: object) -> float:
     ):
         raise ConfigError(f"{key} must be a finite number >= 0, got {value!r}")
     return float(value)
-
-
-def _flag(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    return value
 
 
 def clip_norm(opt: DictConfig) -> float:
@@ -111,6 +106,6 @@ def configure(
         final_lr_ratio=opt.final_lr_ratio,
         warmup_start_ratio=start_ratio,
         final_wd_ratio=wd_ratio,
-        warmup_ends_at_peak=_flag("optim.warmup_ends_at_peak", opt.warmup_ends_at_peak),
+        warmup_ends_at_peak=check_bool("optim.warmup_ends_at_peak", opt.warmup_ends_at_peak),
     )
     return optimizer, scheduler

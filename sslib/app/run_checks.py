@@ -16,7 +16,7 @@ from sslib.app.methods.base import check_channels_last
 from sslib.app.optimizer import configure
 from sslib.backbones import check_crop_sizes
 from sslib.errors import ConfigError
-from sslib.validation import check_int_at_least, check_positive
+from sslib.validation import check_bool, check_int_at_least, check_positive
 
 
 def check_run_config(cfg: DictConfig, world_size: int) -> None:
@@ -27,9 +27,7 @@ def check_run_config(cfg: DictConfig, world_size: int) -> None:
     built once on a stand-in parameter (``configure``, which checks everything else: ``optim.kwargs``,
     the warm-up start ratio, the optimiser's own arguments) and thrown away.
     """
-    compile_backbone = cfg.compile_backbone
-    if not isinstance(compile_backbone, bool):
-        raise ConfigError(f"compile_backbone must be true or false, got {compile_backbone!r}")
+    check_bool("compile_backbone", cfg.compile_backbone)
     check_channels_last(cfg.channels_last)
     for key in ("optim.lr", "online_eval.probe_lr"):
         check_positive(key, OmegaConf.select(cfg, key))

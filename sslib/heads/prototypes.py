@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from sslib.errors import ConfigError
-from sslib.validation import check_choice, check_int_at_least
+from sslib.validation import check_bool, check_choice, check_int_at_least
 
 WEIGHT_NORM = "weight_norm"
 RENORMALIZE = "renormalize"
@@ -49,8 +49,7 @@ class PrototypeHead(nn.Module):
         check_int_at_least("PrototypeHead in_dim", in_dim, 1)
         check_int_at_least("PrototypeHead n_prototypes", n_prototypes, 1)
         check_choice("method.prototype_parametrization", parametrization, PARAMETRIZATIONS)
-        if not isinstance(norm_last_layer, bool):
-            raise ConfigError(f"norm_last_layer must be true or false, got {norm_last_layer!r}")
+        check_bool("norm_last_layer", norm_last_layer)
         self.parametrization = parametrization
         if parametrization == RENORMALIZE:
             if not norm_last_layer:
