@@ -54,7 +54,7 @@ test: $(VENV)/.dev
 	$(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
 
 ## Line and branch coverage of the test suite ([tool.coverage] in pyproject.toml): a terminal report and
-## htmlcov/index.html. TESTS= runs a part of the suite, e.g. make coverage TESTS=tests/test_labelers.py
+## htmlcov/index.html. TESTS= runs a part of the suite, e.g. make coverage TESTS=tests/core/labelers/test_labelers.py
 TESTS ?=
 coverage: $(VENV)/.dev
 	$(PY) -m pytest --cov --cov-report=term:skip-covered --cov-report=html $(TESTS)

@@ -1,10 +1,7 @@
-import sys
-from pathlib import Path
+"""Fixtures shared by the whole suite."""
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ resized crop (``Augment.interpolation``: cubic or linear), colour jitter, graysc
 (:func:`blur`), solarize, horizontal flip and normalisation. DALI's colour ops differ in detail from
 torchvision's: brightness/contrast are applied before saturation/hue (torchvision draws a random
 order), contrast pivots on mid-grey instead of the image's mean grey, and hue is rotated in YIQ space
-instead of HSV. The crops have the same sizes, dtypes and statistics (``tests/test_dali.py``), not the
+instead of HSV. The crops have the same sizes, dtypes and statistics (``tests/core/data/test_dali.py``), not the
 same pixels.
 
 Order: each epoch reshuffles the whole train split (same seed on every rank) and rank ``r`` of ``w``

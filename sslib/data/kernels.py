@@ -99,7 +99,7 @@ def pil_gaussian_blur(image: Tensor, sigma: float) -> Tensor:
     :data:`BOX_PASSES` extended box filters of radius :func:`box_radius` (together of variance
     ``sigma**2``), width first, repeating the edge pixels. The same passes here, in float where PIL
     rounds to uint8 after each of its six passes: on uint8 input the result is PIL's to within 3/255
-    (``tests/test_data.py``).
+    (``tests/core/data/test_data.py``).
     """
     radius = box_radius(sigma)
     shape = image.shape

@@ -75,7 +75,7 @@ def _fixed_point(
     """The cluster weights v (K,) after Eq. 7's start pass and ``n_iters`` passes over ``kernels.q``.
 
     ``beta`` is a float or a 0-d tensor (the captured graph's input). No value is read back to the
-    host: the loop runs a fixed number of passes (``tests/test_labelers.py`` traces it whole).
+    host: the loop runs a fixed number of passes (``tests/core/labelers/test_labelers.py`` traces it whole).
     """
     q = kernels.q
     floor = _weight_floor(beta)

@@ -1,0 +1,1 @@
+"""The test suite, laid out by layer (see docs/contributing.md)."""

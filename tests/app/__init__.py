@@ -1,0 +1,1 @@
+"""Units of the application layer (Lightning, Hydra, tools), one folder per package."""

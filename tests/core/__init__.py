@@ -1,0 +1,1 @@
+"""Units of the torch-only core, one folder per package."""

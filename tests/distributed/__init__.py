@@ -1,0 +1,1 @@
+"""Several gloo processes on the CPU against one process."""

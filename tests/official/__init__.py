@@ -1,0 +1,1 @@
+"""Training steps against float64 references of the official codes."""
