@@ -15,13 +15,25 @@ import torch
 from sslib.errors import ConfigError, MissingFileError
 
 
+def _new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file: ``0o666`` less the process's umask (``0o644`` under
+    the usual ``022``, so other users of a shared machine can read it)."""
+    umask = os.umask(0)  # the umask can only be read by setting it
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to a temporary file in the same folder, fsync it, then rename it over ``path``."""
+    """Write ``data`` to a temporary file in the same folder, fsync it, then rename it over ``path``.
+
+    The file gets the permissions of any new file (``0o666`` less the umask), not the owner-only ones of the
+    temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, _new_file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
