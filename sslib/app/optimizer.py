@@ -108,4 +108,19 @@ def configure(
         final_wd_ratio=wd_ratio,
         warmup_ends_at_peak=check_bool("optim.warmup_ends_at_peak", opt.warmup_ends_at_peak),
     )
+    keep_group_settings(optimizer)
     return optimizer, scheduler
+
+
+def keep_group_settings(optimizer: Optimizer) -> None:
+    """Make ``optimizer.load_state_dict`` keep the settings of its parameter groups (momentum, LARS's
+    ``eta``, ...) and take only the per-parameter state (momentum buffers) from the saved dict, so a run
+    resumed from a checkpoint trained with other settings trains with its own. (The lr and weight decay
+    are then set by the schedule's ``load_state_dict``, :class:`sslib.optim.schedules.WarmupCosine`.)"""
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+
+    def restore(loaded: Optimizer) -> None:
+        for group, own in zip(loaded.param_groups, settings, strict=True):
+            group.update(own)
+
+    optimizer.register_load_state_dict_post_hook(restore)

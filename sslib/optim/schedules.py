@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -138,9 +139,32 @@ class WarmupCosine(LambdaLR):
     def step(self, epoch: int | None = None) -> None:
         """Advance one iteration: the lr as ``LambdaLR``, then every group's weight decay."""
         super().step(epoch)
+        self._set_weight_decay()
+
+    def _set_weight_decay(self) -> None:
         factor = self.weight_decay_factor(self.last_epoch)
         for group, base in zip(self.optimizer.param_groups, self.base_wds, strict=True):
             group["weight_decay"] = base * factor
+
+    # Set by the constructor from the run's settings; a loaded state does not replace them.
+    OWN_SETTINGS = ("base_lrs", "total_steps", "final_wd_ratio", "base_wds")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue a saved schedule from its iteration (``last_epoch``) on this schedule, and set every
+        group's lr and weight decay to this schedule's values there.
+
+        The length, the base lrs and the weight decays stay those this scheduler was built with, so a run
+        continued with more steps (or another lr) follows the schedule of its new settings from the step
+        it had reached; with the same settings nothing changes.
+        """
+        own = {name: getattr(self, name) for name in self.OWN_SETTINGS}
+        super().load_state_dict(state_dict)
+        self.__dict__.update(own)
+        groups = self.optimizer.param_groups
+        for group, base, factor in zip(groups, self.base_lrs, self.lr_lambdas, strict=True):
+            group["lr"] = base * factor(self.last_epoch)
+        self._last_lr = [group["lr"] for group in groups]
+        self._set_weight_decay()
 
 
 def build_scheduler(
