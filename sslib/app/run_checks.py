@@ -8,6 +8,9 @@ values up front, each error naming the config key (``optim.lr must be a finite n
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -21,12 +24,13 @@ from sslib.validation import check_bool, check_int_at_least, check_positive
 
 def check_run_config(cfg: DictConfig, world_size: int) -> None:
     """Raise a one-line ``ConfigError`` naming the first bad optimiser or schedule value (or
-    ``compile_backbone``, ``channels_last``) of ``cfg``.
+    ``run_dir``, ``compile_backbone``, ``channels_last``) of ``cfg``.
 
     The scalar values are checked under their config names; then the run's optimiser and schedule are
     built once on a stand-in parameter (``configure``, which checks everything else: ``optim.kwargs``,
     the warm-up start ratio, the optimiser's own arguments) and thrown away.
     """
+    check_run_dir(Path(cfg.run_dir))
     check_bool("compile_backbone", cfg.compile_backbone)
     check_channels_last(cfg.channels_last)
     for key in ("optim.lr", "online_eval.probe_lr"):
@@ -67,3 +71,21 @@ def check_backbone_inputs(cfg: DictConfig) -> None:
     """A ViT's crops must be multiples of its patch size, and a ViT takes no CIFAR stem (one line each)."""
     name, kwargs = backbone_spec(cfg)
     check_crop_sizes(name, kwargs, crop_sizes(cfg))
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """``run_dir`` is a folder this process can create files in, or can be created as one: one line
+    when it, or a folder above it, is a file, or when it (else the nearest existing folder above it)
+    is not writable."""
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == run_dir else f"is under {existing}, which is a file"
+        raise ConfigError(f"run_dir {run_dir} {where}: set run_dir=... to a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == run_dir else f" cannot be created: {existing}"
+        raise ConfigError(
+            f"run_dir {run_dir}{where} is not writable by this user: set run_dir=... to a folder you can "
+            "write to"
+        )
