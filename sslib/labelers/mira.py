@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from sslib import native
 from sslib.distributed import all_reduce, world_size
 from sslib.errors import ConfigError
 from sslib.labelers.base import Labeler
@@ -25,9 +22,7 @@ from sslib.validation import Checked, check_choice, check_int_at_least, check_po
 Q_FLOOR = 1e-16
 V_MAX = 1e16
 FLOAT32_TINY = torch.finfo(torch.float32).tiny
-BACKENDS = ("auto", "native", "torch", "graph")
-KERNELS_C = Path(__file__).with_name("mira_kernels.c")
-PARALLEL_MIN = 2**16  # B * K from which the C pass uses all of torch's CPU threads
+BACKENDS = ("auto", "torch", "graph")
 
 Callback = Callable[[int, torch.Tensor], None]
 
@@ -52,21 +47,18 @@ def mira_targets(
     and Eq. 5 is w_ij = q_ij v_j r_i. W depends on v only up to scale, so v is taken relative to
     the largest cluster (and 1/B drops out). The start u0_j = (mean_i q_ij)^(1-beta) is the same
     pass from v = 1. Sums over the batch are all-reduced, so the result is the same for any split of
-    the batch over ranks. ``backend`` picks the pass: ``"native"`` a fused C kernel that reads q once
-    per iteration (float32 CPU tensors; see :mod:`sslib.native`), ``"torch"`` two mat-vecs (any
-    device or dtype), ``"graph"`` the torch path's n_iters + 1 passes and Eq. 5 replayed as one
-    captured CUDA graph (CUDA tensors, one process), ``"auto"``: native on CPU where it builds, graph
-    on CUDA in a single process without ``callback``, else torch. No pass reads a value back to the
-    host, so a GPU never waits for the CPU inside the loop. ``callback(n, W_n)`` is called after each
-    iteration (for convergence studies).
+    the batch over ranks. ``backend`` picks the pass: ``"torch"`` two mat-vecs (any device or dtype),
+    ``"graph"`` the same n_iters + 1 passes and Eq. 5 replayed as one captured CUDA graph (CUDA
+    tensors, one process), ``"auto"``: graph on CUDA in a single process without ``callback``, else
+    torch. No pass reads a value back to the host, so a GPU never waits for the CPU inside the loop.
+    ``callback(n, W_n)`` is called after each iteration (for convergence studies).
     """
     backend = check_choice("backend", backend, BACKENDS)
     scale = 1.0 / (temperature * (1.0 - beta))
     if _use_graph(logits, backend, callback):
         return _graph_loop(logits.shape, logits.dtype, logits.device, n_iters)(logits, scale, beta)
-    q = _flushed_exp(logits, scale)
-    kernels = _kernels(q, backend)
-    return kernels.assign(_fixed_point(kernels, beta, n_iters, callback), out=q)
+    kernels = _TorchKernels(_flushed_exp(logits, scale))
+    return kernels.assign(_fixed_point(kernels, beta, n_iters, callback), out=kernels.q)
 
 
 def _fixed_point(
@@ -93,7 +85,7 @@ def _flushed_exp(logits: torch.Tensor, scale: float, out: torch.Tensor | None = 
     This is q up to a per-row factor (rows peak at 1), to which Eq. 5 and Eq. 7 are invariant.
     The difference is taken before scaling, so the largest entries (l_ij near the max) keep full
     precision. (exp2 is ~1.6x cheaper than exp on CPU, but measured here it doubled the Eq. 5 residual
-    at beta = 0.9, to 6.9e-7 on the native path and 1.2e-6 on the torch path, so exp stays.)
+    at beta = 0.9, to 1.2e-6, so exp stays.)
     """
     q = torch.sub(logits, logits.amax(dim=1, keepdim=True), out=out).mul_(scale).exp_()
     return torch.threshold_(q, Q_FLOOR, 0.0)
@@ -135,74 +127,6 @@ class _TorchKernels:
         """Eq. 5: q_ij v_j / sum_k q_ik v_k (B, K), written into ``out`` when given."""
         w = torch.mul(self.q, v, out=out)
         return w.div_(w.sum(dim=1, keepdim=True))
-
-
-class _NativeKernels(_TorchKernels):
-    """:class:`_TorchKernels` with the pass and the weights in C (``mira_kernels.c``), float32 CPU only.
-
-    The pass reads q once per iteration instead of twice and sums columns in float64; it and the
-    weights use torch's CPU threads from PARALLEL_MIN entries of q on.
-    """
-
-    def __init__(self, q: torch.Tensor, lib: ctypes.CDLL) -> None:
-        super().__init__(q)
-        self.lib = lib
-        self.rows, self.cols = q.shape
-        self.threads = torch.get_num_threads() if q.numel() >= PARALLEL_MIN else 1
-        self.acc = q.new_empty(self.threads, self.cols, dtype=torch.float64)  # per-thread column sums
-
-    def mass(self, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        self.lib.sslib_mira_pass(
-            self.q.data_ptr(),
-            v.data_ptr(),
-            self.r.data_ptr(),
-            out.data_ptr(),
-            self.acc.data_ptr(),
-            self.rows,
-            self.cols,
-            self.threads,
-        )
-        return out
-
-    def weights(
-        self, mass: torch.Tensor, beta: float | torch.Tensor, floor: float | torch.Tensor
-    ) -> torch.Tensor:
-        self.lib.sslib_mira_weights(mass.data_ptr(), self.cols, float(beta), float(floor), self.threads)
-        return mass
-
-
-@functools.cache
-def native_kernels() -> ctypes.CDLL | None:
-    """``mira_kernels.c`` built and loaded with its signatures declared, or None (see :mod:`sslib.native`)."""
-    lib = native.load(KERNELS_C)
-    if lib is None:
-        return None
-    ptr, size = ctypes.c_void_p, ctypes.c_int64
-    for name, args in {
-        "sslib_mira_pass": [ptr, ptr, ptr, ptr, ptr, size, size, ctypes.c_int],
-        "sslib_mira_weights": [ptr, size, ctypes.c_float, ctypes.c_float, ctypes.c_int],
-    }.items():
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = args, None
-    return lib
-
-
-def _kernels(q: torch.Tensor, backend: str) -> _TorchKernels | _NativeKernels:
-    """The kernels for ``backend`` on ``q`` (B, K); ``"native"`` errors where it cannot run."""
-    if backend == "torch":
-        return _TorchKernels(q)
-    fits = q.device.type == "cpu" and q.dtype == torch.float32 and q.is_contiguous()
-    lib = native_kernels() if fits else None
-    if lib is not None:
-        return _NativeKernels(q, lib)
-    if backend == "native":
-        why = (
-            "no C compiler could build it (see the log)"
-            if fits
-            else (f"it needs float32 CPU logits, got {q.dtype} on {q.device.type}")
-        )
-        raise ConfigError(f"MIRA backend='native' is unavailable: {why}; use backend='auto' or 'torch'")
-    return _TorchKernels(q)
 
 
 class _GraphLoop:
@@ -259,8 +183,8 @@ class MIRALabeler(Labeler):
     ``temperature`` is the teacher temperature tau_t (paper: 0.225), ``beta`` in [0, 1) the
     trade-off (paper: 2/3), ``n_iters`` the number of fixed-point iterations (paper: 30).
     ``beta`` and ``temperature`` may be changed during training (schedules). ``backend`` is
-    ``"auto"`` (the fused C kernel on CPU where it builds, the captured CUDA graph on one GPU, else
-    torch), ``"native"``, ``"torch"`` or ``"graph"`` (see :func:`mira_targets`).
+    ``"auto"`` (the captured CUDA graph on one GPU, else torch ops), ``"torch"`` or ``"graph"`` (see
+    :func:`mira_targets`).
     """
 
     temperature = Checked(check_positive)

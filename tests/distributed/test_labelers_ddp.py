@@ -27,7 +27,7 @@ def make_logits() -> torch.Tensor:
 
 def labelers() -> dict[str, L.Labeler]:
     return {
-        "mira": L.build("mira", n_iters=30),  # the native pass on CPU
+        "mira": L.build("mira", n_iters=30),  # auto: the torch path on CPU
         "mira_torch": L.build("mira", n_iters=30, backend="torch"),
         "sinkhorn": L.build("sinkhorn", n_iters=3),
         "dino": L.build("dino", num_prototypes=K),

@@ -100,13 +100,12 @@ def test_wheel_metadata_has_the_distribution_name_and_sslib_version(wheel):
     assert metadata["Version"] == sslib.__version__
 
 
-def test_wheel_ships_configs_kernels_data_and_records(wheel):
+def test_wheel_ships_configs_data_and_records(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
     package = ROOT / "sslib"
     shipped = [
         *package.glob("app/conf/**/*.yaml"),
-        *package.glob("labelers/*.c"),
         *package.glob("data/**/*.txt"),
         *package.glob("app/recipes/records/*.yaml"),
         package / "app" / "zoo" / "manifest.yaml",

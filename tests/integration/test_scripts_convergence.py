@@ -54,12 +54,6 @@ def test_convergence_main_writes_the_png_and_table(convergence, tmp_path, capsys
     assert "| MIRA |" in text and "| Sinkhorn-Knopp |" in text
 
 
-def test_fused_pass_loop_computes_mira_s_column_mass(bench):
-    logits = bench.cosine_logits(10, 50, torch.device("cpu"))
-    q, v = logits.exp(), torch.rand(50)
-    torch.testing.assert_close(bench.fused_pass_loop(q, v, n_iters=2), q.t() @ (q @ v).reciprocal())
-
-
 def test_naive_mira_is_the_same_computation(bench):
     logits = bench.cosine_logits(32, 50, torch.device("cpu"))
     torch.testing.assert_close(
@@ -73,8 +67,8 @@ def test_benchmark_main_prints_the_table(bench, capsys):
     header = "| shape (B x K) | labeler | median ms | x bare loop | mira speed-up over naive | page faults per call | NaN in output |"
     assert header in lines
     rows = [line for line in lines if line.startswith("| 32x50 |")]
-    names = ["bare loop", "fused pass loop", "mira", "mira (torch path)", "sinkhorn", "dino", "naive MIRA"]
-    assert [row.split(" | ")[1] for row in rows] == names  # the fused pass row: the C kernels build here
+    names = ["bare loop", "mira", "sinkhorn", "dino", "naive MIRA"]  # on CUDA also "mira (torch path)"
+    assert [row.split(" | ")[1] for row in rows] == names
     assert sum(line.startswith(("PASS 32x50", "FAIL 32x50")) for line in lines) == 2
 
 

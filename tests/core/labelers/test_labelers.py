@@ -14,12 +14,9 @@ from sslib.labelers.mira import (
     V_MAX,
     _fixed_point,
     _flushed_exp,
-    _kernels,
-    _NativeKernels,
     _TorchKernels,
     _weight_floor,
     mira_targets,
-    native_kernels,
 )
 from sslib.labelers.sinkhorn import sinkhorn_targets
 from tests.helpers.reference import eq4_objective, eq5_rhs, eq6_rhs, mira_eq7, swav_sinkhorn
@@ -67,7 +64,8 @@ def test_registry_lists_builtins_and_accepts_user_labelers():
         ("mira", {"beta": -0.1}, r"beta must be in \[0, 1\), got -0.1"),
         ("mira", {"temperature": 0.0}, r"temperature must be a finite number > 0, got 0.0"),
         ("mira", {"n_iters": 0}, r"n_iters must be an integer >= 1, got 0"),
-        ("mira", {"backend": "cuda"}, r"backend must be one of auto, native, torch, graph, got 'cuda'"),
+        ("mira", {"backend": "cuda"}, r"backend must be one of auto, torch, graph, got 'cuda'"),
+        ("mira", {"backend": "native"}, r"backend must be one of auto, torch, graph, got 'native'"),
         (
             "mira",
             {"temprature": 0.1},
@@ -149,21 +147,17 @@ def kkt_residuals(w: torch.Tensor, p: torch.Tensor, beta: float) -> tuple[float,
     return float((w - eq5_rhs(w, p, beta)).abs().max()), float((wbar - eq6_rhs(wbar, p, beta)).abs().max())
 
 
-@pytest.mark.parametrize(
-    ("beta", "backend"),
-    [(0.3, "native"), (2 / 3, "native"), (0.9, "native"), (0.3, "torch"), (2 / 3, "torch")],
-)
-def test_mira_converged_point_satisfies_kkt_eq5_and_fixed_point_eq6(beta, backend):
+@pytest.mark.parametrize("beta", [0.3, 2 / 3])
+def test_mira_converged_point_satisfies_kkt_eq5_and_fixed_point_eq6(beta):
     """Float32 logits in, float32 targets out: residuals < 1e-6. The conditioning grows like 1 / (1 - beta):
-    at beta = 0.9 float32 column sums over the batch alone leave ~1e-6, so the native pass sums them in
-    float64 (measured 4.5e-7), while the torch path's float32 mat-vecs (~1.0e-6 there) are checked up to
-    the paper's beta here and in float64 at every beta in the next test."""
+    at beta = 0.9 float32 column sums over the batch alone leave ~1e-6, so float32 is checked up to the
+    paper's beta here and float64 at every beta in the next test."""
     z = cosine_logits(256, 40, seed=1)
     p = torch.softmax(z.double() / TAU, dim=1)
-    w = L.build("mira", temperature=TAU, beta=beta, n_iters=2000, backend=backend)(z)
+    w = L.build("mira", temperature=TAU, beta=beta, n_iters=2000)(z)
     assert max(kkt_residuals(w, p, beta)) < 1e-6
     # A few iterations are not converged: the residual check can fail.
-    w1 = L.build("mira", temperature=TAU, beta=beta, n_iters=1, backend=backend)(z)
+    w1 = L.build("mira", temperature=TAU, beta=beta, n_iters=1)(z)
     assert kkt_residuals(w1, p, beta)[0] > 1e-5
 
 
@@ -204,71 +198,18 @@ def test_mira_spreads_mass_over_clusters():
     assert sw.mutual_information > sp.mutual_information + 0.5
 
 
-@pytest.mark.parametrize("backend", ["native", "torch"])
-def test_mira_loop_stays_in_normal_float32_range(backend):
+def test_mira_loop_stays_in_normal_float32_range():
     """Every product the loop forms is a normal float32: no denormal slow path on CPU."""
     z = torch.randn(64, 3000) * 50  # huge spread: most of q underflows
     q = _flushed_exp(z, 1.0 / (TAU * (1 - BETA)))
     nonzero = q[q > 0]
     assert nonzero.min() >= Q_FLOOR and q.max(dim=1).values.eq(1).all()
-    kernels = _kernels(q, backend)
+    kernels = _TorchKernels(q)
     v = kernels.weights(kernels.mass(torch.ones(3000), out=torch.empty(3000)), BETA, _weight_floor(BETA))
     assert v.min() == 1.0 and v.max() <= V_MAX * (1 + 1e-5)  # float32 pow is not exactly rounded
     s = q @ v
     assert (nonzero.min() * v.min()) >= torch.finfo(torch.float32).tiny
     assert (s.reciprocal().min() * nonzero.min()) >= torch.finfo(torch.float32).tiny
-
-
-# --- the native (C) and torch paths ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("batch", "k"),
-    [
-        (1, 7),
-        (3, 3000),
-        (5, 40),
-        (64, 3000),
-        (257, 300),
-        (256, 3000),
-    ],  # rows not a multiple of 8 (the C block), 1-2 threads
-)
-def test_native_and_torch_paths_agree(batch, k):
-    z = cosine_logits(batch, k, seed=batch)
-    native = mira_targets(z, TAU, BETA, 30, backend="native")
-    torch_ = mira_targets(z, TAU, BETA, 30, backend="torch")
-    assert (native - torch_).abs().max() < 1e-6
-    assert (native.double() - mira_eq7(z, TAU, BETA, 30)).abs().max() < 1e-6
-
-
-def test_native_path_splits_rows_over_threads_without_changing_the_result():
-    z = cosine_logits(512, 3000, seed=11)  # 1.5M entries: above PARALLEL_MIN
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = mira_targets(z, TAU, 0.9, 30, backend="native")
-        torch.set_num_threads(3)  # more threads than this machine may have cores: still exact
-        three = mira_targets(z, TAU, 0.9, 30, backend="native")
-    finally:
-        torch.set_num_threads(threads)
-    assert (one - three).abs().max() < 1e-6
-
-
-def test_auto_backend_falls_back_to_torch_and_native_says_why(monkeypatch):
-    z = cosine_logits(16, 50)
-    monkeypatch.setattr("sslib.labelers.mira.native_kernels", lambda: None)
-    assert type(_kernels(z, "auto")) is _TorchKernels
-    assert torch.allclose(mira_targets(z, TAU, BETA, 30), mira_targets(z, TAU, BETA, 30, backend="torch"))
-    with pytest.raises(ValueError, match=r"backend='native' is unavailable: no C compiler could build it"):
-        mira_targets(z, TAU, BETA, 30, backend="native")
-    with pytest.raises(ValueError, match=r"needs float32 CPU logits, got torch.float64 on cpu"):
-        mira_targets(z.double(), TAU, BETA, 30, backend="native")
-
-
-def test_native_kernels_build_on_this_machine():
-    """The C kernels must build where the tests run, or every native-path test above would be vacuous."""
-    assert native_kernels() is not None
-    assert type(_kernels(cosine_logits(8, 50), "auto")) is _NativeKernels
 
 
 def test_graph_backend_needs_cuda_and_says_so():
