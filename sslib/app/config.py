@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
+import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
 from typing import Any, cast
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
+from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sslib.errors import ConfigError
+from sslib.app import recipe as recipe_file
+from sslib.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)
 
 CONF_MODULE = "sslib.app.conf"
-GROUPS = ("method", "labeler", "backbone", "data", "optim", "trainer", "logger", "recipe")
+RECIPE = "recipe"
+_ABSENT = object()
+GROUPS = ("method", "labeler", "backbone", "data", "optim", "trainer", "logger", RECIPE)
 
 
 def to_dict(node: DictConfig) -> dict[str, Any]:
@@ -36,10 +49,108 @@ def run_name(*parts: object) -> str:
 OmegaConf.register_new_resolver("sslib.run_name", run_name, replace=True)
 
 
+CONFIG_PATH_ENV = "SSLIB_CONFIG_PATH"  # the user's config folders, os.pathsep-separated
+IMPORTS_KEY = "imports"  # a config file's list of Python modules to import before the run is built
+
+
+def user_config_dirs() -> list[Path]:
+    """The user's config folders named by ``SSLIB_CONFIG_PATH`` (``os.pathsep``-separated; the command
+    line's ``--config-dir`` puts its folders first), as absolute paths, without repeats."""
+    folders: list[Path] = []
+    for entry in filter(None, os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep)):
+        folder = Path(entry).expanduser().resolve()
+        if not folder.is_dir():
+            raise MissingFileError(f"{CONFIG_PATH_ENV} names '{entry}', which is not a folder")
+        if folder not in folders:
+            folders.append(folder)
+    return folders
+
+
+def search_path() -> list[Traversable]:
+    """Where config files are looked for, first match first: the user's folders, then the package's."""
+    return [*user_config_dirs(), resources.files(CONF_MODULE)]
+
+
+@contextmanager
+def config_dirs(folders: Sequence[str | Path]) -> Iterator[None]:
+    """Within the block, look for config files in ``folders`` first (in this order), then in those of
+    ``SSLIB_CONFIG_PATH`` and the package's: what ``--config-dir`` does. A missing folder is a one-line
+    :class:`~sslib.errors.MissingFileError`."""
+    for folder in folders:
+        if not Path(folder).expanduser().is_dir():
+            raise MissingFileError(f"config folder '{folder}' does not exist")
+    saved = os.environ.get(CONFIG_PATH_ENV)
+    os.environ[CONFIG_PATH_ENV] = os.pathsep.join([*map(str, folders), *([saved] if saved else [])])
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[CONFIG_PATH_ENV]
+        else:
+            os.environ[CONFIG_PATH_ENV] = saved
+
+
+class UserConfigSearchPath(SearchPathPlugin):
+    """Hydra search-path plugin: puts :func:`user_config_dirs` before the package's configs, so that a
+    user's file adds an option to its group or replaces the shipped one of that name. Search paths
+    without sslib's configs (other Hydra applications in the process) are left as they are."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        package = SearchPathQuery(path=f"pkg://{CONF_MODULE}")
+        if not any(element.path == package.path for element in search_path.get_path()):
+            return
+        for folder in user_config_dirs():
+            search_path.prepend("sslib-user", f"file://{folder}", anchor=package)
+
+
+Plugins.instance().register(UserConfigSearchPath)
+
+
 def options(group: str) -> list[str]:
-    """The config files available in ``group`` (without ``.yaml``)."""
-    folder = resources.files(CONF_MODULE) / group
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    """The config files available in ``group`` (without ``.yaml``), in the user's folders and the package's."""
+    folders = [folder / group for folder in search_path()]
+    return sorted(
+        {
+            p.name[: -len(".yaml")]
+            for f in folders
+            if f.is_dir()
+            for p in f.iterdir()
+            if p.name.endswith(".yaml")
+        }
+    )
+
+
+def option_file(group: str, option: str) -> Traversable:
+    """The file of ``option`` in ``group``: the first one on the :func:`search_path`."""
+    files = [folder / group / f"{option}.yaml" for folder in search_path()]
+    return next((f for f in files if f.is_file()), files[-1])
+
+
+def import_modules(cfg: DictConfig) -> None:
+    """Import the Python modules that ``cfg``'s groups (``labeler.imports``, ``method.imports``, ...) and
+    its top level list under ``imports``, with the user's config folders first on ``sys.path``: the
+    modules that register the labelers, methods or backbones the config names. The lists become one
+    top-level ``imports``; a module that fails to import is a one-line :class:`ConfigError` naming it."""
+    modules: list[str] = []
+    for prefix, node in [("", cfg), *((f"{g}.", cfg.get(g)) for g in GROUPS)]:
+        listed = node.get(IMPORTS_KEY) if isinstance(node, DictConfig) else None
+        if listed is None:
+            continue
+        if not isinstance(listed, ListConfig) or not all(isinstance(m, str) for m in listed):
+            raise ConfigError(f"{prefix}{IMPORTS_KEY} must be a list of module names, got {listed}")
+        modules += [m for m in listed if m not in modules]
+        with open_dict(node):
+            node.pop(IMPORTS_KEY)
+    if not modules:
+        return
+    with open_dict(cfg):
+        cfg[IMPORTS_KEY] = modules
+    sys.path[:0] = [str(f) for f in user_config_dirs() if str(f) not in sys.path]
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(f"{IMPORTS_KEY}: cannot import module '{module}': {_one_line(err)}") from None
 
 
 def _check_group_choices(overrides: Sequence[str]) -> dict[str, str]:
@@ -49,7 +160,7 @@ def _check_group_choices(overrides: Sequence[str]) -> dict[str, str]:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         key, value = item.split("=", 1)
-        if key in GROUPS:
+        if key in GROUPS or ("/" in key and not key.startswith(("+", "~"))):  # data/augment=cifar too
             if value not in ("null", *options(key)):
                 raise ConfigError(
                     f"unknown {key} '{value}'; available: {', '.join(options(key))}{_hint(key, value)}"
@@ -70,8 +181,7 @@ def _hint(group: str, value: str) -> str:
 
 def methods_with_labeler() -> list[str]:
     """The methods whose config names a pseudo-labeler (``method.labeler`` not null)."""
-    folder = resources.files(CONF_MODULE) / "method"
-    configs = {m: OmegaConf.create((folder / f"{m}.yaml").read_text()) for m in options("method")}
+    configs = {m: OmegaConf.create(option_file("method", m).read_text()) for m in options("method")}
     return [m for m, c in configs.items() if isinstance(c, DictConfig) and c.get("labeler") is not None]
 
 
@@ -81,11 +191,16 @@ def _no_labeler_error(method: str) -> ConfigError:
     )
 
 
-def _null_choice(item: str) -> str | None:
-    """``recipe=null`` drops the recipe (Hydra's ``~recipe``); ``labeler=null`` means the method's own."""
-    if item == "recipe=null":
-        return "~recipe"
-    return None if item == "labeler=null" else item
+def _take_recipe(overrides: Sequence[str]) -> tuple[str | None, list[str]]:
+    """The ``recipe=`` choice (``"null"`` for ``recipe=null`` or ``~recipe``; None: the default) and the
+    other overrides, less ``labeler=null`` (the method's own labeler, as without it)."""
+    choice, rest = None, []
+    for item in overrides:
+        if item.startswith(f"{RECIPE}=") or item == f"~{RECIPE}":
+            choice = item.split("=", 1)[1] if "=" in item else "null"
+        elif item != "labeler=null":
+            rest.append(item)
+    return choice, rest
 
 
 def _is_labeler_key(item: str) -> bool:
@@ -110,7 +225,7 @@ def _unknown_key_message(key: str, value: str, overrides: Sequence[str]) -> str:
     others = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
     try:
         node = (
-            OmegaConf.select(_compose_labeled(others, _check_group_choices(others)), parent)
+            OmegaConf.select(_compose_groups(others, _check_group_choices(others), None), parent)
             if parent
             else None
         )
@@ -134,131 +249,175 @@ def _trainer_arguments() -> set[str]:
     return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
 
 
-def _drop_recipe_labeler_settings(cfg: DictConfig, overrides: Sequence[str]) -> None:
-    """Give a swapped labeler its own defaults plus the command line's ``labeler.*``, not the recipe's.
-
-    A recipe's ``labeler:`` block tunes the method's own labeler (e.g. DINO's temperature schedule);
-    applied to another labeler it would change what the swap compares (or name a parameter it lacks). The labeler node is composed again without the recipe and put in
-    place unresolved, so its interpolations (``${method.num_prototypes}``) still resolve against ``cfg``.
-    """
-    labeler_items = [o for o in overrides if o.startswith("labeler=") or _is_labeler_key(o)]
-    bare = hydra_compose("config", overrides=["~recipe", *labeler_items])
-    cfg.labeler = bare.labeler
-
-
-RECIPE_GROUPS_KEY = "groups"  # a recipe's group choices, e.g. ``groups: {backbone: resnet50}``
-
-
-def _compose_labeled(overrides: list[str], chosen: dict[str, str]) -> DictConfig:
-    """One Hydra compose with the labeler rules of :func:`compose` (unresolved)."""
-    if "labeler" in chosen:
-        cfg = hydra_compose("config", overrides=overrides)
-        own = cfg.method.get("labeler")
-        if own is None:
-            raise _no_labeler_error(cfg.method.name)
-        if chosen["labeler"] != own:
-            _drop_recipe_labeler_settings(cfg, overrides)
-        return cfg
-    # find the method's labeler first; labeler.* overrides apply once it is chosen
-    first = hydra_compose("config", overrides=[o for o in overrides if not _is_labeler_key(o)])
-    labeler = first.method.get("labeler")
-    if labeler is None:  # byol, barlow, simclr
-        if any(_is_labeler_key(o) for o in overrides):
-            raise _no_labeler_error(first.method.name)
-        with open_dict(first):
-            first.labeler = None
-        return first
-    if labeler not in options("labeler"):
-        raise ConfigError(f"method.labeler '{labeler}' unknown; available: {', '.join(options('labeler'))}")
-    return hydra_compose("config", overrides=[f"labeler={labeler}", *overrides])
-
-
-def _recipe_group_choices(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
-    """The recipe's ``groups`` as ``group=option`` overrides, less the groups the command line chose.
-
-    Hydra does not let a recipe (a non-primary config) override the defaults list, so a recipe names
-    its group choices (e.g. MIRA's ImageNet recipe: ``backbone: resnet50``) under ``groups``.
-    """
-    groups = cfg.get(RECIPE_GROUPS_KEY)
-    if not groups:
-        return []
-    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
-    items = []
-    for group, option in groups.items():
-        folder = group.split("/")
-        if group not in given and option not in _options_in(folder):
-            raise ConfigError(
-                f"recipe sets {RECIPE_GROUPS_KEY}.{group}={option}; available: {', '.join(_options_in(folder))}"
-            )
-        if group not in given:
-            items.append(f"{group}={option}")
-    return items
-
-
-def _options_in(folder: list[str]) -> list[str]:
-    return options("/".join(folder))
-
-
-def _unknown_recipe_key(cfg: DictConfig, bare: DictConfig, path: str = "") -> str | None:
-    """The first key path set in ``cfg`` whose parent in ``bare`` (no recipe) is a mapping without it.
-
-    A parent that is ``null`` in ``bare`` (e.g. ``data.local_crops``) accepts any value.
-    """
-    known = set(bare.keys())  # ``in`` is False for a mandatory (???) value
-    for key in cfg:
-        full = path + str(key)
-        if key not in known:
-            return full
-        value, reference = cfg._get_node(key), bare._get_node(key)
-        if isinstance(value, DictConfig) and isinstance(reference, DictConfig) and not reference._is_none():
-            found = _unknown_recipe_key(value, reference, f"{full}.")
-            if found:
-                return found
+def _load(path: str) -> DictConfig | None:
+    """The config file ``path`` (e.g. ``recipe/mira_cifar10``) from the first folder of the search path
+    that has it; None if none has. Only inside ``initialize_config_module``."""
+    for source in GlobalHydra.instance().config_loader().get_sources():
+        if source.is_config(path):
+            return cast(DictConfig, source.load_config(path).config)
     return None
 
 
-def _check_recipe_keys(cfg: DictConfig, overrides: list[str], chosen: dict[str, str]) -> None:
-    """Fail with one line when the recipe sets a key that the composed groups do not define.
+def _default(group: str) -> str:
+    """The root config's choice of ``group`` (``method: mira``, ``data: digits``)."""
+    root = _load("config")
+    assert root is not None
+    return next(d[group] for d in root.defaults if isinstance(d, DictConfig) and group in d)
 
-    Under a group other than method and data that the command line chose (e.g. ``optim=sgd`` on a LARS
-    recipe, ``backbone=timm`` on a ResNet one), such keys are the recipe's settings of the option it was
-    written for (LARS's ``eta``): they are dropped, with a log line.
+
+def _read_recipe(name: str) -> dict[str, Any] | None:
+    config = _load(f"{RECIPE}/{name}")
+    return None if config is None else cast(dict[str, Any], OmegaConf.to_container(config))
+
+
+def _recipe_files() -> list[str]:
+    return GlobalHydra.instance().config_loader().get_group_options(RECIPE)
+
+
+def recipe_options() -> list[str]:
+    """The names ``recipe=`` takes: every recipe file's ``recipes`` (shared ``_*`` parts excluded)."""
+    with initialize_config_module(CONF_MODULE, version_base="1.3"):
+        return recipe_file.recipe_names(_read_recipe, _recipe_files())
+
+
+def _find_recipe(choice: str | None, chosen: dict[str, str]) -> recipe_file.Recipe | None:
+    """The recipe ``recipe=<choice>`` names, or by default ``<method>_<data>`` if there is one."""
+    if choice == "null":
+        return None
+    name = choice or f"{chosen.get('method', _default('method'))}_{chosen.get('data', _default('data'))}"
+    found = recipe_file.find(name, _read_recipe, _recipe_files())
+    if found is None and choice is not None:
+        names = recipe_file.recipe_names(_read_recipe, _recipe_files())
+        raise ConfigError(f"unknown recipe '{choice}'; available: {', '.join(names)}")
+    return found
+
+
+def _own_labeler(chosen: dict[str, str]) -> tuple[str, str | None]:
+    """The chosen method and its own labeler (``method.labeler``; None for byol, barlow, simclr)."""
+    method = chosen.get("method", _default("method"))
+    config = _load(f"method/{method}")
+    assert config is not None  # the option was checked
+    return method, config.get("labeler")
+
+
+def _compose_groups(
+    overrides: list[str], chosen: dict[str, str], recipe: recipe_file.Recipe | None
+) -> DictConfig:
+    """The one Hydra composition of a call (unresolved): the recipe's group choices, the labeler, overrides.
+
+    Unless ``labeler=...`` is given, the method's own labeler (``method.labeler``) is chosen. Methods
+    without one get ``labeler: null`` and refuse ``labeler=``/``labeler.*`` overrides.
     """
-    recipe = chosen.get("recipe") or f"{cfg.method.name}_{cfg.data.name}"
-    bare = _compose_labeled([*overrides, "~recipe"], chosen) if "~recipe" not in overrides else cfg
-    with open_dict(bare):
-        bare[RECIPE_GROUPS_KEY] = None
-    while (unknown := _unknown_recipe_key(cfg, bare)) is not None:
-        group = unknown.split(".", 1)[0]
-        if group not in chosen or group in ("method", "data", "recipe"):  # the recipe is written for these
-            raise ConfigError(f"recipe {recipe} sets '{unknown}', which the composed config does not have")
-        parent, _, key = unknown.rpartition(".")
+    method, own = _own_labeler(chosen)
+    if own is None and ("labeler" in chosen or any(_is_labeler_key(o) for o in overrides)):
+        raise _no_labeler_error(method)
+    if own is not None and own not in options("labeler"):
+        raise ConfigError(f"method.labeler '{own}' unknown; available: {', '.join(options('labeler'))}")
+    given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    items = []
+    for group, option in (recipe.groups if recipe else {}).items():
+        if group not in given:
+            if option not in options(group):
+                raise ConfigError(
+                    f"recipe {recipe.name} sets groups.{group}={option}; available: {', '.join(options(group))}"  # type: ignore[union-attr]
+                )
+            items.append(f"{group}={option}")
+    if own is not None and "labeler" not in chosen:
+        items.append(f"labeler={own}")
+    cfg = hydra_compose("config", overrides=[*items, *overrides])
+    if own is None:
         with open_dict(cfg):
-            OmegaConf.select(cfg, parent).pop(key)
-        log.info("recipe %s: %s does not apply to %s=%s; dropped", recipe, unknown, group, chosen[group])
+            cfg.labeler = None
+    return cfg
+
+
+def _recipe_option(group: str, recipe: recipe_file.Recipe, cfg: DictConfig) -> str | None:
+    """The option of ``group`` the recipe is written for: its ``groups`` choice, else its ``<group>.name``
+    value; the labeler's is the method's own."""
+    if group == "labeler":
+        return cfg.method.get("labeler")
+    if group in recipe.groups:
+        return recipe.groups[group]
+    entry = recipe.entries.get(f"{group.replace('/', '.')}.name")
+    return None if entry is None else str(entry.value)
+
+
+def _apply_recipe(
+    cfg: DictConfig, recipe: recipe_file.Recipe, overrides: list[str], chosen: dict[str, str]
+) -> None:
+    """Set the recipe's values on ``cfg``, except under the keys the command line sets (which win).
+
+    A group the command line chooses (``optim=adamw``, ``labeler=sinkhorn``) is the user's: it keeps its
+    own defaults unless it is the option the recipe is written for. Each value left out that way, and
+    each whose key the composed groups lack, is named in a warning; a key that the method or data config
+    lacks is an error in the recipe file.
+    """
+    given = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    user = [k for k in given if k not in GROUPS and "/" not in k]
+    swapped = {
+        g.replace("/", ".") + ".": g
+        for g, option in chosen.items()
+        if g not in ("method", "data") and option != _recipe_option(g, recipe, cfg)
+    }
+    left_out: dict[str, list[str]] = {}
+    filled: set[str] = set()
+    for key, entry in recipe.entries.items():
+        if key in recipe_file.DERIVED or any(
+            k == key or key.startswith(f"{k}.") or k.startswith(f"{key}.") for k in user
+        ):
+            continue
+        group = next((g for prefix, g in swapped.items() if key.startswith(prefix)), None)
+        if group is not None:
+            left_out.setdefault(group, []).append(key)
+        elif not _set_value(cfg, key, entry.value, filled):
+            if key.split(".", 1)[0] in ("method", "data"):
+                raise ConfigError(
+                    f"recipe {recipe.name} sets '{key}', which the composed config does not have"
+                )
+            left_out.setdefault("", []).append(key)
+    for group, keys in left_out.items():
+        why = (
+            f"{group}={chosen[group]} keeps its own defaults (the recipe is written for "
+            f"{_recipe_option(group, recipe, cfg) or 'another option'})"
+            if group
+            else "the composed config has no such keys"
+        )
+        log.warning("recipe %s: not applied, %s: %s", recipe.name, why, ", ".join(keys))
+
+
+def _set_value(cfg: DictConfig, key: str, value: Any, filled: set[str]) -> bool:
+    """Set ``key`` (dotted) to ``value`` if the key exists or its section is null (``data.local_crops``,
+    which the recipe then fills: ``filled`` holds such sections); False if the key does not exist."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=_ABSENT) if parent else cfg
+    with open_dict(cfg):
+        if node is None:
+            OmegaConf.update(cfg, parent, {}, merge=False)
+            node = OmegaConf.select(cfg, parent)
+            filled.add(parent)
+        if not isinstance(node, DictConfig) or (leaf not in set(node) and parent not in filled):
+            return False  # (``in`` would be False for a mandatory ??? value: hence ``set(node)``)
+        OmegaConf.update(cfg, key, value, merge=False)
+    return True
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The resolved run config for ``overrides`` (e.g. ``["method=mira", "data=cifar100"]``).
 
-    Unless ``labeler=...`` is given, the method's own labeler (``method.labeler``) is used. Methods
-    without one (``method.labeler: null``: byol, barlow, simclr) get ``labeler: null`` and refuse
-    ``labeler=``/``labeler.*`` overrides. A recipe's ``groups`` (e.g. ``backbone: resnet50``) choose
-    groups unless the command line does. Unknown groups, options or keys (on the command line or in a
-    recipe), and missing mandatory values raise :class:`ConfigError` (one line).
+    One Hydra composition of the groups (the recipe's ``groups`` unless the command line chooses them,
+    the method's own labeler unless ``labeler=`` swaps it) with the overrides; then the recipe's values
+    (``recipe=<name>``, by default ``<method>_<data>`` where it exists; ``recipe=null``: none) on the keys
+    the command line does not set. Unknown groups, options or keys, and missing mandatory values raise
+    :class:`ConfigError` (one line).
     """
-    overrides = [o for o in map(_null_choice, overrides) if o is not None]
+    choice, overrides = _take_recipe(overrides)
     chosen = _check_group_choices([o for o in overrides if not o.startswith("~")])
     try:
         with initialize_config_module(CONF_MODULE, version_base="1.3"):
-            cfg = _compose_labeled(overrides, chosen)
-            extra = _recipe_group_choices(cfg, overrides)
-            if extra:
-                overrides = [*extra, *overrides]
-                cfg = _compose_labeled(overrides, chosen)
-            _check_recipe_keys(cfg, overrides, chosen)
-        with open_dict(cfg):
-            cfg.pop(RECIPE_GROUPS_KEY, None)
+            recipe = _find_recipe(choice, chosen)
+            cfg = _compose_groups(overrides, chosen, recipe)
+            if recipe is not None:
+                _apply_recipe(cfg, recipe, overrides, chosen)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         append = re.search(
@@ -273,4 +432,5 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} is required: set {missing[0]}=...")
+    import_modules(cfg)
     return cfg

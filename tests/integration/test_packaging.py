@@ -1,5 +1,5 @@
 """The built wheel: its name and version, the data files it ships, and sslib imported from it alone
-(configs, recipes and their records, the zoo's manifest)."""
+(configs and recipes, the zoo's manifest)."""
 
 from __future__ import annotations
 
@@ -100,14 +100,13 @@ def test_wheel_metadata_has_the_distribution_name_and_sslib_version(wheel):
     assert metadata["Version"] == sslib.__version__
 
 
-def test_wheel_ships_configs_data_and_records(wheel):
+def test_wheel_ships_configs_recipes_and_data(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
     package = ROOT / "sslib"
     shipped = [
         *package.glob("app/conf/**/*.yaml"),
         *package.glob("data/**/*.txt"),
-        *package.glob("app/recipes/records/*.yaml"),
         package / "app" / "zoo" / "manifest.yaml",
     ]
     assert len(shipped) > 40

@@ -1,13 +1,12 @@
-"""Source records of the shipped recipes: every hyper-parameter that matters, its value and its source.
+"""The recipe checker: every shipped recipe composed and compared with its file, and rendered as tables.
 
-``sslib/app/recipes/records/<name>.yaml`` describes one recipe (or a recipe and the variants that inherit
-it, e.g. ``mira_cifar10`` and ``mira_cifar100``). :func:`check` composes each recipe and compares every
-recorded value with the composed config; :func:`render` writes the tables of ``docs/recipes.md``.
+A recipe file (``sslib/app/conf/recipe/<name>.yaml``, format in :mod:`sslib.app.recipe`) holds each value
+of a recipe next to its source. :func:`check` composes each recipe and compares every value with the
+composed config; :func:`render` writes the tables of ``docs/recipes.md``.
 """
 
-from sslib.app.recipes.record import (
-    Entry,
-    Record,
+from sslib.app.recipe import Entry, Recipe
+from sslib.app.recipes.check import (
     check,
     covered_keys,
     load,
@@ -19,7 +18,7 @@ from sslib.app.recipes.record import (
 
 __all__ = [
     "Entry",
-    "Record",
+    "Recipe",
     "check",
     "covered_keys",
     "load",

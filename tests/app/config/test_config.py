@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from sslib.app.config import ConfigError, compose, options
+from sslib.app.config import ConfigError, compose, options, recipe_options
 from sslib.app.train import check_same_run, config_changes
 
 
 def test_every_group_has_options_and_every_recipe_composes():
     for group in ("method", "labeler", "backbone", "data", "optim", "trainer", "logger", "recipe"):
         assert options(group), group
-    for recipe in options("recipe"):
-        if "_" not in recipe:  # settings shared by recipes (digits, cifar, imagenet100), usable on their own
+    for recipe in recipe_options():
+        if "_" not in recipe:  # the digits budget, for any method
             assert compose([f"recipe={recipe}"]).data.name == "digits"
             continue
         method, data = recipe.split("_", 1)

@@ -1,4 +1,4 @@
-"""Recipes against their sources: the source records, and each value the review of the recipes fixed."""
+"""Recipes against their sources: the recipe files, their composition, and each value the review of the recipes fixed."""
 
 from __future__ import annotations
 
@@ -7,32 +7,33 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
+import sslib.app.config
 from sslib.app import methods
 from sslib.app.builders import build_projector
-from sslib.app.config import ConfigError, compose, options
-from sslib.app.config import _unknown_recipe_key as unknown_recipe_key
+from sslib.app.config import ConfigError, compose, recipe_options
 from sslib.app.recipes import check, load, load_all, render
+from sslib.app.recipes.check import flat_config, recipe_config, required_keys
 from sslib.app.recipes.cli import BEGIN, END
-from sslib.app.recipes.record import flat_config, recipe_config, required_keys
 from sslib.backbones import build as build_backbone
 from sslib.heads import PrototypeHead
 from sslib.modules.crops import embed_crops
 from sslib.optim import resolve_warmup_start_ratio
 from tests.helpers import ROOT
 
-SHARED = {"digits", "cifar", "imagenet100"}  # budgets that recipes build on, not recipes of their own
+SHARED = {
+    "digits"
+}  # the digits budget: a recipe for any method (recipe=digits), checked through <method>_digits
 
 
 # --- the records -------------------------------------------------------------------------------
 
 
-def test_every_shipped_recipe_has_exactly_one_record():
-    recorded = [r for record in load_all() for r in record.recipes]
+def test_every_recipe_name_is_in_exactly_one_checked_file():
+    recorded = [r for recipe in load_all() for r in recipe.recipes]
     assert sorted(recorded) == sorted(set(recorded))
-    assert sorted(recorded) == sorted(r for r in options("recipe") if r not in SHARED)
+    assert sorted(recorded) == sorted(r for r in recipe_options() if r not in SHARED)
 
 
 @pytest.mark.parametrize("name", [r.name for r in load_all()])
@@ -117,29 +118,78 @@ def test_symmetric_recipes_choose_their_augmentation_and_the_command_line_still_
     assert compose(["method=swav", "data=cifar10", "data/augment=cifar"]).data.augment.brightness == 0.4
 
 
-def test_unknown_recipe_key_is_found_below_known_sections():
-    bare = OmegaConf.create({"method": {"lambd": 1, "queue": {"length": 0}}, "data": {"local_crops": None}})
-    ok = OmegaConf.create({"method": {"lambd": 2, "queue": {"length": 3}}, "data": {"local_crops": {"n": 6}}})
-    assert unknown_recipe_key(ok, bare) is None
-    typo = OmegaConf.create({"method": {"lambdd": 2}})
-    assert unknown_recipe_key(typo, bare) == "method.lambdd"
-    nested = OmegaConf.create({"method": {"queue": {"lenght": 3}}})
-    assert unknown_recipe_key(nested, bare) == "method.queue.lenght"
+@pytest.fixture
+def recipe_file():
+    """Write a recipe file ``zz_<name>.yaml`` into the package's recipe folder for one test."""
+    folder = Path(sslib.app.config.__file__).parent / "conf" / "recipe"
+    written = []
 
+    def write(name: str, text: str) -> None:
+        path = folder / f"{name}.yaml"
+        assert not path.exists()
+        path.write_text(text)
+        written.append(path)
 
-def test_a_recipe_file_with_an_unknown_key_fails_at_compose_time():
-    folder = Path(__import__("sslib.app.conf", fromlist=["x"]).__file__).parent / "recipe"
-    path = folder / "barlow_zz.yaml"
-    assert not path.exists()
-    path.write_text("# @package _global_\nmethod:\n  lambdd: 0.1\n")
-    try:
-        with pytest.raises(
-            ConfigError,
-            match=r"^recipe barlow_zz sets 'method.lambdd', which the composed config does not have$",
-        ):
-            compose(["method=barlow", "recipe=barlow_zz"])
-    finally:
+    yield write
+    for path in written:
         path.unlink()
+
+
+def test_a_recipe_file_with_an_unknown_method_key_fails_at_compose_time(recipe_file):
+    recipe_file("barlow_zz", "values:\n  method.lambdd: [0.1, 'a typo']\n")
+    with pytest.raises(
+        ConfigError, match=r"^recipe barlow_zz sets 'method.lambdd', which the composed config does not have$"
+    ):
+        compose(["method=barlow", "recipe=barlow_zz"])
+
+
+def test_a_recipe_value_the_composed_groups_lack_is_named_in_a_warning(recipe_file, caplog):
+    recipe_file("barlow_zz", "values:\n  optim.kwargs.nesterov: [true, 'SGD only']\n  optim.lr: [0.7, 'x']\n")
+    cfg = compose(["method=barlow", "recipe=barlow_zz"])
+    assert cfg.optim.lr == 0.7 and "nesterov" not in cfg.optim.kwargs
+    assert (
+        "recipe barlow_zz: not applied, the composed config has no such keys: optim.kwargs.nesterov"
+        in caplog.text
+    )
+
+
+def test_one_hydra_composition_per_call(monkeypatch):
+    calls = []
+    compose_once = sslib.app.config.hydra_compose
+    monkeypatch.setattr(
+        sslib.app.config, "hydra_compose", lambda *a, **k: calls.append(a) or compose_once(*a, **k)
+    )
+    for overrides in (
+        [],
+        ["method=dino", "data=cifar10", "labeler=mira", "labeler.n_iters=5"],
+        ["method=swav", "data=imagenet", "data.root=/x", "optim=sgd"],
+        ["method=byol", "recipe=digits"],
+    ):
+        calls.clear()
+        compose(overrides)
+        assert len(calls) == 1, overrides
+
+
+def test_recipe_values_apply_under_the_command_line():
+    cfg = compose(["method=mira", "data=imagenet", "data.root=/x", "optim.lr=0.1"])
+    assert cfg.optim.lr == 0.1 and cfg.optim.weight_decay == 1.0e-6  # the command line, then the recipe
+    assert (
+        cfg.online_eval.every_n_epochs == 10 and cfg.online_eval.bank_dtype == "float16"
+    )  # over config.yaml's
+    assert cfg.trainer.check_val_every_n_epoch == 10
+    assert compose(["method=mira", "data=cifar10", "recipe=null"]).trainer.max_epochs == 100  # no recipe
+
+
+def test_a_swapped_labeler_keeps_its_own_defaults_and_says_so(caplog):
+    cfg = compose(["method=dino", "data=cifar10", "labeler=mira"])
+    assert cfg.labeler.name == "mira" and cfg.labeler.temperature == 0.225  # MIRA's default, not DINO's
+    assert "recipe dino_cifar10: not applied, labeler=mira keeps its own defaults" in caplog.text
+    assert "labeler.temperature" in caplog.text
+    caplog.clear()
+    assert (
+        compose(["method=dino", "data=cifar10", "labeler=dino"]).labeler.temperature == 0.04
+    )  # its own option
+    assert "not applied" not in caplog.text
 
 
 # --- the values the review fixed ---------------------------------------------------------------
@@ -252,7 +302,16 @@ def test_labeler_input_is_float32_in_a_bf16_autocast_step(tmp_path):
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
-def test_a_swapped_optimiser_drops_the_recipes_settings_of_the_other_one():
+def test_a_swapped_optimiser_keeps_its_own_defaults_and_says_so(caplog):
+    sgd = compose(["method=byol", "optim=sgd", "recipe=null"]).optim
     cfg = compose(["method=mira", "data=imagenet", "data.root=/x", "optim=sgd", "optim.weight_decay=1e-4"])
-    assert cfg.optim.name == "sgd" and dict(cfg.optim.kwargs) == {} and cfg.optim.weight_decay == 1e-4
-    assert cfg.optim.lr == 0.3 and cfg.optim.warmup_start_ratio == "base"  # settings SGD has are kept
+    assert (
+        cfg.optim.name == "sgd"
+        and dict(cfg.optim.kwargs) == dict(sgd.kwargs)
+        and cfg.optim.weight_decay == 1e-4
+    )
+    assert (cfg.optim.lr, cfg.optim.warmup_start_ratio) == (sgd.lr, sgd.warmup_start_ratio)
+    assert (
+        "recipe mira_imagenet: not applied, optim=sgd keeps its own defaults (the recipe is written for lars)"
+        in caplog.text
+    )

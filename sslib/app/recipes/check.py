@@ -1,34 +1,22 @@
-"""Load, check and render recipe source records (``sslib/app/recipes/records/*.yaml``).
+"""Check the recipe files (``sslib/app/conf/recipe/*.yaml``) against the configs they compose, and
+render them as the tables of ``docs/recipes.md``.
 
-A record file::
-
-    recipes: [mira_cifar10, mira_cifar100]     # the recipe files it describes (the first is the primary)
-    extends: [_solo_cifar, _mira]              # optional: shared entries, later ones win
-    title: MIRA, CIFAR-10/100, ResNet-18
-    reproduces: paper Table 7
-    sources: {paper: "...", mira: "movinghoon/MIRA@dca0326", solo: "vturrisi/solo-learn@9187ea3"}
-    values:                                     # key: [value, source]; the composed value must equal it
-      method.num_prototypes: [3000, "paper §4.1"]
-    deviations:                                 # where sslib differs from the source, and why
-      trainer.precision: {value: bf16-mixed, source_value: 16-mixed, source: "...", reason: "..."}
-
-Keys are dotted paths of the composed config, plus the derived keys of :func:`flat_config`
-(``global_batch``, ``backbone.cifar_stem``).
+The file format is :mod:`sslib.app.recipe`'s. The check composes each recipe and compares every value
+with its file (the derived keys too), and requires a source for every hyper-parameter of the composed
+config, so that a changed group default cannot slip into a recipe unrecorded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from sslib.app.config import compose, options
-from sslib.errors import ConfigError
+from sslib.app import recipe as recipe_file
+from sslib.app.config import CONF_MODULE, RECIPE, compose, options
+from sslib.app.recipe import Recipe
 
-RECORDS = "records"
 DUMMY_ROOT = "/data/{data}"  # image-folder datasets need a data.root to compose
 
 # Keys that are not training hyper-parameters (names, I/O, the labeler's kernel choice).
@@ -53,83 +41,30 @@ SECTIONS = (
 SINGLE = ("data.batch_size", "trainer.max_epochs", "trainer.precision", "global_batch")
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One hyper-parameter: sslib's ``value``, where it comes from, and, for a deviation, why it differs."""
-
-    key: str
-    value: Any
-    source: str
-    source_value: Any = None
-    reason: str | None = None
-
-    @property
-    def deviation(self) -> bool:
-        return self.reason is not None
+def _read(name: str) -> dict[str, Any] | None:
+    path = resources.files(CONF_MODULE) / RECIPE / f"{name}.yaml"
+    return recipe_file.parse_text(path.read_text()) if path.is_file() else None
 
 
-@dataclass
-class Record:
-    """The source record of one recipe and its variants."""
-
-    name: str
-    recipes: list[str]
-    title: str
-    reproduces: str
-    sources: dict[str, str]
-    entries: dict[str, Entry] = field(default_factory=dict)
+def _files() -> list[str]:
+    folder = resources.files(CONF_MODULE) / RECIPE
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read(name: str) -> dict:
-    path = resources.files("sslib.app.recipes") / RECORDS / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"no recipe record '{name}' in sslib/app/recipes/{RECORDS}")
-    return yaml.safe_load(path.read_text())
+def load(name: str) -> Recipe:
+    """The shipped recipe file ``conf/recipe/<name>.yaml`` on top of the files it extends."""
+    return recipe_file.load(name, _read)
 
 
-def _entries(raw: dict) -> dict[str, Entry]:
-    entries = {}
-    for key, item in (raw.get("values") or {}).items():
-        if not (isinstance(item, list) and len(item) == 2):
-            raise ConfigError(f"record value {key} must be [value, source], got {item!r}")
-        entries[key] = Entry(key, item[0], item[1])
-    for key, item in (raw.get("deviations") or {}).items():
-        missing = {"value", "source_value", "source", "reason"} - set(item)
-        if missing:
-            raise ConfigError(f"record deviation {key} lacks {', '.join(sorted(missing))}")
-        entries[key] = Entry(key, item["value"], item["source"], item["source_value"], item["reason"])
-    return entries
+def _method_recipe(name: str) -> bool:
+    """Whether recipe ``name`` is ``<method>_<data>[_<variant>]`` (``digits``, for any method, is not)."""
+    return name.split("_", 1)[0] in options("method") and "_" in name
 
 
-def load(name: str) -> Record:
-    """The record ``records/<name>.yaml`` on top of the records it ``extends`` (one name or a list, in order)."""
-    raw = _read(name)
-    parents = raw.get("extends") or []
-    entries: dict[str, Entry] = {}
-    sources: dict[str, str] = {}
-    for parent in [parents] if isinstance(parents, str) else parents:
-        base = load(parent)
-        entries.update(base.entries)
-        sources.update(base.sources)
-    entries.update(_entries(raw))
-    sources.update(raw.get("sources") or {})
-    return Record(
-        name,
-        list(raw.get("recipes") or []),
-        raw.get("title", name),
-        raw.get("reproduces", ""),
-        sources,
-        entries,
-    )
-
-
-def load_all() -> list[Record]:
-    """Every record that describes recipes (files starting with ``_`` are shared parts), by name."""
-    folder = resources.files("sslib.app.recipes") / RECORDS
-    names = sorted(
-        p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml") and not p.name.startswith("_")
-    )
-    return [load(n) for n in names]
+def load_all() -> list[Recipe]:
+    """Every shipped recipe file chosen by ``<method>_<data>`` names (shared parts excluded), by name."""
+    recipes = [load(n) for n in _files() if not n.startswith("_")]
+    return [r for r in recipes if any(_method_recipe(n) for n in r.recipes)]
 
 
 def recipe_config(recipe: str) -> DictConfig:
@@ -191,7 +126,7 @@ def required_keys(flat: dict[str, Any]) -> set[str]:
     return {k for k in keys if k not in IGNORED and _active(k, flat)}
 
 
-def covered_keys(record: Record) -> set[str]:
+def covered_keys(record: Recipe) -> set[str]:
     return set(record.entries)
 
 
@@ -205,7 +140,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def check(record: Record) -> list[str]:
+def check(record: Recipe) -> list[str]:
     """Problems of ``record`` against the composed configs of its recipes (empty when it is true)."""
     problems = []
     for recipe in record.recipes:
@@ -237,7 +172,7 @@ def _cell(value: Any) -> str:
     return f"`{text}`".replace("|", "\\|")
 
 
-def render(records: list[Record]) -> str:
+def render(records: list[Recipe]) -> str:
     """Markdown tables of every record: sources, values with their sources, deviations with reasons."""
     out = []
     for record in records:
