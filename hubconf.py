@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # torch.hub lists every public callable of this module as an 
 
     from torch import nn
 
-dependencies = ["torch", "torchvision", "timm", "yaml", "safetensors"]
+dependencies = ["torch", "torchvision", "timm", "yaml", "safetensors", "pooch"]
 
 _MANIFEST = _Path(__file__).resolve().parent / "sslib" / "app" / "zoo" / "manifest.yaml"
 """The manifest next to this file, so the entries are those of the checkout torch.hub loaded."""

@@ -1,9 +1,9 @@
 """Model zoo: published self-supervised backbones with verified, cached downloads.
 
 ``sslib.app.zoo.entries()`` gives the entries of ``sslib/app/zoo/manifest.yaml``; ``sslib.app.zoo.load(name)`` downloads a
-checkpoint once into the cache (``$SSLIB_ZOO_CACHE``, else ``<torch hub dir>/checkpoints/sslib``),
-verifies its SHA-256, converts its published layout and returns the backbone in eval mode. Files are
-read with ``weights_only=True`` or safetensors, so a checkpoint can never run code.
+checkpoint once into the cache (``$SSLIB_ZOO_CACHE``, else ``<torch hub dir>/checkpoints/sslib``) with
+:mod:`pooch`, verifies its SHA-256, converts its published layout and returns the backbone in eval mode.
+Files are read with ``weights_only=True`` or safetensors, so a checkpoint can never run code.
 """
 
 from __future__ import annotations
@@ -54,10 +54,9 @@ def download(model: str | Entry, cache_dir: str | Path | None = None, allow_unve
             "pass allow_unverified=True (CLI: --allow-unverified) to use it anyway"
         )
     path = resolve_cache_dir(cache_dir) / entry.filename
-    if path.is_file() and (not entry.verified or sha256_file(path) == entry.sha256):
-        return path
+    first = not path.is_file()
     fetch(entry.url, path, entry.sha256)
-    if not entry.verified:
+    if first and not entry.verified:
         warnings.warn(
             f"zoo model '{entry.name}' is unverified; downloaded file sha256: {sha256_file(path)}",
             stacklevel=2,

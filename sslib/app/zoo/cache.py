@@ -1,40 +1,34 @@
-"""Verified, atomic downloads into the checkpoint cache.
+"""Verified, atomic downloads into the checkpoint cache, with :mod:`pooch`.
 
-A file is streamed into a temporary file next to its final path, retried (resuming with an HTTP
-``Range`` request when the server allows it), checked against its SHA-256, and only then renamed
-into place: the final path never holds a partial or unverified file, and failures leave nothing behind.
+pooch streams a file into a temporary file next to its final path, checks its SHA-256 and only then
+moves it into place, so the final path never holds a partial or unverified file; a failed attempt is
+retried, and a file already cached with the right hash is used without any network access.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from http.client import HTTPException
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
+import pooch
+import requests
 import torch
 
 from sslib.errors import SslibError
 
 CACHE_ENV = "SSLIB_ZOO_CACHE"
-RETRIES = 3
-RETRY_DELAY_S = 1.0  # grows linearly with the attempt number
-TIMEOUT_S = 30.0
-CHUNK_BYTES = 1 << 20
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
+ATTEMPTS = 3  # pooch waits 1 s, then 2 s, between them
+_POOCH_GOT = re.compile(r"but got ([0-9a-f]{64})")  # the hash in pooch's mismatch message
 
 
 class DownloadError(SslibError, RuntimeError):
     """A download that failed for good (after retries) or whose content did not verify."""
-
-
-class _Incomplete(Exception):
-    """The server closed the connection before sending the announced number of bytes."""
 
 
 def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
@@ -48,82 +42,56 @@ def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
 
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of the file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def fetch(url: str, dest: Path, sha256: str | None) -> Path:
-    """Download ``url`` to ``dest`` atomically; with ``sha256``, only a file with that hash lands there."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(name)
+    """``dest``, downloaded from ``url`` unless it is there with hash ``sha256`` (any file when None).
+
+    With ``sha256``, only a file with that hash lands at ``dest``; a progress bar is drawn on stderr
+    when it is a terminal. Failures are one-line :class:`DownloadError` s and leave nothing behind.
+    """
+    files = pooch.create(
+        path=dest.parent,
+        base_url="",
+        registry={dest.name: sha256},
+        urls={dest.name: url},
+        retry_if_failed=ATTEMPTS - 1,
+    )
     try:
-        _download_with_retries(url, tmp, dest)
-        if sha256 is not None and (actual := sha256_file(tmp)) != sha256:
-            raise DownloadError(
-                f"sha256 mismatch for {url}: expected {sha256}, got {actual}; the download was deleted"
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+        files.fetch(dest.name, downloader=_downloader(url))
+    except requests.RequestException as err:  # before ValueError: requests' InvalidURL is both
+        response = err.response
+        reason = (
+            f"HTTP {response.status_code} {response.reason}"
+            if response is not None
+            else f"cannot connect ({err})"
+            if isinstance(err, requests.ConnectionError)
+            else str(err)
+        )
+        raise DownloadError(
+            f"download of {url} failed after {ATTEMPTS} attempts: {reason}; if you are offline, "
+            f"fetch the file elsewhere and save it as {dest}"
+        ) from None
+    except ValueError as err:  # pooch's hash check, after the last attempt
+        got = _POOCH_GOT.search(str(err))
+        raise DownloadError(
+            f"sha256 mismatch for {url}: expected {sha256}, got {got[1] if got else 'another hash'}; "
+            "the download was deleted"
+        ) from None
     return dest
 
 
-def _download_with_retries(url: str, tmp: Path, dest: Path) -> None:
-    """Fill ``tmp`` with the body of ``url``, retrying transient failures ``RETRIES`` times."""
-    for attempt in range(1, RETRIES + 1):
-        try:
-            _download_once(url, tmp)
-            return
-        except urllib.error.HTTPError as err:
-            if err.code == 416:  # our Range is past the end: start over
-                tmp.write_bytes(b"")
-            elif err.code < 500 and err.code != 429:
-                raise DownloadError(f"download of {url} failed: HTTP {err.code} {err.reason}") from None
-            reason = f"HTTP {err.code} {err.reason}"
-        except urllib.error.URLError as err:  # could not connect: refused, DNS failure, ...
-            reason = f"cannot connect ({err.reason})"
-        except (_Incomplete, HTTPException, OSError) as err:  # connection dropped or timed out mid-body
-            reason = str(err) or type(err).__name__
-        if attempt < RETRIES:
-            time.sleep(RETRY_DELAY_S * attempt)
-    raise DownloadError(
-        f"download of {url} failed after {RETRIES} attempts: {reason}; if you are offline, "
-        f"fetch the file elsewhere and save it as {dest}"
-    )
+def _downloader(url: str) -> Callable[[str, str, object], None]:
+    """pooch's downloader for ``url`` (HTTP, FTP, SFTP, DOI), or a copy for ``file://`` URLs."""
+    if urlparse(url).scheme == "file":
+        return _copy_local_file
+    try:
+        return pooch.downloaders.choose_downloader(url, progressbar=sys.stderr.isatty())
+    except ValueError as err:  # a protocol pooch does not know
+        raise DownloadError(f"cannot download {url}: {err}") from None
 
 
-def _download_once(url: str, tmp: Path) -> None:
-    """One request: resume ``tmp`` with a Range request if it has bytes, else (or if refused) restart it."""
-    have = tmp.stat().st_size
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-        if response.status == 206:
-            content_range = response.headers.get("Content-Range", "")
-            start, total = _content_range(content_range)
-            if start != have:  # not the resume we asked for: start over on the next attempt
-                tmp.write_bytes(b"")
-                raise _Incomplete(
-                    f"server answered a resume at byte {have} with Content-Range '{content_range}'"
-                )
-        else:  # a full body (servers without Range support, file:// URLs): start over
-            length = response.headers.get("Content-Length")
-            total = int(length) if length is not None else None
-        with open(tmp, "ab" if response.status == 206 else "wb") as f:
-            while chunk := response.read(CHUNK_BYTES):
-                f.write(chunk)
-    size = tmp.stat().st_size
-    if total is not None and size != total:
-        raise _Incomplete(f"connection closed after {size} of {total} bytes")
-
-
-def _content_range(header: str) -> tuple[int | None, int | None]:
-    """``(first byte, complete size)`` of a ``bytes first-last/size`` header; None for what is unknown."""
-    match = _CONTENT_RANGE.fullmatch(header.strip())
-    if not match:
-        return None, None
-    return int(match[1]), None if match[2] == "*" else int(match[2])
+def _copy_local_file(url: str, output_file: str, _pooch: object) -> None:
+    """A pooch downloader for ``file://`` URLs (what ``sslib export`` writes by default)."""
+    shutil.copyfile(url2pathname(urlparse(url).path), output_file)

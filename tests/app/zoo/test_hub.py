@@ -18,6 +18,7 @@ from torchvision import models
 
 from sslib import backbones
 from sslib.app import zoo
+from sslib.app.zoo import cache as zoo_cache
 from sslib.app.zoo.manifest import Entry
 from tests.helpers import ROOT
 
@@ -112,7 +113,8 @@ def test_pretrained_true_downloads_verifies_and_then_uses_the_cache(served, tmp_
     assert all(torch.equal(v, loaded[k]) for k, v in again.state_dict().items())
 
 
-def test_pretrained_true_refuses_a_file_with_another_sha256(served, tmp_path):
+def test_pretrained_true_refuses_a_file_with_another_sha256(served, tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo_cache, "ATTEMPTS", 1)  # no retries of the same file
     folder, base, _ = served
     torch.save(models.resnet18().state_dict(), folder / "resnet18.pth")
     repo = hub_repo(tmp_path, tiny_entry(f"{base}/resnet18.pth", "0" * 64))

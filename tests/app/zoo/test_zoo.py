@@ -9,6 +9,7 @@ import runpy
 import socket
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,12 +37,12 @@ BLOB_SHA = hashlib.sha256(BLOB).hexdigest()
 
 
 class Server(ThreadingHTTPServer):
-    """Serves ``files`` at ``/<mode>/<name>``; records ``(path, Range header)`` and the status of every request."""
+    """Serves ``files`` at ``/<mode>/<name>``; records the path and the status of every request."""
 
     def __init__(self, files: dict[str, bytes]) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.files = files
-        self.requests: list[tuple[str, str | None]] = []
+        self.requests: list[str] = []
         self.statuses: list[int] = []
 
     def url(self, mode: str, name: str) -> str:
@@ -49,9 +50,8 @@ class Server(ThreadingHTTPServer):
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Modes: ``plain`` (ignores Range), ``range`` (honours it), ``corrupt`` (flipped bytes), ``truncated``
-    (announces the full length, sends half, closes), ``flaky`` / ``flaky-range`` (truncated once, then
-    ``plain`` / ``range``)."""
+    """Modes: ``plain``, ``corrupt`` (flipped bytes), ``truncated`` (announces the full length, sends half,
+    closes), ``flaky`` (truncated once, then ``plain``)."""
 
     server: Server
 
@@ -61,16 +61,12 @@ class Handler(BaseHTTPRequestHandler):
         if body is None:
             self.send_error(404)
             return
-        self.server.requests.append((self.path, self.headers.get("Range")))
-        first = [p for p, _ in self.server.requests].count(self.path) == 1
+        self.server.requests.append(self.path)
+        first = self.server.requests.count(self.path) == 1
         if mode == "corrupt":
             body = bytes(b ^ 0xFF for b in body[:16]) + body[16:]
-        if mode == "truncated" or (mode.startswith("flaky") and first):
+        if mode == "truncated" or (mode == "flaky" and first):
             self._send(200, body[: len(body) // 2], {"Content-Length": str(len(body))})
-        elif self.headers.get("Range") and mode in ("range", "flaky-range"):
-            start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-"))
-            headers = {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
-            self._send(206, body[start:], {"Content-Length": str(len(body) - start), **headers})
         else:
             self._send(200, body, {"Content-Length": str(len(body))})
 
@@ -97,9 +93,9 @@ def server():
 
 
 @pytest.fixture(autouse=True)
-def fast_retries(monkeypatch):
-    monkeypatch.setattr(cache_module, "RETRY_DELAY_S", 0.0)
-    monkeypatch.setattr(cache_module, "TIMEOUT_S", 5.0)
+def one_attempt(monkeypatch):
+    """One attempt per download (pooch waits 1 s before a retry); the retry tests ask for two."""
+    monkeypatch.setattr(cache_module, "ATTEMPTS", 1)
 
 
 def make_entry(url: str, sha256: str | None, fmt: str = "torchvision", **kwargs) -> Entry:
@@ -181,31 +177,30 @@ def test_cache_dir_defaults_to_torch_hub_and_follows_the_environment(monkeypatch
     assert zoo.resolve_cache_dir(tmp_path / "arg") == tmp_path / "arg"
 
 
-@pytest.mark.parametrize("mode", ["plain", "range"])
-def test_good_download_is_cached_and_verified(server, tmp_path, mode):
-    path = zoo.download(make_entry(server.url(mode, "blob.bin"), BLOB_SHA), cache_dir=tmp_path)
+def test_good_download_is_cached_and_verified(server, tmp_path):
+    entry = make_entry(server.url("plain", "blob.bin"), BLOB_SHA)
+    path = zoo.download(entry, cache_dir=tmp_path)
     assert path == tmp_path / "tiny.bin" and path.read_bytes() == BLOB
     assert files_in(tmp_path) == [path]  # no temporary file left
+    assert zoo.download(entry, cache_dir=tmp_path) == path and len(server.requests) == 1  # from the cache
 
 
-@pytest.mark.parametrize(("mode", "second_status"), [("flaky-range", 206), ("flaky", 200)])
-def test_truncated_once_is_retried(server, tmp_path, mode, second_status):
-    """A connection closed early is retried: resumed with Range where supported, else restarted."""
-    path = zoo.download(make_entry(server.url(mode, "blob.bin"), BLOB_SHA), cache_dir=tmp_path)
+def test_truncated_once_is_retried(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "ATTEMPTS", 2)
+    path = zoo.download(make_entry(server.url("flaky", "blob.bin"), BLOB_SHA), cache_dir=tmp_path)
     assert path.read_bytes() == BLOB and files_in(tmp_path) == [path]
-    (_, first_range), (_, second_range) = server.requests
-    assert first_range is None and second_range == f"bytes={len(BLOB) // 2}-"
-    assert server.statuses == [200, second_status]
+    assert len(server.requests) == 2
 
 
-def test_always_truncated_fails_after_retries_leaving_nothing(server, tmp_path):
+def test_always_truncated_fails_after_retries_leaving_nothing(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "ATTEMPTS", 2)
     url = server.url("truncated", "blob.bin")
     with pytest.raises(zoo.DownloadError) as err:
         zoo.download(make_entry(url, BLOB_SHA), cache_dir=tmp_path)
     message = str(err.value)
-    assert f"download of {url} failed after 3 attempts" in message and "\n" not in message
-    assert f"closed after {len(BLOB) // 2} of {len(BLOB)} bytes" in message
-    assert len(server.requests) == 3 and files_in(tmp_path) == []
+    assert f"download of {url} failed after 2 attempts" in message and "\n" not in message
+    assert f"save it as {tmp_path / 'tiny.bin'}" in message
+    assert len(server.requests) == 2 and files_in(tmp_path) == []
 
 
 @pytest.mark.parametrize(
@@ -234,10 +229,23 @@ def test_offline_names_the_url_and_the_manual_path(tmp_path):
     assert f"save it as {tmp_path / 'tiny.bin'}" in message and files_in(tmp_path) == []
 
 
-def test_http_errors_are_not_retried(server, tmp_path):
-    with pytest.raises(zoo.DownloadError, match="HTTP 404"):
+def test_http_errors_name_the_status(server, tmp_path):
+    with pytest.raises(zoo.DownloadError, match="HTTP 404 Not Found") as err:
         zoo.download(make_entry(server.url("plain", "missing.bin"), BLOB_SHA), cache_dir=tmp_path)
-    assert files_in(tmp_path) == []
+    assert "\n" not in str(err.value) and files_in(tmp_path) == []
+
+
+def test_an_unknown_protocol_is_one_line(tmp_path):
+    with pytest.raises(zoo.DownloadError, match="cannot download gopher://host/a.bin: .*'gopher'") as err:
+        zoo.download(make_entry("gopher://host/a.bin", BLOB_SHA), cache_dir=tmp_path)
+    assert "\n" not in str(err.value) and files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_progress_bar_is_drawn_on_a_terminal_only(server, tmp_path, capsys, monkeypatch, terminal):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    zoo.download(make_entry(server.url("plain", "blob.bin"), BLOB_SHA), cache_dir=tmp_path)
+    assert ("100%|" in capsys.readouterr().err) is terminal
 
 
 def test_unverified_entries_need_opting_in(server, tmp_path):
@@ -249,6 +257,10 @@ def test_unverified_entries_need_opting_in(server, tmp_path):
     assert server.requests == []
     with pytest.warns(UserWarning, match=f"sha256: {BLOB_SHA}"):
         assert zoo.download(entry, cache_dir=tmp_path, allow_unverified=True).read_bytes() == BLOB
+    with warnings.catch_warnings():  # the cached file: no download, no second warning
+        warnings.simplefilter("error")
+        assert zoo.download(entry, cache_dir=tmp_path, allow_unverified=True).read_bytes() == BLOB
+    assert len(server.requests) == 1
 
 
 def test_stale_cached_file_is_replaced(server, tmp_path):
@@ -275,7 +287,7 @@ def assert_same_weights(module: nn.Module, expected: dict[str, torch.Tensor]) ->
 def test_load_gives_the_published_weights_then_reuses_the_cache_offline(server, tmp_path, resnet18_weights):
     payload = torch_bytes(resnet18_weights)
     server.files["resnet18.pth"] = payload
-    entry = make_entry(server.url("range", "resnet18.pth"), hashlib.sha256(payload).hexdigest())
+    entry = make_entry(server.url("plain", "resnet18.pth"), hashlib.sha256(payload).hexdigest())
     backbone = zoo.load(entry, cache_dir=tmp_path)
     assert not backbone.training and isinstance(backbone.fc, nn.Identity)
     assert_same_weights(backbone, resnet18_weights)
