@@ -13,11 +13,19 @@ from sslib.validation import Checked, check_int_at_least, check_positive, check_
 
 @register("dino")
 class DINOLabeler(Labeler):
-    """Targets softmax((t - c) / tau) with the centre c (1, K) an EMA of the global batch mean of t.
+    """DINO's targets softmax((t - c) / tau), the centre c an EMA of the global batch mean of t.
 
-    The centre is a buffer (saved in checkpoints) and is updated *after* it is used, in training
-    mode only: c <- m c + (1 - m) mean_i t_i, the mean taken over all ranks and all views passed
-    to :meth:`label_views`. ``temperature`` may be changed during training (DINO's warm-up).
+    The centre c ``(1, K)`` is a buffer (saved in checkpoints) and is updated *after* it is used, in
+    training mode only: c <- m c + (1 - m) mean_i t_i, the mean taken over all ranks and all views
+    passed to :meth:`label_views`.
+
+    Args:
+        temperature: The teacher temperature tau, > 0; may be changed during training (DINO's warm-up).
+        center_momentum: The centre's EMA momentum m, in [0, 1].
+        num_prototypes: The number of prototypes K, the width of the centre.
+
+    Raises:
+        ConfigError: If an argument is out of its range.
     """
 
     center: torch.Tensor
@@ -32,6 +40,17 @@ class DINOLabeler(Labeler):
         )
 
     def assign(self, logits: torch.Tensor) -> torch.Tensor:
+        """Centred and sharpened targets softmax((t - c) / tau).
+
+        Args:
+            logits: Teacher logits t, shape ``(B, K)``.
+
+        Returns:
+            Targets, shape ``(B, K)``, rows summing to 1.
+
+        Raises:
+            ConfigError: If ``logits`` does not have ``num_prototypes`` columns.
+        """
         if logits.shape[1] != self.center.shape[1]:
             raise ConfigError(
                 f"dino labeler has num_prototypes={self.center.shape[1]}, got logits with {logits.shape[1]} columns"
@@ -39,6 +58,11 @@ class DINOLabeler(Labeler):
         return torch.softmax((logits - self.center) / self.temperature, dim=1)
 
     def update(self, logits: torch.Tensor) -> None:
+        """Move the centre towards the mean of ``logits`` over the global batch.
+
+        Args:
+            logits: The logits just labelled, shape ``(B, K)``.
+        """
         n = global_batch_size(logits.shape[0], logits.device)
         batch_mean = all_reduce(logits.sum(dim=0, keepdim=True)) / n
         self.center.mul_(self.center_momentum).add_(

@@ -35,7 +35,7 @@ def mira_targets(
     callback: Callback | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Solve Eq. 4 for ``logits`` (B, K); return W* (B, K), rows on the simplex.
+    """Solve Eq. 4 for ``logits``: MIRA's targets W*, rows on the simplex.
 
     With p = softmax(logits / tau), the iteration of Eq. 7 is run on the marginal and W is read
     off with Eq. 5. Both equations only use p_ij^(1/(1-beta)) up to a per-row factor, so we use
@@ -47,11 +47,24 @@ def mira_targets(
     and Eq. 5 is w_ij = q_ij v_j r_i. W depends on v only up to scale, so v is taken relative to
     the largest cluster (and 1/B drops out). The start u0_j = (mean_i q_ij)^(1-beta) is the same
     pass from v = 1. Sums over the batch are all-reduced, so the result is the same for any split of
-    the batch over ranks. ``backend`` picks the pass: ``"torch"`` two mat-vecs (any device or dtype),
-    ``"graph"`` the same n_iters + 1 passes and Eq. 5 replayed as one captured CUDA graph (CUDA
-    tensors, one process), ``"auto"``: graph on CUDA in a single process without ``callback``, else
-    torch. No pass reads a value back to the host, so a GPU never waits for the CPU inside the loop.
-    ``callback(n, W_n)`` is called after each iteration (for convergence studies).
+    the batch over ranks. No pass reads a value back to the host, so a GPU never waits for the CPU
+    inside the loop.
+
+    Args:
+        logits: Teacher logits, shape ``(B, K)``.
+        temperature: The teacher temperature tau, > 0.
+        beta: The trade-off beta in [0, 1).
+        n_iters: The number of fixed-point iterations of Eq. 7.
+        callback: Called as ``callback(n, W_n)`` after each iteration (for convergence studies).
+        backend: Picks the pass: ``"torch"`` two mat-vecs (any device or dtype), ``"graph"`` the same
+            n_iters + 1 passes and Eq. 5 replayed as one captured CUDA graph (CUDA tensors, one
+            process), ``"auto"``: graph on CUDA in a single process without ``callback``, else torch.
+
+    Returns:
+        W*, shape ``(B, K)``, rows on the simplex.
+
+    Raises:
+        ConfigError: If ``backend`` is unknown, or is ``"graph"`` where the graph cannot run.
     """
     backend = check_choice("backend", backend, BACKENDS)
     scale = 1.0 / (temperature * (1.0 - beta))
@@ -180,11 +193,17 @@ def _use_graph(logits: torch.Tensor, backend: str, callback: Callback | None) ->
 class MIRALabeler(Labeler):
     """MIRA pseudo-labels (Eq. 4-7): KL to p = softmax(logits / tau) minus beta times the MI estimate.
 
-    ``temperature`` is the teacher temperature tau_t (paper: 0.225), ``beta`` in [0, 1) the
-    trade-off (paper: 2/3), ``n_iters`` the number of fixed-point iterations (paper: 30).
-    ``beta`` and ``temperature`` may be changed during training (schedules). ``backend`` is
-    ``"auto"`` (the captured CUDA graph on one GPU, else torch ops), ``"torch"`` or ``"graph"`` (see
-    :func:`mira_targets`).
+    ``beta`` and ``temperature`` may be changed during training (schedules).
+
+    Args:
+        temperature: The teacher temperature tau_t, > 0 (paper: 0.225).
+        beta: The trade-off, in [0, 1) (paper: 2/3).
+        n_iters: The number of fixed-point iterations, >= 1 (paper: 30).
+        backend: ``"auto"`` (the captured CUDA graph on one GPU, else torch ops), ``"torch"`` or
+            ``"graph"`` (see :func:`mira_targets`).
+
+    Raises:
+        ConfigError: If an argument is out of its range or ``backend`` is unknown.
     """
 
     temperature = Checked(check_positive)
@@ -200,6 +219,14 @@ class MIRALabeler(Labeler):
         self.backend = check_choice("backend", backend, BACKENDS)
 
     def assign(self, logits: torch.Tensor) -> torch.Tensor:
+        """MIRA's targets W* of ``logits`` (:func:`mira_targets`).
+
+        Args:
+            logits: Teacher logits, shape ``(B, K)``.
+
+        Returns:
+            W*, shape ``(B, K)``, rows on the simplex.
+        """
         return mira_targets(logits, self.temperature, self.beta, self.n_iters, backend=self.backend)
 
     def extra_repr(self) -> str:

@@ -22,4 +22,12 @@ class NearestPrototypeLabeler(Labeler):
         super().__init__()
 
     def assign(self, logits: torch.Tensor) -> torch.Tensor:
+        """One-hot targets of the row-wise argmax.
+
+        Args:
+            logits: Logits, shape ``(B, K)``.
+
+        Returns:
+            One-hot targets, shape ``(B, K)``, in the dtype of ``logits``.
+        """
         return F.one_hot(logits.argmax(dim=1), logits.shape[1]).to(logits.dtype)

@@ -12,7 +12,19 @@ available = LABELERS.available
 
 
 def build(name: str, **kwargs) -> Labeler:
-    """Build the labeler registered as ``name``; unknown names or arguments raise a one-line ``ConfigError``."""
+    """Build the labeler registered as ``name``.
+
+    Args:
+        name: A registered labeler name (see ``available()``), e.g. ``"mira"``.
+        **kwargs (Any): The labeler's constructor arguments.
+
+    Returns:
+        The labeler.
+
+    Raises:
+        ConfigError: If ``name`` is unknown, an argument is not one the labeler takes, or the factory
+            does not build a :class:`Labeler`.
+    """
     labeler = LABELERS.build(name, **kwargs)
     if not isinstance(labeler, Labeler):
         raise ConfigError(f"labeler '{name}' built a {type(labeler).__name__}, not a sslib.labelers.Labeler")

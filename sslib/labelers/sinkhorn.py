@@ -18,13 +18,21 @@ def sinkhorn_targets(
     n_iters: int,
     callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
-    """SwAV's Sinkhorn-Knopp on Q = exp(logits / epsilon) for float32 ``logits`` (B, K).
+    """SwAV's Sinkhorn-Knopp on Q = exp(logits / epsilon).
 
     Each iteration normalises every prototype (column) to total mass 1/K over the global batch,
     then every sample (row) to 1/B; the result is scaled by B so rows sum to 1. Constant factors
     cancel between the two normalisations, so this log-domain form (column log-sum-exp across
     ranks, then a row log-softmax) is exactly SwAV's iteration and cannot overflow.
-    ``callback(n, Q_n)`` is called after each iteration.
+
+    Args:
+        logits: Float32 logits, shape ``(B, K)``.
+        epsilon: The entropic regularisation epsilon, > 0.
+        n_iters: The number of Sinkhorn-Knopp iterations.
+        callback: Called as ``callback(n, Q_n)`` after each iteration.
+
+    Returns:
+        The codes Q, shape ``(B, K)``, rows summing to 1.
     """
     log_q = logits * (1.0 / epsilon)
     for it in range(n_iters):
@@ -43,7 +51,15 @@ def _global_column_logsumexp(x: torch.Tensor) -> torch.Tensor:
 
 @register("sinkhorn")
 class SinkhornLabeler(Labeler):
-    """SwAV's equipartitioned soft codes (paper defaults: ``epsilon=0.05``, ``n_iters=3``)."""
+    """SwAV's equipartitioned soft codes (:func:`sinkhorn_targets`).
+
+    Args:
+        epsilon: The entropic regularisation epsilon, > 0 (paper: 0.05).
+        n_iters: The number of Sinkhorn-Knopp iterations, >= 1 (paper: 3).
+
+    Raises:
+        ConfigError: If an argument is out of its range.
+    """
 
     def __init__(self, epsilon: float = 0.05, n_iters: int = 3) -> None:
         super().__init__()
@@ -51,6 +67,14 @@ class SinkhornLabeler(Labeler):
         self.n_iters = check_int_at_least("n_iters", n_iters, 1)
 
     def assign(self, logits: torch.Tensor) -> torch.Tensor:
+        """The Sinkhorn-Knopp codes of ``logits`` (:func:`sinkhorn_targets`).
+
+        Args:
+            logits: Teacher logits, shape ``(B, K)``.
+
+        Returns:
+            Codes, shape ``(B, K)``, rows summing to 1.
+        """
         return sinkhorn_targets(logits, self.epsilon, self.n_iters)
 
     def extra_repr(self) -> str:
