@@ -114,11 +114,21 @@ class StepMetricsBar(TQDMProgressBar):
     Metrics logged with ``prog_bar=True`` are copied to the host after every step, which makes the CPU
     wait for the GPU each time; the step logs these ``keys`` without it and the bar reads their latest
     values (``trainer.callback_metrics``, device tensors) at its own rate.
+
+    A run resumed in the middle of an epoch shows that epoch, its length and the batches already
+    trained (Lightning starts no epoch then, and its own bar would read ``Training: k/?``).
     """
 
     def __init__(self, keys: tuple[str, ...], refresh_rate: int = 1) -> None:
         super().__init__(refresh_rate=refresh_rate)
         self.keys = keys
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.fit_loop.restarted_mid_epoch:
+            self.on_train_epoch_start(trainer, pl_module)
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            self.train_progress_bar.initial = self.train_progress_bar.n = done
 
     def get_metrics(
         self, trainer: L.Trainer, pl_module: L.LightningModule

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.strategies import StrategyRegistry
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from sslib.app import methods
@@ -69,6 +70,13 @@ RUNTIME_KEYS = (
     "channels_last",  # how its tensors are laid out in memory
 )
 
+# Where a run's files are, not what is trained: a moved run folder or dataset is the same run.
+PATH_KEYS = ("run_dir", "data.root")
+
+# What a run may be continued with (resume=auto): its length. The schedules are functions of the step and
+# of the run's total steps, so the run continues on the schedules of its new length from the step reached.
+LENGTH_KEYS = ("trainer.max_epochs",)
+
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     out: dict[str, object] = {}
@@ -79,24 +87,42 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def config_changes(old: DictConfig, new: DictConfig) -> list[str]:
-    """Keys whose values differ between two run configs, ignoring :data:`RUNTIME_KEYS`."""
+    """Keys whose values differ between two run configs, ignoring :data:`RUNTIME_KEYS` and
+    :data:`PATH_KEYS`."""
     a, b = (_flatten(to_dict(c)) for c in (old, new))
-    keep = lambda k: not any(k == r or k.startswith(f"{r}.") for r in RUNTIME_KEYS)  # noqa: E731
+    ignored = (*RUNTIME_KEYS, *PATH_KEYS)
+    keep = lambda k: not any(k == r or k.startswith(f"{r}.") for r in ignored)  # noqa: E731
     return sorted(k for k in set(a) | set(b) if keep(k) and a.get(k) != b.get(k))
 
 
 def check_same_run(
-    cfg: DictConfig,
-    run_dir: Path,
-    advice: str = "set another run_dir=..., or resume=never to start over there",
+    cfg: DictConfig, run_dir: Path, advice: str | None = None, may_change: Sequence[str] = ()
 ) -> None:
-    """``resume=auto`` must not continue a different experiment that happens to share ``run_dir``;
-    the one-line error ends with ``advice``."""
+    """``resume=auto`` must not continue a different experiment that happens to share ``run_dir``: one
+    line naming the changed keys (other than ``may_change``), ending with ``advice`` (by default: how to
+    continue the run's weights with the new settings, or start elsewhere)."""
     saved = run_dir / "config.yaml"
     changes = config_changes(cast(DictConfig, OmegaConf.load(saved)), cfg) if saved.is_file() else []
+    changes = [k for k in changes if k not in may_change]
     if changes:
-        raise ConfigError(
-            f"run_dir {run_dir} holds a run with a different config ({', '.join(changes[:4])}); {advice}"
+        shown = ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
+        advice = advice or (
+            f"to train on from its weights with these settings use resume={run_dir / LAST_CHECKPOINT}; "
+            "to start afresh set another run_dir=... (or resume=never, which overwrites this run)"
+        )
+        raise ConfigError(f"run_dir {run_dir} holds a run with a different config ({shown}); {advice}")
+
+
+def report_new_length(state: dict, cfg: DictConfig) -> None:
+    """Log, when checkpoint ``state`` was trained for another ``trainer.max_epochs`` than ``cfg``'s, that the
+    run continues on the schedules of the new length from the step it reached."""
+    old = state.get("hyper_parameters", {}).get("cfg", {}).get("trainer", {}).get("max_epochs")
+    new = cfg.trainer.max_epochs
+    if old is not None and old != new:
+        rank_zero_info(
+            f"continuing after step {state['global_step']} (epoch {trained_epochs(state)}) with "
+            f"trainer.max_epochs={new} (was {old}): the lr, weight-decay, EMA-momentum and temperature "
+            f"schedules continue from this step on the schedule of a {new}-epoch run"
         )
 
 
@@ -360,11 +386,12 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str,
     if ckpt is not None:
         state = load_torch_file(ckpt, mmap=True)  # read once (mapped) for every check and the position
         if cfg.resume == "auto":
-            check_same_run(cfg, run_dir)
+            check_same_run(cfg, run_dir, may_change=LENGTH_KEYS)
             finished = finished_run(state, cfg)
             if finished is not None:
                 return finished
         check_same_architecture(state, cfg, ckpt)
+        report_new_length(state, cfg)
         position = resume_position(state)
         del state  # the mapping is not kept through training
     datamodule = build_datamodule(cfg)
