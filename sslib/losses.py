@@ -21,9 +21,7 @@ def swapped_prediction_loss(
 ) -> torch.Tensor:
     """Eq. 8 of MIRA (SwAV's swapped prediction), extended to multi-crop as in SwAV and DINO.
 
-    ``targets[v]`` (B, K) are the pseudo-labels of global view v; ``student_logits[c]`` (B, K) the
-    student's logits of crop c (global views first). Each view's targets are predicted from every
-    *other* crop:
+    Each view's targets are predicted from every *other* crop:
 
         L = 1/|P| sum_{(v, c) in P} -1/B sum_ij t^v_ij log softmax(s^c_i / T)_j,  P = {(v, c): c != v}.
 
@@ -31,6 +29,19 @@ def swapped_prediction_loss(
     of the mean over the other crops (MIRA ``train.py`` lines 126-155, SwAV ``main_swav.py`` lines
     310-315, DINO ``main_dino.py`` lines 392-402). Eq. 8 sums its two terms: with two crops, L is
     Eq. 8 / 2. Half-precision logits are computed in float32.
+
+    Args:
+        targets: The pseudo-labels ``targets[v]`` of global view v, each of shape ``(B, K)``.
+        student_logits: The student's logits ``student_logits[c]`` of crop c (global views first), each
+            of shape ``(B, K)``.
+        temperature: The student temperature T, > 0.
+
+    Returns:
+        The loss L, a 0-d tensor.
+
+    Raises:
+        ConfigError: If ``temperature`` is not > 0, there are fewer than 2 crops or more target views
+            than crops, or the tensors are not all ``(B, K)`` of one shape.
     """
     check_positive("temperature", temperature)
     n_views, n_crops = len(targets), len(student_logits)
@@ -56,11 +67,21 @@ def cluster_prediction_loss(
 ) -> torch.Tensor:
     """DeepCluster-v2's loss: every crop predicts its sample's cluster.
 
-    ``student_logits[c]`` (B, K) are the logits of crop c, ``clusters`` (B,) the samples' cluster indices;
-    the loss is the mean over crops c and samples i of -log softmax(s^c_i / T)_{y_i}, as SwAV's
+    The loss is the mean over crops c and samples i of -log softmax(s^c_i / T)_{y_i}, as SwAV's
     ``main_deepclusterv2.py`` (lines 270-276: one cross-entropy over all crops' rows). Samples without a
     cluster (y_i = -1) are left out of the sum and the count (a batch of only such samples gives 0).
     Half-precision logits are computed in float32.
+
+    Args:
+        student_logits: The logits ``student_logits[c]`` of crop c, each of shape ``(B, K)``.
+        clusters: The samples' cluster indices y, shape ``(B,)``; -1 for a sample without a cluster.
+        temperature: The student temperature T, > 0.
+
+    Returns:
+        The loss, a 0-d tensor.
+
+    Raises:
+        ConfigError: If ``temperature`` is not > 0, there is no crop, or the shapes do not match.
     """
     check_positive("temperature", temperature)
     if (
@@ -81,17 +102,39 @@ def cluster_prediction_loss(
 
 
 def loss_dtype(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float32 at least (fp16/bf16 under mixed precision are upcast; float64 is kept)."""
+    """``x`` in float32 at least (fp16/bf16 under mixed precision are upcast; float64 is kept).
+
+    Args:
+        x: Any tensor.
+
+    Returns:
+        ``x`` in float32, or float64 if it is float64.
+    """
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def no_autocast(x: torch.Tensor) -> torch.autocast:
-    """A context in which matmuls on ``x``'s device keep their input dtype (no fp16/bf16 autocast)."""
+    """A context in which matmuls on ``x``'s device keep their input dtype (no fp16/bf16 autocast).
+
+    Args:
+        x: A tensor on the device whose autocast is turned off.
+
+    Returns:
+        A disabled ``torch.autocast`` context for ``x``'s device type.
+    """
     return torch.autocast(x.device.type, enabled=False)
 
 
 def check_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
-    """The two views' embeddings must have the same (B, d) shape (one-line ``ConfigError``)."""
+    """Check that the two views' embeddings have the same (B, d) shape.
+
+    Args:
+        z1: The first view's embeddings, shape ``(B, d)``.
+        z2: The second view's embeddings, shape ``(B, d)``.
+
+    Raises:
+        ConfigError: If either is not 2-D or their shapes differ.
+    """
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ConfigError(
             f"the two views' embeddings must both be (B, d), got {tuple(z1.shape)} and {tuple(z2.shape)}"
@@ -102,10 +145,18 @@ BN_EPS = 1e-5  # nn.BatchNorm1d's
 
 
 def standardize(z: torch.Tensor, n: int, eps: float = BN_EPS) -> torch.Tensor:
-    """(B, D) -> (z - mean) / sqrt(var + eps), statistics over the global batch of ``n`` rows (biased var).
+    """(z - mean) / sqrt(var + eps), statistics over the global batch of ``n`` rows (biased var).
 
     The same as ``BatchNorm1d(D, affine=False)`` in training mode on one process; under DDP the sums are
     all-reduced (with gradient), so N ranks of B rows give what one process gives with N * B.
+
+    Args:
+        z: This rank's rows, shape ``(B, D)``.
+        n: The number of rows of the global batch.
+        eps: Added to the variance.
+
+    Returns:
+        The standardised rows, shape ``(B, D)``.
     """
     mean = all_reduce_with_grad(z.sum(dim=0)) / n
     centred = z - mean
@@ -114,7 +165,19 @@ def standardize(z: torch.Tensor, n: int, eps: float = BN_EPS) -> torch.Tensor:
 
 
 def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = BN_EPS) -> torch.Tensor:
-    """C = z1_hat^T z2_hat / N (D, D) of the standardised (B, D) embeddings of two views, over the global batch."""
+    """C = z1_hat^T z2_hat / N of the standardised embeddings of two views, over the global batch.
+
+    Args:
+        z1: The first view's embeddings, shape ``(B, D)``.
+        z2: The second view's embeddings, shape ``(B, D)``.
+        eps: Added to the variance in :func:`standardize`.
+
+    Returns:
+        C, shape ``(D, D)``, in float32 at least; the same on every rank.
+
+    Raises:
+        ConfigError: If ``z1`` and ``z2`` are not 2-D of one shape.
+    """
     check_pair(z1, z2)
     z1, z2 = loss_dtype(z1), loss_dtype(z2)
     n = global_batch_size(z1.shape[0], z1.device)
@@ -123,11 +186,22 @@ def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = BN_EPS) -
 
 
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float, scale: float = 1.0) -> torch.Tensor:
-    """Barlow Twins' Eq. 1 on (B, D) embeddings: scale * [sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2].
+    """Barlow Twins' Eq. 1: scale * [sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2].
 
-    C is :func:`cross_correlation` (global batch under DDP, every rank gets the same loss). ``scale`` is
-    the official code's ``scale-loss`` (0.024 there, 0.1 in solo-learn's CIFAR recipe). Computed in float32
-    at least, also under autocast.
+    C is :func:`cross_correlation` (global batch under DDP, every rank gets the same loss). Computed in
+    float32 at least, also under autocast.
+
+    Args:
+        z1: The first view's embeddings, shape ``(B, D)``.
+        z2: The second view's embeddings, shape ``(B, D)``.
+        lambd: The weight lambda of the off-diagonal terms.
+        scale: The official code's ``scale-loss`` (0.024 there, 0.1 in solo-learn's CIFAR recipe).
+
+    Returns:
+        The loss, a 0-d tensor.
+
+    Raises:
+        ConfigError: If ``z1`` and ``z2`` are not 2-D of one shape.
     """
     c = cross_correlation(z1, z2)
     on_diag = (1 - c.diagonal()).pow(2).sum()
@@ -138,10 +212,18 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float, scale: f
 def byol_loss(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
     """BYOL's symmetrised normalised MSE, extended to multi-crop.
 
-    ``predictions[c]`` (B, d) are the online predictions of crop c (global crops first), ``targets[v]``
-    (B, d) the target network's projections of global view v (no grad). With q and z' L2-normalised,
-    L = sum over pairs (v, c != v) of mean_i ||q^c_i - z'^v_i||^2 = mean_i (2 - 2 cos(q^c_i, z'^v_i)):
-    with two views, BYOL's L + L~ = l(q^1, z'^2) + l(q^2, z'^1). Computed in float32 at least.
+    With q and z' L2-normalised, L = sum over pairs (v, c != v) of mean_i ||q^c_i - z'^v_i||^2 =
+    mean_i (2 - 2 cos(q^c_i, z'^v_i)): with two views, BYOL's L + L~ = l(q^1, z'^2) + l(q^2, z'^1).
+    Computed in float32 at least.
+
+    Args:
+        predictions: The online predictions ``predictions[c]`` of crop c (global crops first), each of
+            shape ``(B, d)``.
+        targets: The target network's projections ``targets[v]`` of global view v (no grad), each of
+            shape ``(B, d)``.
+
+    Returns:
+        The loss L, a 0-d tensor.
     """
     q = [F.normalize(loss_dtype(p), dim=1) for p in predictions]
     t = [F.normalize(loss_dtype(z), dim=1) for z in targets]
@@ -152,13 +234,24 @@ def byol_loss(predictions: list[torch.Tensor], targets: list[torch.Tensor]) -> t
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent (SimCLR Eq. 1) of the (B, d) projections of two views; mean over the 2B local anchors.
+    """NT-Xent (SimCLR Eq. 1) of the projections of two views; mean over the 2B local anchors.
 
     With u the L2-normalised rows, the anchor i's positive p(i) is the other view of its image and
     l_i = -log( exp(u_i . u_p(i) / T) / sum_{k != i} exp(u_i . u_k / T) ), the candidates k running over
     both views of the *global* batch: under DDP the rows of every rank are gathered with their gradient,
     so the mean of the ranks' losses (equal batches) is the loss of one process on the whole batch.
     Computed in float32 at least, also under autocast.
+
+    Args:
+        z1: The first view's projections, shape ``(B, d)``.
+        z2: The second view's projections, shape ``(B, d)``.
+        temperature: The temperature T.
+
+    Returns:
+        The loss, a 0-d tensor.
+
+    Raises:
+        ConfigError: If ``z1`` and ``z2`` are not 2-D of one shape.
     """
     check_pair(z1, z2)
     b = z1.shape[0]

@@ -19,14 +19,27 @@ __all__ = ["BACKBONES", "Backbone", "available", "build", "check_crop_sizes", "d
 
 
 def available() -> list[str]:
-    """Sorted registered backbone names (any timm model name is accepted by ``build`` too)."""
+    """Sorted registered backbone names (any timm model name is accepted by ``build`` too).
+
+    Returns:
+        The registered names, sorted.
+    """
     return BACKBONES.available()
 
 
 def build(name: str, **kwargs) -> Backbone:
-    """Build backbone ``name`` -> ``(module, feat_dim)``; unregistered timm names go to the ``timm`` factory.
+    """Build backbone ``name``; unregistered timm names go to the ``timm`` factory.
 
-    An unknown name or an argument the backbone does not take is a one-line ``ConfigError``.
+    Args:
+        name: A registered backbone name (see :func:`available`) or any timm model name.
+        **kwargs (Any): The backbone's arguments, e.g. ``cifar=True`` for a ResNet, ``patch_size=4`` for a
+            ViT, ``img_size=32`` for a timm model.
+
+    Returns:
+        ``(module, feat_dim)``: the module maps images ``(B, 3, H, W)`` to features ``(B, feat_dim)``.
+
+    Raises:
+        ConfigError: If ``name`` is unknown or an argument is not one the backbone takes.
     """
     if name in BACKBONES:
         return BACKBONES.build(name, **kwargs)

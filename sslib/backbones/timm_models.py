@@ -18,10 +18,21 @@ DYNAMIC_SIZE_MODULES = ("vision_transformer", "deit")
 def timm_backbone(model_name: str = "vit_small_patch16_224", **timm_kwargs) -> Backbone:
     """``timm.create_model(model_name, pretrained=False, num_classes=0, **timm_kwargs)``.
 
-    Maps (B, 3, H, W) -> (B, model.num_features). ``timm_kwargs`` go to the model (e.g. ``img_size=32``
-    for a ViT); ViTs (timm's ``vision_transformer`` and ``deit`` modules) get ``dynamic_img_size=True``
-    unless it is given, so that crops of several sizes go through one model (position embeddings
-    interpolated). ``cifar`` is a torchvision-ResNet option and is refused.
+    Maps (B, 3, H, W) -> (B, model.num_features). ViTs (timm's ``vision_transformer`` and ``deit``
+    modules) get ``dynamic_img_size=True`` unless it is given, so that crops of several sizes go through
+    one model (position embeddings interpolated).
+
+    Args:
+        model_name: A timm model name.
+        **timm_kwargs (Any): Go to the model (e.g. ``img_size=32`` for a ViT). ``cifar`` is a
+            torchvision-ResNet option and is refused.
+
+    Returns:
+        ``(module, model.num_features)``.
+
+    Raises:
+        ConfigError: If the name is not a timm model, ``cifar`` is given, or the model rejects its
+            arguments.
     """
     if "cifar" in timm_kwargs:
         raise ConfigError(

@@ -44,7 +44,18 @@ DINO_GRID_OFFSET = 0.1
 
 
 def resolve_patch_size(patch_size: int | str, img_size: int) -> int:
-    """``patch_size`` as an int: ``"auto"`` is 4 when ``img_size <= 64``, else 16; ints >= 1 as given."""
+    """``patch_size`` as an int: ``"auto"`` is 4 when ``img_size <= 64``, else 16; ints >= 1 as given.
+
+    Args:
+        patch_size: An integer >= 1 or ``"auto"``.
+        img_size: The image size that ``"auto"`` looks at.
+
+    Returns:
+        The patch size.
+
+    Raises:
+        ConfigError: If ``patch_size`` is neither an integer >= 1 nor ``"auto"``.
+    """
     if patch_size == AUTO:
         return 4 if img_size <= SMALL_IMAGE_SIZE else 16
     if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
@@ -53,7 +64,14 @@ def resolve_patch_size(patch_size: int | str, img_size: int) -> int:
 
 
 def no_cifar_stem(name: str) -> ConfigError:
-    """The error for ``backbone.cifar`` on a ViT, saying how a ViT takes small images instead."""
+    """The error for ``backbone.cifar`` on a ViT, saying how a ViT takes small images instead.
+
+    Args:
+        name: The ViT's name, for the message.
+
+    Returns:
+        The error, to raise.
+    """
     return ConfigError(
         f"backbone {name} has no CIFAR stem (backbone.cifar is a ResNet option); a ViT takes small images "
         f"through its patch size: backbone.patch_size=4 (patch_size={AUTO} picks 4 for crops <= "
@@ -62,7 +80,17 @@ def no_cifar_stem(name: str) -> ConfigError:
 
 
 def check_pos_embed_interpolation(value: object) -> str:
-    """``value`` if it is one of :data:`POS_EMBED_INTERPOLATIONS`, else a one-line ``ConfigError``."""
+    """``value`` if it is one of :data:`POS_EMBED_INTERPOLATIONS`.
+
+    Args:
+        value: The ``pos_embed_interpolation`` to check.
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ConfigError: If ``value`` is not ``"timm"`` or ``"dino"``.
+    """
     if not isinstance(value, str) or value not in POS_EMBED_INTERPOLATIONS:
         raise ConfigError(
             f"backbone.pos_embed_interpolation must be one of {', '.join(POS_EMBED_INTERPOLATIONS)}, "
@@ -72,11 +100,20 @@ def check_pos_embed_interpolation(value: object) -> str:
 
 
 def check_crop_sizes(name: str, kwargs: dict, sizes: Iterable[tuple[str, int]]) -> None:
-    """One-line ``ConfigError`` unless every ``(config key, size)`` crop fits ViT ``name`` built with ``kwargs``.
+    """Check that every crop size fits ViT ``name`` built with ``kwargs``, before any work.
 
     A crop must be a whole number of patches a side (timm's patch embedding refuses other sizes), and a
-    ViT has no CIFAR stem; a bad ``pos_embed_interpolation`` is refused here too, before any work.
-    Backbones other than ``vit_*`` are not checked.
+    ViT has no CIFAR stem; a bad ``pos_embed_interpolation`` is refused here too. Backbones other than
+    ``vit_*`` are not checked.
+
+    Args:
+        name: The backbone name.
+        kwargs: The backbone's arguments (``patch_size``, ``img_size``, ``pos_embed_interpolation``, ...).
+        sizes: ``(config key, size)`` of each crop size, the key named in the error.
+
+    Raises:
+        ConfigError: If a crop is not a multiple of the patch size, ``kwargs`` has ``cifar``, or
+            ``pos_embed_interpolation`` or ``patch_size`` is not allowed.
     """
     if name not in VITS:
         return
@@ -94,10 +131,16 @@ def check_crop_sizes(name: str, kwargs: dict, sizes: Iterable[tuple[str, int]]) 
 
 
 def disable_drop_path(module: ModuleT) -> ModuleT:
-    """Turn off stochastic depth in ``module`` (timm's ``DropPath`` layers), in place; returns it.
+    """Turn off stochastic depth in ``module`` (timm's ``DropPath`` layers), in place.
 
     For EMA teachers: DINO builds its teacher without ``drop_path_rate`` (facebookresearch/dino@7c446df
     main_dino.py L166), so only the student drops residual branches.
+
+    Args:
+        module: Any module; its ``DropPath`` layers get ``drop_prob = 0``.
+
+    Returns:
+        ``module``.
     """
     for layer in module.modules():
         if isinstance(layer, DropPath):
@@ -113,8 +156,7 @@ def dino_pos_embed(
 ) -> torch.Tensor:
     """DINO's interpolation of a position-embedding table to a grid of ``grid = (rows, cols)`` patches.
 
-    ``pos_embed`` (1, P + R * C, D), learnt for ``learnt_grid = (R, C)`` patches with P prefix entries
-    first (P = 1 for DINO's class token) -> (1, P + rows * cols, D). The rule of ``interpolate_pos_encoding``
+    The rule of ``interpolate_pos_encoding``
     (facebookresearch/dino@7c446df, vision_transformer.py L174-194): the table as it is when the grid
     has as many patches as the learnt one and is square (L177-178); otherwise the patch part, as a
     (1, D, R, C) image (L188), is resized with ``F.interpolate(mode="bicubic")`` by the scale factors
@@ -125,6 +167,19 @@ def dino_pos_embed(
     grid is square (``sqrt(N)``, L188). DINO compares image sizes, this the grids: the same for crops
     that are whole numbers of patches, as sslib's are. Computed in the table's dtype (float32 for half
     precision).
+
+    Args:
+        pos_embed: The table, shape ``(1, P + R * C, D)``, with P prefix entries first (P = 1 for DINO's
+            class token).
+        grid: ``(rows, cols)``, the patch grid of the input.
+        learnt_grid: ``(R, C)``, the grid the table was learnt for.
+        num_prefix_tokens: P, the number of prefix entries.
+
+    Returns:
+        The table for the grid, shape ``(1, P + rows * cols, D)``.
+
+    Raises:
+        RuntimeError: If the interpolation does not give a ``(rows, cols)`` grid (DINO's assert).
     """
     rows, cols = grid
     if rows * cols == learnt_grid[0] * learnt_grid[1] and rows == cols:
@@ -173,7 +228,17 @@ class DinoPosEmbedViT(VisionTransformer):
 
 
 def use_dino_pos_embed(model: nn.Module) -> DinoPosEmbedViT:
-    """Make timm ViT ``model`` a :class:`DinoPosEmbedViT` in place (same weights and keys); returns it."""
+    """Make timm ViT ``model`` a :class:`DinoPosEmbedViT` in place (same weights and keys).
+
+    Args:
+        model: A timm ``VisionTransformer``.
+
+    Returns:
+        ``model``, now a :class:`DinoPosEmbedViT`.
+
+    Raises:
+        ConfigError: If ``model`` is not a timm ``VisionTransformer``.
+    """
     if type(model) is not VisionTransformer:
         raise ConfigError(
             f"backbone.pos_embed_interpolation=dino needs a timm VisionTransformer, got {type(model).__name__}"
@@ -191,13 +256,26 @@ def vit(
     pos_embed_interpolation: str = "timm",
     **timm_kwargs,
 ) -> Backbone:
-    """ViT ``name`` (a key of :data:`VITS`): (B, 3, H, W) -> (B, embed_dim), H and W multiples of the patch.
+    """ViT ``name``: (B, 3, H, W) -> (B, embed_dim), H and W multiples of the patch.
 
-    ``img_size`` sets the grid of the learnt position embeddings (interpolated to other sizes by
-    ``pos_embed_interpolation``: ``"timm"``, timm's anti-aliased bicubic resampling to the exact grid, or
-    ``"dino"``, DINO's rule, :func:`dino_pos_embed`), ``drop_path_rate`` the stochastic depth of the last
-    block (linear from 0 in the first), and ``timm_kwargs`` go to ``timm.create_model`` (e.g.
-    ``embed_dim``, ``depth``, ``num_heads``).
+    Args:
+        name: A key of :data:`VITS`.
+        patch_size: An integer >= 1 or ``"auto"`` (:func:`resolve_patch_size`).
+        img_size: Sets the grid of the learnt position embeddings, interpolated to other sizes by
+            ``pos_embed_interpolation``; a multiple of the patch size.
+        drop_path_rate: The stochastic depth of the last block (linear from 0 in the first), in [0, 1).
+        global_pool: ``"token"`` (the class token after the final norm) or ``"avg"`` (the mean of the
+            patch tokens).
+        pos_embed_interpolation: ``"timm"``, timm's anti-aliased bicubic resampling to the exact grid,
+            or ``"dino"``, DINO's rule, :func:`dino_pos_embed`.
+        **timm_kwargs (Any): Go to ``timm.create_model`` (e.g. ``embed_dim``, ``depth``, ``num_heads``).
+
+    Returns:
+        ``(module, embed_dim)``.
+
+    Raises:
+        ConfigError: If an argument is out of its range, ``img_size`` is not a multiple of the patch
+            size, or ``cifar`` is given.
     """
     if "cifar" in timm_kwargs:
         raise no_cifar_stem(name)

@@ -19,11 +19,23 @@ class MLP(nn.Sequential):
 
     With ``norm="batchnorm"`` every hidden layer is ``Linear(bias=False) -> BatchNorm1d -> act`` (a bias
     before BatchNorm is redundant); with ``norm="none"`` it is ``Linear(bias=True) -> act`` (DINO's head,
-    SimCLR in solo-learn). ``activation`` is ``relu`` or ``gelu`` (DINO). The last layer is a plain
-    ``Linear`` (bias per ``last_bias``), followed by ``BatchNorm1d(affine=False)`` when ``last_norm``.
-    ``dims=[2048, 2048, 2048, 256]`` is the usual projector: in -> 2048 -> 2048 -> 256.
-    ``init="default"`` keeps PyTorch's initialisation; ``"trunc_normal"`` draws the Linear weights from
-    N(0, 0.02^2) truncated to [-2, 2] with zero biases, as DINO's head (dino vision_transformer.py L281-285).
+    SimCLR in solo-learn). The last layer is a plain ``Linear`` (bias per ``last_bias``), followed by
+    ``BatchNorm1d(affine=False)`` when ``last_norm``.
+
+    Args:
+        dims: The widths, input first: ``[2048, 2048, 2048, 256]`` is the usual projector,
+            in -> 2048 -> 2048 -> 256. At least 2 entries, each >= 1.
+        last_norm: Whether a ``BatchNorm1d(affine=False)`` follows the last layer.
+        last_bias: Whether the last Linear layer has a bias.
+        norm: ``"batchnorm"`` or ``"none"``, the hidden layers' normalisation.
+        activation: ``"relu"`` or ``"gelu"`` (DINO).
+        init: ``"default"`` keeps PyTorch's initialisation; ``"trunc_normal"`` draws the Linear weights
+            from N(0, 0.02^2) truncated to [-2, 2] with zero biases, as DINO's head
+            (dino vision_transformer.py L281-285).
+
+    Raises:
+        ConfigError: If ``dims`` has fewer than 2 entries or one below 1, or ``norm``, ``activation``
+            or ``init`` is unknown.
     """
 
     def __init__(

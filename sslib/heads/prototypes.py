@@ -36,6 +36,17 @@ class PrototypeHead(nn.Module):
     The head always computes in float32, also under autocast: the logits are divided by temperatures
     as small as tau_t (1 - beta) = 0.075, which turns bf16's 2^-8 rounding into percent-level errors
     of the targets.
+
+    Args:
+        in_dim: The input width, >= 1.
+        n_prototypes: The number of prototypes K, >= 1.
+        norm_last_layer: Whether the gains ``g_k`` stay fixed at 1 (``False`` trains them; only
+            ``"weight_norm"`` has gains).
+        parametrization: ``"weight_norm"`` or ``"renormalize"``, as above.
+
+    Raises:
+        ConfigError: If a size is below 1, ``parametrization`` is unknown, ``norm_last_layer`` is not a
+            bool, or ``norm_last_layer=False`` is asked of ``"renormalize"``.
     """
 
     def __init__(
@@ -68,27 +79,46 @@ class PrototypeHead(nn.Module):
         gain.requires_grad_(not norm_last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, in_dim) -> logits (B, K) = normalize(x) W^T in float32 (half inputs are cast up),
-        autocast disabled. An all-zero row gives zero logits."""
+        """Logits normalize(x) W^T in float32 (half inputs are cast up), autocast disabled.
+
+        Args:
+            x: Features, shape ``(B, in_dim)``. An all-zero row gives zero logits.
+
+        Returns:
+            Logits, shape ``(B, K)``, float32 (float64 for float64 input).
+        """
         with torch.autocast(x.device.type, enabled=False):
             x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
             return self.layer(F.normalize(x, dim=-1, eps=1e-12))
 
     def prototypes(self) -> torch.Tensor:
-        """The effective prototypes ``W``, (K, in_dim): row ``k`` of norm ``g_k`` (1 with
-        ``norm_last_layer``); with ``"renormalize"``, of norm 1 right after :meth:`renormalize_`."""
+        """The effective prototypes ``W``.
+
+        Returns:
+            ``W``, shape ``(K, in_dim)``: row ``k`` of norm ``g_k`` (1 with ``norm_last_layer``); with
+            ``"renormalize"``, of norm 1 right after :meth:`renormalize_`.
+        """
         return self.layer.weight
 
     @torch.no_grad()
     def renormalize_(self) -> None:
-        """Project every prototype row back to unit L2 norm (``"renormalize"``; nothing to do for
-        ``"weight_norm"``, whose rows have norm 1 by construction). Call before every training step."""
+        """Project every prototype row back to unit L2 norm; call before every training step.
+
+        Only ``"renormalize"`` has anything to do: ``"weight_norm"``'s rows have norm 1 by construction.
+        """
         if self.parametrization == RENORMALIZE:
             self.layer.weight.copy_(F.normalize(self.layer.weight, dim=1))
 
     @torch.no_grad()
     def set_prototypes(self, prototypes: torch.Tensor) -> None:
-        """Make the prototypes the rows of ``prototypes`` (K, in_dim), normalised (DeepCluster-v2's centroids)."""
+        """Make the prototypes the rows of ``prototypes``, normalised (DeepCluster-v2's centroids).
+
+        Args:
+            prototypes: The new prototypes, shape ``(K, in_dim)``.
+
+        Raises:
+            ConfigError: If ``prototypes`` does not have shape ``(K, in_dim)``.
+        """
         target = self.parameters_to_freeze()[0]
         if prototypes.shape != target.shape:
             raise ConfigError(
@@ -97,9 +127,13 @@ class PrototypeHead(nn.Module):
         target.copy_(F.normalize(prototypes, dim=1))
 
     def parameters_to_freeze(self) -> list[nn.Parameter]:
-        """The prototype parameters (the direction ``v`` and, without ``norm_last_layer``, the gains; or the
-        plain ``W``), whose gradients SwAV and DINO cancel for the first iterations (DINO's
-        ``cancel_gradients_last_layer``, SwAV's ``freeze_prototypes_niters``)."""
+        """The prototype parameters, whose gradients SwAV and DINO cancel for the first iterations.
+
+        DINO's ``cancel_gradients_last_layer``, SwAV's ``freeze_prototypes_niters``.
+
+        Returns:
+            The direction ``v`` and, without ``norm_last_layer``, the gains; or the plain ``W``.
+        """
         if self.parametrization == RENORMALIZE:
             return [self.layer.get_parameter("weight")]
         gain = self.layer.get_parameter(GAIN)
