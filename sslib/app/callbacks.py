@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins import TorchCheckpointIO
-from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm, _BatchNormXd
+from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
@@ -26,21 +26,29 @@ from sslib.io import atomic_write_bytes, load_torch_file
 
 # SLURM: preemption / time limit, and --signal=USR1@T; Ctrl-C in a terminal
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 class SyncBatchNormPlugin(TorchSyncBatchNorm):
     """``trainer.sync_batchnorm=true`` on any device: torch's SyncBatchNorm for GPU processes, and for CPU
     processes (``cpu=True``, which DDP refuses to run torch's layer in) :class:`AllReduceBatchNorm`, with
-    the same global-batch statistics and gradients."""
+    the same global-batch statistics and gradients. ``revert`` gives every converted layer back the class
+    it had before ``apply`` (BatchNorm1d, 2d or 3d), with its parameters and running statistics."""
 
     def __init__(self, cpu: bool = False) -> None:
         self.cpu = cpu
+        self.originals: dict[str, type[nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d]] = {}
 
     def apply(self, model: nn.Module) -> nn.Module:
+        self.originals = {name: type(m) for name, m in model.named_modules() if isinstance(m, BATCHNORMS)}
         return convert_batchnorm(model) if self.cpu else super().apply(model)
 
     def revert(self, model: nn.Module) -> nn.Module:
-        return convert_batchnorm(super().revert(model), _BatchNormXd) if self.cpu else super().revert(model)
+        for name, original in self.originals.items():
+            parent, _, child = name.rpartition(".")
+            owner = model.get_submodule(parent)
+            owner.add_module(child, convert_batchnorm(owner.get_submodule(child), original))
+        return model
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
