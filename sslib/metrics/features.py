@@ -15,9 +15,19 @@ def extract_features(
 ) -> tuple[Tensor, Tensor]:
     """Run ``backbone`` over ``loader``'s ``(images, labels)`` batches under ``torch.inference_mode()``.
 
-    Returns features ``(N, D)`` float32 and labels ``(N,)``, both on CPU. The backbone is moved to
-    ``device`` (CUDA when available, else CPU), put in eval mode, and its previous train/eval mode is
-    restored afterwards. It must return a ``(B, D)`` tensor per batch.
+    The backbone is moved to ``device``, put in eval mode, and its previous train/eval mode is restored
+    afterwards.
+
+    Args:
+        backbone: The frozen backbone; it must return a ``(B, D)`` tensor per batch.
+        loader: Yields ``(images, labels)`` batches.
+        device: Where the backbone runs; ``None`` is CUDA when available, else CPU.
+
+    Returns:
+        ``(features, labels)``: features ``(N, D)`` float32 and labels ``(N,)``, both on CPU.
+
+    Raises:
+        ConfigError: If the backbone returns anything but a 2-D tensor, or ``loader`` yields no batch.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     was_training = backbone.training

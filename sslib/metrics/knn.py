@@ -50,14 +50,29 @@ def knn_predict(
     chunk_size: int = 1024,
     normalized: bool = False,
 ) -> Tensor:
-    """Class scores ``(N_test, num_classes)`` of the weighted kNN (module docstring).
+    """Class scores of the weighted kNN (module docstring).
 
-    ``train_features`` ``(N_train, D)``, ``train_labels`` ``(N_train,)`` int, ``test_features``
-    ``(N_test, D)``. ``k`` is clipped to ``N_train``. Test rows are processed ``chunk_size`` at a
-    time, so memory is ``O(chunk_size * N_train)``. Computed and returned on ``train_features``' device.
-    ``normalized=True`` promises unit-norm rows, so the bank is used as it is (no normalised copy).
-    A float16/bfloat16 bank stays in its dtype (similarities computed in it, votes in float32); other
-    banks are computed in float32 or float64.
+    Computed and returned on ``train_features``' device. A float16/bfloat16 bank stays in its dtype
+    (similarities computed in it, votes in float32); other banks are computed in float32 or float64.
+
+    Args:
+        train_features: The bank, shape ``(N_train, D)``.
+        train_labels: The bank's integer labels in ``[0, num_classes)``, shape ``(N_train,)``.
+        test_features: The queries, shape ``(N_test, D)``.
+        num_classes: The number of classes C, >= 1.
+        k: The number of neighbours, >= 1; clipped to ``N_train``.
+        temperature: The temperature T of the votes ``exp(sim / T)``, > 0.
+        chunk_size: Test rows are processed ``chunk_size`` at a time, so memory is
+            ``O(chunk_size * N_train)``.
+        normalized: ``True`` promises unit-norm bank rows, so the bank is used as it is (no normalised
+            copy).
+
+    Returns:
+        Class scores, shape ``(N_test, num_classes)``.
+
+    Raises:
+        ConfigError: If an argument is out of its range, the shapes do not match, the bank is empty or a
+            label is out of range.
     """
     check_int_at_least("k", k, 1)
     check_positive("temperature", temperature)
@@ -93,9 +108,27 @@ def knn_accuracy(
     chunk_size: int = 1024,
     normalized: bool = False,
 ) -> dict[str, float]:
-    """Top-1 and top-5 accuracy in percent, ``{"top1": ..., "top5": ...}``, of :func:`knn_predict`.
+    """Top-1 and top-5 accuracy in percent of :func:`knn_predict`.
 
     Top-5 uses ``min(5, num_classes)`` guesses.
+
+    Args:
+        train_features: The bank, shape ``(N_train, D)``.
+        train_labels: The bank's integer labels in ``[0, num_classes)``, shape ``(N_train,)``.
+        test_features: The queries, shape ``(N_test, D)``.
+        test_labels: The queries' labels, shape ``(N_test,)``.
+        num_classes: The number of classes C.
+        k: The number of neighbours.
+        temperature: The temperature T of the votes.
+        chunk_size: Test rows processed at a time.
+        normalized: ``True`` promises unit-norm bank rows.
+
+    Returns:
+        ``{"top1": ..., "top5": ...}``, in percent.
+
+    Raises:
+        ConfigError: If the test set is empty, ``test_labels`` does not match ``test_features``, or
+            :func:`knn_predict` refuses its arguments.
     """
     if test_labels.shape != (test_features.shape[0],):
         raise ConfigError(
@@ -110,9 +143,16 @@ def knn_accuracy(
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor) -> dict[str, float]:
-    """Top-1 and top-5 accuracy in percent of class ``scores`` ``(N, C)`` against ``labels`` ``(N,)``.
+    """Top-1 and top-5 accuracy in percent of class ``scores`` against ``labels``.
 
     Top-5 uses ``min(5, C)`` guesses.
+
+    Args:
+        scores: Class scores, shape ``(N, C)``.
+        labels: True classes, shape ``(N,)``.
+
+    Returns:
+        ``{"top1": ..., "top5": ...}``, in percent.
     """
     guesses = scores.topk(min(5, scores.shape[1]), dim=1).indices
     hits = guesses == labels.to(guesses.device).unsqueeze(1)

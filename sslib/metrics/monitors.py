@@ -28,19 +28,45 @@ RANKME_EPS = 1e-7  # Garrido et al. 2023, section 3
 
 
 def rankme(z: Tensor, eps: float = RANKME_EPS) -> float:
-    """RankMe of ``z`` ``(N, D)`` (computed in float32 or wider)."""
+    """RankMe of ``z`` (computed in float32 or wider).
+
+    Args:
+        z: Embeddings, shape ``(N, D)``.
+        eps: The epsilon added to the normalised singular values.
+
+    Returns:
+        The effective rank, between 1 and ``min(N, D)``.
+    """
     s = torch.linalg.svdvals(z.float() if z.dtype not in (torch.float32, torch.float64) else z)
     p = s / s.sum() + eps
     return math.exp(-(p * p.log()).sum().item())
 
 
 def alignment(z1: Tensor, z2: Tensor) -> float:
-    """Mean squared distance of the L2-normalised rows of the paired views ``z1``, ``z2`` ``(N, d)``."""
+    """Mean squared distance of the L2-normalised rows of the paired views ``z1``, ``z2``.
+
+    Args:
+        z1: The first view's embeddings, shape ``(N, d)``.
+        z2: The second view's embeddings, shape ``(N, d)``, row i paired with row i of ``z1``.
+
+    Returns:
+        The alignment, in [0, 4].
+    """
     return (F.normalize(z1.float(), dim=1) - F.normalize(z2.float(), dim=1)).pow(2).sum(1).mean().item()
 
 
 def uniformity(z: Tensor) -> float:
-    """log of the mean of ``exp(-2 |z_i - z_j|^2)`` over pairs ``i < j`` of the L2-normalised rows of ``z``."""
+    """log of the mean of ``exp(-2 |z_i - z_j|^2)`` over pairs ``i < j`` of the L2-normalised rows of ``z``.
+
+    Args:
+        z: Embeddings, shape ``(N, d)``, N >= 2.
+
+    Returns:
+        The uniformity, <= 0 (lower: spread over the sphere).
+
+    Raises:
+        ConfigError: If ``z`` has fewer than 2 rows.
+    """
     if len(z) < 2:
         raise ConfigError(f"uniformity needs at least 2 samples, got {len(z)}")
     sq = torch.pdist(F.normalize(z.float(), dim=1)).pow(2)
@@ -50,9 +76,15 @@ def uniformity(z: Tensor) -> float:
 class RepresentationMonitor:
     """The last ``samples`` rows (over steps, on this rank) of features and of two views' embeddings.
 
-    ``add(features (B, D), views=(z1, z2) (B, d) or None)`` each step (detached copies; nothing is
-    computed); :meth:`compute` gathers every rank's rows and returns ``{"rankme", "alignment",
-    "uniformity"}`` (the last two only when views were given), then clears. ``samples=0`` disables it.
+    :meth:`add` each step (detached copies; nothing is computed); :meth:`compute` gathers every rank's
+    rows and returns ``{"rankme", "alignment", "uniformity"}`` (the last two only when views were
+    given), then clears.
+
+    Args:
+        samples: The number of rows kept, >= 0; ``0`` disables the monitor.
+
+    Raises:
+        ConfigError: If ``samples`` is not an integer >= 0.
     """
 
     def __init__(self, samples: int = 2048) -> None:
@@ -62,6 +94,7 @@ class RepresentationMonitor:
         self.reset()
 
     def reset(self) -> None:
+        """Drop the rows kept so far."""
         self._rows: dict[str, list[Tensor]] = {"features": [], "z1": [], "z2": []}
 
     def _append(self, key: str, rows: Tensor) -> None:
@@ -72,6 +105,12 @@ class RepresentationMonitor:
             kept.pop(0)
 
     def add(self, features: Tensor, views: tuple[Tensor, Tensor] | None = None) -> None:
+        """Keep detached copies of a step's rows; nothing is computed.
+
+        Args:
+            features: Backbone features, shape ``(B, D)``.
+            views: The two views' embeddings ``(z1, z2)``, each of shape ``(B, d)``, or ``None``.
+        """
         if not self.samples:
             return
         self._append("features", features)
@@ -96,5 +135,12 @@ class RepresentationMonitor:
         return out
 
     def max_rank(self, dim: int) -> int:
-        """The largest RankMe possible for ``dim``-dimensional features: ``min(samples, dim)``."""
+        """The largest RankMe possible for ``dim``-dimensional features.
+
+        Args:
+            dim: The features' width.
+
+        Returns:
+            ``min(samples, dim)``.
+        """
         return min(self.samples, dim)

@@ -25,8 +25,17 @@ CHECKPOINT_KEY = "online_eval"  # the last online metrics in a training checkpoi
 
 
 def gather_rows(rows: Tensor) -> Tensor:
-    """Every rank's ``rows`` ``(n_r, ...)`` concatenated in rank order ``(sum n_r, ...)``; ranks may hold
-    different numbers of rows (they are padded to the largest for the collective, the padding dropped)."""
+    """Every rank's ``rows`` concatenated in rank order.
+
+    Ranks may hold different numbers of rows (they are padded to the largest for the collective, the
+    padding dropped).
+
+    Args:
+        rows: This rank's rows, shape ``(n_r, ...)``.
+
+    Returns:
+        All ranks' rows, shape ``(sum n_r, ...)``.
+    """
     counts = all_gather(torch.tensor([rows.shape[0]], device=rows.device)).tolist()
     if len(counts) == 1:
         return rows
@@ -39,11 +48,16 @@ def gather_rows(rows: Tensor) -> Tensor:
 class OnlineMonitor:
     """Collects one validation pass and computes ``{"knn_top1", "knn_top5", "probe_top1"}`` in percent.
 
-    ``add_bank(features (B, D), labels (B,))`` for the bank loader, ``add_val(features, labels,
-    probe_logits (B, C))`` for the val loader; :meth:`compute` gathers all ranks and runs the weighted
-    kNN (:mod:`sslib.metrics.knn`, cosine, ``k``, ``temperature``) of val against bank. The bank is kept
-    unit-norm in ``bank_dtype`` (float16 halves its memory; similarities then carry ~1e-3 relative error),
-    val features in float32, labels exact.
+    :meth:`add_bank` for the bank loader, :meth:`add_val` for the val loader; :meth:`compute` gathers
+    all ranks and runs the weighted kNN (:mod:`sslib.metrics.knn`, cosine, ``k``, ``temperature``) of
+    val against bank. Val features are kept in float32, labels exact.
+
+    Args:
+        num_classes: The number of classes C.
+        k: The kNN's number of neighbours.
+        temperature: The kNN's temperature.
+        bank_dtype: The dtype the unit-norm bank is kept in (float16 halves its memory; similarities
+            then carry ~1e-3 relative error).
     """
 
     def __init__(
@@ -58,8 +72,19 @@ class OnlineMonitor:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], num_classes: int) -> OnlineMonitor:
-        """The monitor of an ``online_eval`` config block; bad values are one-line ``ConfigError`` s
-        (``bank_fraction`` is checked by the data module, which draws the bank)."""
+        """The monitor of an ``online_eval`` config block.
+
+        Args:
+            cfg: The block: ``every_n_epochs``, ``knn_k``, ``knn_temperature``, ``bank_dtype``
+                (``bank_fraction`` is checked by the data module, which draws the bank).
+            num_classes: The number of classes C.
+
+        Returns:
+            The monitor.
+
+        Raises:
+            ConfigError: If a value is out of its range or ``bank_dtype`` is unknown.
+        """
         check_int_at_least("online_eval.every_n_epochs", cfg["every_n_epochs"], 1)
         return cls(
             num_classes,
@@ -69,19 +94,37 @@ class OnlineMonitor:
         )
 
     def reset(self) -> None:
+        """Drop the batches collected so far."""
         self._bank: list[tuple[Tensor, Tensor]] = []
         self._val: list[tuple[Tensor, Tensor, Tensor]] = []
 
     def add_bank(self, features: Tensor, labels: Tensor) -> None:
+        """Collect a batch of the bank loader.
+
+        Args:
+            features: Backbone features, shape ``(B, D)``.
+            labels: Their classes, shape ``(B,)``.
+        """
         self._bank.append((F.normalize(features.float(), dim=1).to(self.bank_dtype), labels.long()))
 
     def add_val(self, features: Tensor, labels: Tensor, probe_logits: Tensor) -> None:
+        """Collect a batch of the val loader.
+
+        Args:
+            features: Backbone features, shape ``(B, D)``.
+            labels: Their classes, shape ``(B,)``.
+            probe_logits: The linear probe's logits, shape ``(B, C)``.
+        """
         hits = (probe_logits.argmax(dim=1) == labels).to(torch.uint8)  # gloo gathers no bools
         self._val.append((F.normalize(features.float(), dim=1), labels.long(), hits))
 
     def gathered(self) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]] | None:
-        """``((bank features, bank labels), (val features, val labels, probe hits))`` of all ranks, or
-        ``None`` when this pass saw no bank or no val batch. Clears the collected batches."""
+        """All ranks' collected rows; clears the collected batches.
+
+        Returns:
+            ``((bank features, bank labels), (val features, val labels, probe hits))`` of all ranks, or
+            ``None`` when this pass saw no bank or no val batch.
+        """
         bank, val = self._bank, self._val
         self.reset()
         if not bank or not val:
@@ -91,7 +134,11 @@ class OnlineMonitor:
         )
 
     def compute(self) -> dict[str, float] | None:
-        """kNN top-1/top-5 and probe top-1 (percent) of the collected pass, ``None`` if it was empty."""
+        """kNN top-1/top-5 and probe top-1 (percent) of the collected pass.
+
+        Returns:
+            ``{"knn_top1", "knn_top5", "probe_top1"}``, or ``None`` if the pass was empty.
+        """
         both = self.gathered()
         if both is None:
             return None

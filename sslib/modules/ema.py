@@ -16,9 +16,17 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def make_teacher(student: ModuleT) -> ModuleT:
-    """A frozen deep copy of ``student`` to be updated by :func:`ema_update`, without stochastic depth
-    (:func:`sslib.backbones.disable_drop_path`; DINO's teacher has none, BYOL's target network is
-    deterministic)."""
+    """A frozen deep copy of ``student`` to be updated by :func:`ema_update`, without stochastic depth.
+
+    Stochastic depth is turned off with :func:`sslib.backbones.disable_drop_path`: DINO's teacher has
+    none, BYOL's target network is deterministic.
+
+    Args:
+        student: The module to copy.
+
+    Returns:
+        The teacher, with ``requires_grad=False`` on every parameter.
+    """
     teacher = disable_drop_path(copy.deepcopy(student))
     teacher.requires_grad_(False)
     return teacher
@@ -31,6 +39,15 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     Buffers (BatchNorm running statistics) stay the teacher's own, updated by its own forward passes:
     the official MIRA (``train.py`` lines 97-99) and DINO (``main_dino.py`` lines 346-350) codes average
     parameters only.
+
+    Args:
+        teacher: The teacher, updated in place.
+        student: The student, read only.
+        momentum: The momentum m, in [0, 1].
+
+    Raises:
+        ConfigError: If ``momentum`` is not in [0, 1] or the two modules have different numbers of
+            parameters.
     """
     check_unit_interval("momentum", momentum, closed_right=True)
     t_params: list[torch.Tensor] = list(teacher.parameters())

@@ -17,6 +17,12 @@ class MemoryBank:
     so all ranks hold the same bank: rank 0's checkpoint is complete and k-means can split the rows
     over ranks. The bank is plain tensors saved through :meth:`state_dict` rather than module buffers:
     N is only known once the data is, and DDP would broadcast buffers at every step.
+
+    Args:
+        size: The number of training samples N.
+        dim: The embedding width d.
+        device: Where the bank lives.
+        dtype: The embeddings' dtype.
     """
 
     def __init__(
@@ -31,14 +37,26 @@ class MemoryBank:
 
     @torch.no_grad()
     def write(self, indices: torch.Tensor, z: torch.Tensor) -> None:
-        """Store the rows ``z`` (B, d), normalised in the bank's dtype, at ``indices`` (B,), those of every rank."""
+        """Store the rows ``z``, normalised in the bank's dtype, at ``indices``, those of every rank.
+
+        Args:
+            indices: The samples' indices in the dataset, shape ``(B,)``.
+            z: Their embeddings, shape ``(B, d)``.
+        """
         rows = all_gather(indices.to(self.filled.device))
         z = all_gather(z.detach().to(self.embeddings.dtype))
         self.embeddings[rows] = F.normalize(z, dim=1).to(self.embeddings.device)
         self.filled[rows] = True
 
     def to(self, device: torch.device | str) -> MemoryBank:
-        """This bank with its tensors on ``device`` (in place; returns self)."""
+        """Move this bank's tensors to ``device``, in place.
+
+        Args:
+            device: The target device.
+
+        Returns:
+            This bank.
+        """
         self.embeddings, self.filled = self.embeddings.to(device), self.filled.to(device)
         return self
 
@@ -48,7 +66,14 @@ class MemoryBank:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> MemoryBank:
-        """The bank saved by :meth:`state_dict`."""
+        """The bank saved by :meth:`state_dict`.
+
+        Args:
+            state: ``{embeddings: (N, d), filled: (N,)}``, as :meth:`state_dict` returns it.
+
+        Returns:
+            The bank, holding those tensors.
+        """
         bank = cls(0, 0)
         bank.embeddings, bank.filled = state["embeddings"], state["filled"]
         return bank

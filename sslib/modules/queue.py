@@ -11,6 +11,11 @@ class EmbeddingQueue(nn.Module):
 
     With small batches, SwAV labels the batch together with the queued embeddings scored by the
     current prototypes, so the equipartition constraint is spread over ``B + length`` samples.
+
+    Args:
+        n_views: The number of global views, each with its own queue.
+        length: The number of embeddings kept per view.
+        dim: The embedding width d.
     """
 
     embeddings: torch.Tensor
@@ -22,7 +27,14 @@ class EmbeddingQueue(nn.Module):
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
 
     def stored(self, view: int) -> torch.Tensor:
-        """The queued embeddings of ``view``, newest first, (n_filled, d)."""
+        """The queued embeddings of ``view``, newest first.
+
+        Args:
+            view: The index of the global view.
+
+        Returns:
+            The filled rows, shape ``(n_filled, d)``.
+        """
         return self.embeddings[view, : int(self.filled)]
 
     def full(self) -> bool:
@@ -31,7 +43,11 @@ class EmbeddingQueue(nn.Module):
 
     @torch.no_grad()
     def push(self, batch: list[torch.Tensor]) -> None:
-        """Prepend each view's batch (B, d), dropping the oldest rows."""
+        """Prepend each view's batch, dropping the oldest rows.
+
+        Args:
+            batch: The embeddings of each view, each of shape ``(B, d)``.
+        """
         length = self.embeddings.shape[1]
         for v, z in enumerate(batch):
             z = z.detach().to(self.embeddings.dtype)[:length]

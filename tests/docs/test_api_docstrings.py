@@ -23,7 +23,14 @@ yaml = pytest.importorskip("yaml", reason="PyYAML comes with the docs extra (pip
 
 API_PAGES = sorted((ROOT / "docs" / "api").glob("*.md"))
 
-CORE_PACKAGES = ("sslib.labelers", "sslib.losses", "sslib.heads", "sslib.backbones")
+CORE_PACKAGES = (
+    "sslib.labelers",
+    "sslib.losses",
+    "sslib.heads",
+    "sslib.backbones",
+    "sslib.modules",
+    "sslib.metrics",
+)
 """The modules (and packages) whose documented objects this test checks: the torch-only core."""
 
 _DIRECTIVE = re.compile(r"^::: (?P<path>[\w.]+)[ \t]*\n(?P<options>(?:[ \t]+\S.*\n)*)", re.MULTILINE)
