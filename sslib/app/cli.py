@@ -9,18 +9,22 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from sslib.app.config import GROUPS, compose, options
-from sslib.errors import SslibError
+from sslib.app.config import GROUPS, compose, config_dirs, options
+from sslib.errors import ConfigError, SslibError
 
 USAGE = """usage: sslib pretrain [group=option ...] [key=value ...] [--cfg]   (or python scripts/pretrain.py ...)
 
 Trains a self-supervised backbone; with no arguments, MIRA on the embedded digits dataset (CPU, offline).
   --cfg     print the composed config and exit
+  --config-dir DIR, -cd DIR
+            look for config files (and the modules they import) in DIR first; repeatable;
+            SSLIB_CONFIG_PATH adds folders too (docs/extending.md)
 examples:
   sslib pretrain method=mira backbone=resnet18 data=cifar100
   sslib pretrain method=mira labeler=sinkhorn trainer.max_epochs=20
 groups:
 """
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")  # Hydra's spellings
 
 
 def pretrain_main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = ()) -> int:
@@ -28,8 +32,35 @@ def pretrain_main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = 
     added to the trainer's. Exit status: 0 when done, 2 on bad input, 1 when the loss became NaN or Inf
     (stopped before any checkpoint of it), ``128 + signal`` when SIGTERM or SIGUSR1 stopped training after
     saving ``last.ckpt`` (what a shell reports for a job ended by it). Bad input is an
-    :class:`~sslib.errors.SslibError`, printed as one line; any other exception propagates with its traceback."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    :class:`~sslib.errors.SslibError`, printed as one line; any other exception propagates with its traceback.
+    ``--config-dir DIR`` looks for config files in DIR first (:func:`~sslib.app.config.config_dirs`)."""
+    try:
+        folders, args = split_config_dirs(sys.argv[1:] if argv is None else argv)
+        with config_dirs(folders):
+            return _pretrain(args, callbacks)
+    except SslibError as err:  # a --config-dir without a folder, or with one that does not exist
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def split_config_dirs(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The folders of ``--config-dir DIR`` (``--config-dir=DIR``, ``-cd DIR``) in ``args``, and the other
+    arguments."""
+    folders, rest = [], []
+    items = iter(args)
+    for arg in items:
+        flag, equals, value = arg.partition("=")
+        if flag not in CONFIG_DIR_FLAGS:
+            rest.append(arg)
+        elif folder := value if equals else next(items, ""):
+            folders.append(folder)
+        else:
+            raise ConfigError(f"{flag} needs a folder: {flag} DIR")
+    return folders, rest
+
+
+def _pretrain(args: list[str], callbacks: Sequence[Any]) -> int:
+    """:func:`pretrain_main` once the config folders are set."""
     if {"-h", "--help"} & set(args):
         print(USAGE + "\n".join(f"  {g:9s} {', '.join(options(g))}" for g in GROUPS))
         return 0
