@@ -138,7 +138,7 @@ def import_modules(cfg: DictConfig) -> None:
             continue
         if not isinstance(listed, ListConfig) or not all(isinstance(m, str) for m in listed):
             raise ConfigError(f"{prefix}{IMPORTS_KEY} must be a list of module names, got {listed}")
-        modules += [m for m in listed if m not in modules]
+        modules += [m for m in dict.fromkeys(listed) if m not in modules]
         with open_dict(node):
             node.pop(IMPORTS_KEY)
     if not modules:

@@ -89,8 +89,10 @@ def test_imports_are_imported_and_gathered_at_the_top_level(folders):
     a, _ = folders
     assert "softmax" not in labelers.available()
     with config_dirs([a]):
-        cfg = compose(["method=mira", "labeler=softmax", "recipe=null"])
-    assert list(cfg.imports) == ["softmax_labeler"] and "imports" not in cfg.labeler
+        cfg = compose(
+            ["method=mira", "labeler=softmax", "recipe=null", "+imports=[softmax_labeler,softmax_labeler]"]
+        )
+    assert list(cfg.imports) == ["softmax_labeler"] and "imports" not in cfg.labeler  # once, at the top level
     assert type(labelers.build("softmax", temperature=cfg.labeler.temperature)).__name__ == "SoftmaxLabeler"
 
 
