@@ -45,10 +45,22 @@ def build_optimizer(
 ) -> Optimizer:
     """Build optimiser ``name`` (``lars``, ``sgd`` or ``adamw``).
 
-    A module is split with :func:`param_groups` (no decay / no LARS adaptation for biases and norms);
-    parameters or groups are passed through. ``momentum`` (default 0.9) is for ``lars`` and ``sgd``:
-    ``adamw`` refuses it (its ``betas`` play that role); ``kwargs`` go to the optimiser's constructor,
-    unknown ones are a one-line ``ConfigError``.
+    Args:
+        name: ``"lars"``, ``"sgd"`` or ``"adamw"``.
+        module_or_groups: A module, split with :func:`param_groups` (no decay / no LARS adaptation for
+            biases and norms); or parameters or groups, passed through.
+        lr: The learning rate, > 0.
+        weight_decay: The weight decay, >= 0.
+        momentum: For ``lars`` and ``sgd`` (``None``: 0.9); ``adamw`` refuses it (its ``betas`` play that
+            role).
+        **kwargs (Any): Go to the optimiser's constructor.
+
+    Returns:
+        The optimiser.
+
+    Raises:
+        ConfigError: If ``name`` is unknown, ``lr`` or ``weight_decay`` is out of range, ``adamw`` is
+            given a momentum, or a keyword is not one the optimiser takes.
     """
     OPTIMIZERS.get(name)
     check_positive("lr", lr)

@@ -19,6 +19,13 @@ def clip_per_parameter_(params: Iterable[Tensor], max_norm: float) -> None:
     Unlike ``torch.nn.utils.clip_grad_norm_`` (one norm over all gradients, Lightning's
     ``gradient_clip_val``), every tensor is clipped alone, as DINO's ``utils.clip_gradients``
     (facebookresearch/dino@7c446df utils.py L132-141).
+
+    Args:
+        params: The parameters whose gradients are clipped; those without a gradient are skipped.
+        max_norm: The largest norm of each tensor's gradient, > 0.
+
+    Raises:
+        ConfigError: If ``max_norm`` is not > 0.
     """
     check_positive("max_norm", max_norm)
     grads = [p.grad for p in params if p.grad is not None]
@@ -29,12 +36,23 @@ def clip_per_parameter_(params: Iterable[Tensor], max_norm: float) -> None:
 
 
 def clip_before_step(optimizer: Optimizer, params: Iterable[Tensor], max_norm: float) -> RemovableHandle:
-    """Clip ``params`` with :func:`clip_per_parameter_` each time ``optimizer.step()`` starts, for a plain
-    loop that calls ``backward()`` then ``step()``.
+    """Clip ``params`` with :func:`clip_per_parameter_` each time ``optimizer.step()`` starts.
 
-    A step pre-hook runs inside ``step``, so under a ``GradScaler`` it sees unscaled gradients. It does
-    not suit ``step(closure)``, whose closure computes the gradients after the pre-hooks (Lightning's
-    loop): there :class:`sslib.app.methods.base.SSLMethod` clips in ``on_before_optimizer_step``.
+    For a plain loop that calls ``backward()`` then ``step()``. A step pre-hook runs inside ``step``, so
+    under a ``GradScaler`` it sees unscaled gradients. It does not suit ``step(closure)``, whose closure
+    computes the gradients after the pre-hooks (Lightning's loop): there
+    :class:`sslib.app.methods.base.SSLMethod` clips in ``on_before_optimizer_step``.
+
+    Args:
+        optimizer: The optimiser whose steps are preceded by the clipping.
+        params: The parameters to clip.
+        max_norm: The largest norm of each tensor's gradient, > 0.
+
+    Returns:
+        The hook's handle; ``handle.remove()`` stops the clipping.
+
+    Raises:
+        ConfigError: If ``max_norm`` is not > 0.
     """
     check_positive("max_norm", max_norm)
     params = list(params)

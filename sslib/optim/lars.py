@@ -45,12 +45,26 @@ TRUST_RATIOS = ("paper", "moco")
 class LARS(Optimizer):
     """SGD with momentum whose per-tensor step is scaled by the LARS trust ratio (module docstring).
 
-    ``foreach`` chooses how a group's tensors are batched. ``True``: all tensors of one device and dtype
-    at once, in ``torch._foreach_*`` ops with the trust ratios as one vector (about one kernel per tensor
-    in all, against ~15 per tensor one at a time, and no host synchronisation); ``False``: one tensor at a
-    time; ``None`` (default): the first for CUDA tensors, the second elsewhere, as torch's optimisers
-    choose. On a CPU, where kernels cost no launch, one tensor at a time is faster: 38.9 against 48.9 ms a
-    step for ResNet-18 with a DINO head (``python benchmarks/optimizer.py``, in docs/benchmarks.md).
+    Args:
+        params: Parameters, or groups (dicts) that may set any of the options below and
+            ``lars_exclude=True`` (skip the trust ratio and the weight decay).
+        lr: The learning rate, > 0.
+        momentum: The momentum, in [0, 1).
+        weight_decay: The weight decay wd, >= 0.
+        eta: The trust coefficient, > 0.
+        clip_lr: Whether the trust ratio is replaced by ``min(trust / lr, 1)`` (LARC clipping).
+        trust_ratio: ``"paper"`` or ``"moco"`` (module docstring).
+        foreach: How a group's tensors are batched. ``True``: all tensors of one device and dtype at
+            once, in ``torch._foreach_*`` ops with the trust ratios as one vector (about one kernel per
+            tensor in all, against ~15 per tensor one at a time, and no host synchronisation); ``False``:
+            one tensor at a time; ``None``: the first for CUDA tensors, the second elsewhere, as torch's
+            optimisers choose. On a CPU, where kernels cost no launch, one tensor at a time is faster:
+            38.9 against 48.9 ms a step for ResNet-18 with a DINO head (``python
+            benchmarks/optimizer.py``, in docs/benchmarks.md).
+        eps: Added to the trust ratio's denominator, >= 0.
+
+    Raises:
+        ConfigError: If an argument is out of its range or ``trust_ratio`` is unknown.
     """
 
     def __init__(
@@ -97,7 +111,18 @@ class LARS(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One update of every parameter that has a gradient; returns ``closure()`` if given."""
+        """One update of every parameter that has a gradient.
+
+        Args:
+            closure: Re-evaluates the model and returns the loss; called (with grad enabled) before the
+                update.
+
+        Returns:
+            ``closure()``'s loss, or ``None`` without a closure.
+
+        Raises:
+            RuntimeError: If a gradient is sparse.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():

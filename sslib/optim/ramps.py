@@ -26,6 +26,17 @@ class Ramp:
     ``unit="epoch"`` holds it for each epoch and reaches ``end`` at epoch N - 1, as ``np.linspace(start,
     end, N)[epoch]``: DINO's teacher-temperature warm-up, ``Ramp(0.04, 0.07, "linear", 30, "epoch")``
     (facebookresearch/dino@7c446df main_dino.py L374-378, read at L268 with the epoch's index).
+
+    Args:
+        start: The first value, a finite number.
+        end: The last value, a finite number.
+        kind: ``"cosine"`` or ``"linear"``.
+        epochs: N, the ramp's length in epochs (> 0); ``None`` is the whole run.
+        unit: ``"step"`` or ``"epoch"``, as above.
+
+    Raises:
+        ConfigError: If a value is not a finite number, ``kind`` or ``unit`` is unknown, or ``epochs`` is
+            not > 0.
     """
 
     start: float
@@ -46,13 +57,24 @@ class Ramp:
             )
 
     def value(self, step: int, total_steps: int, steps_per_epoch: float, epoch: int | None = None) -> float:
-        """The value at iteration ``step`` of ``total_steps`` (in epoch ``epoch``, by default
-        ``step // steps_per_epoch``).
+        """The value at iteration ``step`` of ``total_steps``.
 
         ``unit="step"``: span S = ``total_steps`` (or ``max(1, round(epochs * steps_per_epoch))``) and
         t = min(step, S); ``unit="epoch"``: S = N - 1 for N = ``epochs`` (or the run's epochs) and
         t = min(epoch, S), the value ``end`` when N = 1. Then cosine ``end - (end - start) (1 + cos(pi t / S))
         / 2``, linear ``start + (end - start) t / S``.
+
+        Args:
+            step: The iteration, from 0.
+            total_steps: The run's iterations, >= 1.
+            steps_per_epoch: Iterations per epoch.
+            epoch: The epoch of ``step``; ``None`` is ``step // steps_per_epoch``.
+
+        Returns:
+            The value.
+
+        Raises:
+            ConfigError: If ``total_steps`` < 1.
         """
         check_int_at_least("total_steps", total_steps, 1)
         if self.unit == "epoch":
@@ -75,7 +97,15 @@ FIELDS = tuple(f.name for f in fields(Ramp))
 def ramps(spec: Mapping | None) -> dict[str, Ramp]:
     """``{attribute: Ramp}`` from a config mapping ``{attribute: {start, end, kind, epochs, unit}}``.
 
-    A bad entry is a one-line ``ConfigError`` naming the attribute, e.g. ``schedule of 'beta': ...``.
+    Args:
+        spec: ``{attribute: {start, end, kind, epochs, unit}}``, ``start`` and ``end`` required; ``None``
+            is no ramp.
+
+    Returns:
+        ``{attribute: Ramp}``.
+
+    Raises:
+        ConfigError: On a bad entry, in one line naming the attribute, e.g. ``schedule of 'beta': ...``.
     """
     out = {}
     for name, cfg in (spec or {}).items():

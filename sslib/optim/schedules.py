@@ -35,6 +35,21 @@ def warmup_cosine(
     facebookresearch/swav@06b1b7c main_swav.py L178, solo-learn's ``LinearWarmupCosineAnnealingLR``);
     otherwise ``final_value + (base_value - final_value) * (1 + cos(pi * (step - W) / (T - W))) / 2``,
     held at ``final_value`` from ``step >= T`` on (``W = warmup_steps``, ``T = total_steps``).
+
+    Args:
+        step: The iteration, from 0.
+        total_steps: T, the run's iterations, >= 1.
+        warmup_steps: W, the warm-up's iterations, in [0, T].
+        base_value: The peak value, reached at the end of the warm-up.
+        final_value: The value at the end of the run.
+        warmup_start: The value at step 0.
+        ends_at_peak: Whether the last warm-up step already runs at ``base_value``.
+
+    Returns:
+        The value at ``step``.
+
+    Raises:
+        ConfigError: If ``total_steps`` < 1, ``warmup_steps`` < 0 or ``warmup_steps`` > ``total_steps``.
     """
     check_int_at_least("total_steps", total_steps, 1)
     check_int_at_least("warmup_steps", warmup_steps, 0)
@@ -52,13 +67,37 @@ def cosine_ramp(step: int, total_steps: int, start: float, end: float) -> float:
 
     Equals ``start`` at step 0 and ``end`` from ``total_steps`` on. Used for the EMA momentum
     (0.99 -> 1), MIRA's beta (0.75 -> 2/3) and DINO's teacher temperature.
+
+    Args:
+        step: The iteration, from 0.
+        total_steps: The ramp's length, >= 1.
+        start: The value at step 0.
+        end: The value from ``total_steps`` on.
+
+    Returns:
+        The value at ``step``.
+
+    Raises:
+        ConfigError: If ``total_steps`` < 1.
     """
     check_int_at_least("total_steps", total_steps, 1)
     return end - (end - start) * _cosine_weight(step / total_steps)
 
 
 def scaled_lr(base_lr: float, batch_size: int, reference: int = 256) -> float:
-    """Linear scaling rule (Goyal et al., 2017): ``base_lr * batch_size / reference``."""
+    """Linear scaling rule (Goyal et al., 2017): ``base_lr * batch_size / reference``.
+
+    Args:
+        base_lr: The lr at the reference batch size, > 0.
+        batch_size: The global batch size, >= 1.
+        reference: The reference batch size, >= 1.
+
+    Returns:
+        The scaled lr.
+
+    Raises:
+        ConfigError: If an argument is out of its range.
+    """
     check_positive("base_lr", base_lr)
     check_int_at_least("batch_size", batch_size, 1)
     check_int_at_least("reference", reference, 1)
@@ -71,11 +110,19 @@ WARMUP_FROM_BASE = "base"
 def resolve_warmup_start_ratio(value: float | str, lr_scale: float) -> float:
     """The warm-up's first lr as a ratio of the peak lr, for ``optim.warmup_start_ratio``.
 
-    A number ``>= 0`` is returned as given. ``"base"`` starts at the unscaled base lr: the peak is
-    ``base_lr * lr_scale`` (``lr_scale`` = global batch / 256 under ``scale_lr``, else 1), so the ratio
-    is ``1 / lr_scale``, e.g. 256 / 4096 = 1/16 (0.3 -> 4.8) as in the official MIRA code
-    (``train.py`` L230 ``--warm-up-start-lr 0.3``, not scaled with the batch as ``--lr`` is at L257).
-    Below a global batch of 256 the ratio exceeds 1 and the "warm-up" descends to the peak.
+    Args:
+        value: A number ``>= 0``, returned as given, or ``"base"``, which starts at the unscaled base lr:
+            the peak is ``base_lr * lr_scale``, so the ratio is ``1 / lr_scale``, e.g. 256 / 4096 = 1/16
+            (0.3 -> 4.8) as in the official MIRA code (``train.py`` L230 ``--warm-up-start-lr 0.3``, not
+            scaled with the batch as ``--lr`` is at L257). Below a global batch of 256 the ratio exceeds 1
+            and the "warm-up" descends to the peak.
+        lr_scale: Global batch / 256 under ``scale_lr``, else 1; > 0.
+
+    Returns:
+        The ratio.
+
+    Raises:
+        ConfigError: If ``lr_scale`` is not > 0 or ``value`` is neither a number >= 0 nor ``"base"``.
     """
     check_positive("lr_scale", lr_scale)
     if value == WARMUP_FROM_BASE:
@@ -99,6 +146,20 @@ class WarmupCosine(LambdaLR):
     from the group's initial ``wd_g`` to ``r * wd_g`` over the whole run without warm-up (DINO's
     ``wd_schedule``: 0.04 -> 0.4, facebookresearch/dino@7c446df main_dino.py L244-248). Groups that start
     without decay keep none.
+
+    Args:
+        optimizer: The optimiser whose groups' lr (and weight decay) are scheduled.
+        total_steps: T, the run's iterations.
+        warmup_steps: W, the warm-up's iterations.
+        final_lr_ratio: The lr at the end of the run, as a ratio of the peak.
+        warmup_start_ratio: The lr at step 0, as a ratio of the peak.
+        final_wd_ratio: r, the weight decay at the end of the run as a ratio of the initial one; ``None``
+            keeps the weight decay constant.
+        warmup_ends_at_peak: Whether the last warm-up step already runs at the peak lr.
+
+    Raises:
+        ConfigError: If the steps are out of range (:func:`warmup_cosine`) or ``final_wd_ratio`` is not
+            a finite number >= 0.
     """
 
     def __init__(
@@ -131,13 +192,24 @@ class WarmupCosine(LambdaLR):
         super().__init__(optimizer, lr_lambda=factor)
 
     def weight_decay_factor(self, step: int) -> float:
-        """The multiplier of each group's initial weight decay at iteration ``step`` (1 without a schedule)."""
+        """The multiplier of each group's initial weight decay at iteration ``step``.
+
+        Args:
+            step: The iteration, from 0.
+
+        Returns:
+            The multiplier; 1 without a weight-decay schedule.
+        """
         if self.final_wd_ratio is None:
             return 1.0
         return warmup_cosine(step, self.total_steps, 0, 1.0, self.final_wd_ratio)
 
     def step(self, epoch: int | None = None) -> None:
-        """Advance one iteration: the lr as ``LambdaLR``, then every group's weight decay."""
+        """Advance one iteration: the lr as ``LambdaLR``, then every group's weight decay.
+
+        Args:
+            epoch: Passed to ``LambdaLR.step`` (deprecated there; leave it ``None``).
+        """
         super().step(epoch)
         self._set_weight_decay()
 
@@ -150,12 +222,15 @@ class WarmupCosine(LambdaLR):
     OWN_SETTINGS = ("base_lrs", "total_steps", "final_wd_ratio", "base_wds")
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Continue a saved schedule from its iteration (``last_epoch``) on this schedule, and set every
-        group's lr and weight decay to this schedule's values there.
+        """Continue a saved schedule from its iteration (``last_epoch``) on this schedule.
 
-        The length, the base lrs and the weight decays stay those this scheduler was built with, so a run
-        continued with more steps (or another lr) follows the schedule of its new settings from the step
-        it had reached; with the same settings nothing changes.
+        Every group's lr and weight decay are set to this schedule's values there. The length, the base
+        lrs and the weight decays stay those this scheduler was built with, so a run continued with more
+        steps (or another lr) follows the schedule of its new settings from the step it had reached; with
+        the same settings nothing changes.
+
+        Args:
+            state_dict: A state saved by ``state_dict()``.
         """
         own = {name: getattr(self, name) for name in self.OWN_SETTINGS}
         super().load_state_dict(state_dict)
@@ -176,8 +251,26 @@ def build_scheduler(
     final_wd_ratio: float | None = None,
     warmup_ends_at_peak: bool = False,
 ) -> WarmupCosine:
-    """:class:`WarmupCosine` for ``optimizer``: step it once per iteration; its ``state_dict``
-    round-trips, so a resumed run continues the schedule."""
+    """:class:`WarmupCosine` for ``optimizer``: step it once per iteration.
+
+    Its ``state_dict`` round-trips, so a resumed run continues the schedule.
+
+    Args:
+        optimizer: The optimiser whose groups' lr (and weight decay) are scheduled.
+        total_steps: The run's iterations.
+        warmup_steps: The warm-up's iterations.
+        final_lr_ratio: The lr at the end of the run, as a ratio of the peak.
+        warmup_start_ratio: The lr at step 0, as a ratio of the peak.
+        final_wd_ratio: The weight decay at the end of the run as a ratio of the initial one; ``None``
+            keeps it constant.
+        warmup_ends_at_peak: Whether the last warm-up step already runs at the peak lr.
+
+    Returns:
+        The scheduler.
+
+    Raises:
+        ConfigError: If an argument is out of its range (see :class:`WarmupCosine`).
+    """
     return WarmupCosine(
         optimizer,
         total_steps,

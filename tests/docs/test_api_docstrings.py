@@ -30,6 +30,7 @@ CORE_PACKAGES = (
     "sslib.backbones",
     "sslib.modules",
     "sslib.metrics",
+    "sslib.optim",
 )
 """The modules (and packages) whose documented objects this test checks: the torch-only core."""
 
