@@ -1,8 +1,10 @@
 """Command lines of ``sslib knn``, ``linear``, ``umap``, ``finetune``, ``transfer`` and
 ``evaluate.py``.
 
-Each evaluates a checkpoint's frozen backbone on a dataset through a :class:`FeatureCache` and prints a
-Markdown table (``umap.py``: the PNG's path); errors are one line on stderr, exit status 2.
+Each evaluates a checkpoint's frozen backbone on a dataset through a :class:`FeatureCache` and prints the
+dataset, root and image size it used (given, else the run's: :mod:`sslib.app.eval.data`) above a Markdown
+table (``umap.py``: the PNG's path). Arguments are checked before any data is read; errors are one line on
+stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sslib.app.eval.embedding import import_umap, plot_embedding, umap_embedding
+from sslib.app.eval.data import EvalData, eval_data
+from sslib.app.eval.embedding import check_umap_settings, import_umap, plot_embedding, umap_embedding
 from sslib.app.eval.finetune import finetune_eval, finetune_settings
 from sslib.app.eval.offline import (
     FeatureCache,
     ProbeSettings,
+    check_device,
     check_fraction,
     knn_eval,
     linear_probe,
 )
-from sslib.app.eval.report import evaluate_checkpoint, parse_options, write_report
+from sslib.app.eval.report import evaluate_checkpoint, options_data, parse_options, write_report
 from sslib.app.eval.sources import BackboneSource, load_any_backbone, resolve
 from sslib.app.eval.subsets import knn_subsets
 from sslib.app.eval.transfer import c_grid
@@ -29,8 +33,10 @@ from sslib.app.eval.transfer_data import TRANSFER_DATASETS, parse_source, transf
 from sslib.app.markdown import markdown_table
 from sslib.app.zoo.manifest import FORMATS
 from sslib.data import DATASET_STATS
+from sslib.data.digits import check_split
 from sslib.distributed import require_one_process
 from sslib.errors import ConfigError, SslibError
+from sslib.validation import check_int_at_least, check_positive
 
 ERRORS = (SslibError, OSError, ImportError)  # reported as one line, exit status 2
 
@@ -42,11 +48,16 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
         "--ckpt", required=True, help="a checkpoint: an sslib run's .ckpt, zoo:<name>, or --format"
     )
     parser.add_argument(
-        "--data", default="digits", help=f"dataset: {', '.join(DATASET_STATS)} (default: digits)"
+        "--data",
+        help=f"dataset: {', '.join(DATASET_STATS)} (default: the checkpoint's run's, else digits)",
     )
-    parser.add_argument("--root", default="data", help="dataset folder (default: data)")
     parser.add_argument(
-        "--image-size", type=int, help="evaluation image side (default: the dataset's native size, else 224)"
+        "--root", help="dataset folder (default: the run's, when evaluating its dataset, else data)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="evaluation image side (default: the run's crop size, else the dataset's native size, else 224)",
     )
     parser.add_argument("--batch-size", type=int, default=256, help="feature-extraction batch size")
     parser.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
@@ -73,11 +84,20 @@ def _source(args: argparse.Namespace) -> tuple[Path, BackboneSource]:
     )
 
 
-def _cache(args: argparse.Namespace) -> FeatureCache:
+def _cache(args: argparse.Namespace) -> tuple[FeatureCache, EvalData]:
+    """The feature cache of the checkpoint on the dataset :func:`eval_data` picks, and that pick."""
     path, source = _source(args)
-    return FeatureCache(
-        path, args.data, args.root, args.image_size, args.batch_size, args.num_workers, args.device, source
-    )
+    data = eval_data(path, source, args.data, args.root, args.image_size)
+    cache = FeatureCache(
+        path, data.name, data.root, data.image_size, args.batch_size, args.num_workers, args.device, source,
+        data.options,
+    )  # fmt: skip
+    return cache, data
+
+
+def _with_header(data: EvalData, text: str) -> str:
+    """``text`` below the line saying what it was evaluated on."""
+    return f"{data.describe()}\n\n{text}"
 
 
 def _run(task: Callable[[], str]) -> int:
@@ -109,8 +129,10 @@ def knn_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def task() -> str:
+        check_int_at_least("--k", args.k, 1)
+        check_positive("--temperature", args.temperature)
         fractions = parse_fractions(args.fractions)
-        cache = _cache(args)
+        cache, data = _cache(args)
         results = knn_eval(
             *cache.features("train"),
             *cache.features("val"),
@@ -131,7 +153,7 @@ def knn_main(argv: Sequence[str] | None = None) -> int:
             ]
             for f, acc in results.items()
         ]
-        return markdown_table(["labels", "k", "T", "top-1", "top-5"], rows)
+        return _with_header(data, markdown_table(["labels", "k", "T", "top-1", "top-5"], rows))
 
     return _run(task)
 
@@ -156,10 +178,11 @@ def linear_main(argv: Sequence[str] | None = None) -> int:
         settings = ProbeSettings(
             args.epochs, args.lr, args.probe_batch_size, args.weight_decay, seed=args.seed
         )
-        acc = linear_probe(_cache(args), settings, args.augment, args.device)
+        cache, data = _cache(args)
+        acc = linear_probe(cache, settings, args.augment, cache.device)
         protocol = "augmented images" if args.augment else "frozen features"
         row = [protocol, str(settings.epochs), f"{acc['top1']:.2f}", f"{acc['top5']:.2f}"]
-        return markdown_table(["linear probe", "epochs", "top-1", "top-5"], [row])
+        return _with_header(data, markdown_table(["linear probe", "epochs", "top-1", "top-5"], [row]))
 
     return _run(task)
 
@@ -169,18 +192,22 @@ def umap_main(argv: Sequence[str] | None = None) -> int:
     parser = _parser("sslib umap", "UMAP of frozen features, coloured by class (needs sslib-vision[umap])")
     parser.add_argument("--split", default="val", help="train or val (default: val)")
     parser.add_argument("--out", help="PNG path (default: <checkpoint>-umap-<data>-<split>.png next to it)")
-    parser.add_argument("--n-neighbors", type=int, default=15)
-    parser.add_argument("--min-dist", type=float, default=0.1)
+    parser.add_argument("--n-neighbors", type=int, default=15, help="UMAP neighbours, >= 2 (default: 15)")
+    parser.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist in [0, 1] (default: 0.1)")
     args = parser.parse_args(argv)
 
     def task() -> str:
         import_umap()  # fail before extracting anything
-        cache = _cache(args)
+        check_split(args.split)
+        check_umap_settings(args.n_neighbors, args.min_dist)
+        cache, data = _cache(args)
         features, labels = cache.features(args.split)
         points = umap_embedding(features, args.n_neighbors, args.min_dist, args.seed)
         ckpt = cache.checkpoint
-        out = args.out or ckpt.with_name(f"{ckpt.stem}-umap-{args.data}-{args.split}.png")
-        return str(plot_embedding(points, labels, out, title=f"{ckpt.name}: {args.data} {args.split}"))
+        out = args.out or ckpt.with_name(f"{ckpt.stem}-umap-{data.name}-{args.split}.png")
+        title = f"{ckpt.name}: {data.name} {args.split}, {data.image_size} px"
+        path = plot_embedding(points, labels, out, title, cache.class_names(args.split))
+        return _with_header(data, str(path))
 
     return _run(task)
 
@@ -209,16 +236,16 @@ def finetune_main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(
                 f"--subset-file gives one labelled subset; pass one --fractions, got {args.fractions}"
             )
-        cache = _cache(args)
+        plan = [(f, finetune_settings(args.protocol, f, args.seed, overrides)) for f in fractions]
+        cache, data = _cache(args)
         rows = []
-        for fraction in fractions:
-            settings = finetune_settings(args.protocol, fraction, args.seed, overrides)
+        for fraction, settings in plan:
             acc = finetune_eval(cache, fraction, settings, args.subset_file)
             label = Path(args.subset_file).name if args.subset_file else f"{100 * fraction:g}%"
             rows.append(
                 [label, args.protocol, str(settings.epochs), f"{acc['top1']:.2f}", f"{acc['top5']:.2f}"]
             )
-        return markdown_table(["labels", "protocol", "epochs", "top-1", "top-5"], rows)
+        return _with_header(data, markdown_table(["labels", "protocol", "epochs", "top-1", "top-5"], rows))
 
     return _run(task)
 
@@ -250,12 +277,19 @@ def transfer_main(argv: Sequence[str] | None = None) -> int:
 
     def task() -> str:
         sources = [parse_source(text) for text in args.data]
+        cs = c_grid(args.num_c)
+        for flag, value, minimum in [
+            ("--image-size", args.image_size, 1), ("--max-iter", args.max_iter, 1),
+            ("--batch-size", args.batch_size, 1), ("--num-workers", args.num_workers, 0),
+        ]:  # fmt: skip
+            check_int_at_least(flag, value, minimum)
+        device = check_device(args.device)
         backbone = load_any_backbone(*_source(args))
         rows = []
         for name, root in sources:
             result = transfer_eval(
-                backbone, name, root, args.image_size, args.batch_size, args.num_workers, args.device,
-                args.download, c_grid(args.num_c), args.max_iter, args.seed,
+                backbone, name, root, args.image_size, args.batch_size, args.num_workers, device,
+                args.download, cs, args.max_iter, args.seed,
             )  # fmt: skip
             rows.append([name, str(root), result.metric, f"{result.c:.3g}", f"{result.score:.2f}"])
         return markdown_table(["dataset", "root", "metric", "C", "score"], rows)
@@ -276,10 +310,12 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
     def task() -> str:
         suite, options = parse_options(args.options)
-        rows = evaluate_checkpoint(args.checkpoint, suite, options)
-        paths = write_report(rows, args.checkpoint, suite, options)
+        data = options_data(args.checkpoint, options)
+        rows = evaluate_checkpoint(args.checkpoint, suite, options, data)
+        paths = write_report(rows, args.checkpoint, suite, options, data)
         table = [[r.protocol, r.dataset, r.setting, r.metric, f"{r.value:.2f}"] for r in rows]
         listing = "\n".join(f"wrote {p}" for p in paths)
-        return markdown_table(["protocol", "dataset", "setting", "metric", "value"], table) + "\n" + listing
+        header = ["protocol", "dataset", "setting", "metric", "value"]
+        return _with_header(data, markdown_table(header, table) + "\n" + listing)
 
     return _run(task)

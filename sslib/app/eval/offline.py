@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,25 @@ from sslib.validation import check_int_at_least, check_positive, check_unit_inte
 
 DEFAULT_IMAGE_SIZE = 224  # evaluation size of variable-size (ImageNet-like) datasets
 CROP_SCALE = (0.08, 1.0)  # random resized crop of the augmented linear probe
+
+
+def default_image_size(dataset: str) -> int:
+    """The evaluation image side of ``dataset`` when none is chosen: its native size, else 224."""
+    return dataset_stats(dataset).native_size or DEFAULT_IMAGE_SIZE
+
+
+def check_device(device: torch.device | str | None) -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` stays ``None``: CUDA when available); an unknown device
+    or CUDA on a machine without it is a one-line ``ConfigError``."""
+    if device is None:
+        return None
+    try:
+        checked = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device must be a torch device such as cpu or cuda:0, got {device!r}") from None
+    if checked.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asks for CUDA, which this machine does not have; use cpu")
+    return checked
 
 
 def file_sha256(path: Path) -> str:
@@ -58,8 +77,9 @@ class FeatureCache:
     the short side to 256). The first call extracts them in batches (CUDA when available) and saves them
     in ``<checkpoint>.features/``; later calls load that file (``weights_only=True``). Files are keyed by
     the checkpoint's sha256, the dataset and its resolved root, the split and the image size (and, for a
-    checkpoint that is not an sslib run, its ``source`` format and architecture), so a changed
-    checkpoint or setting never reads stale features.
+    checkpoint that is not an sslib run, its ``source`` format and architecture; with ``options``, those
+    further :func:`sslib.data.build_dataset` arguments, e.g. a run's split ``seed`` or ``class_list``), so a
+    changed checkpoint or setting never reads stale features.
     """
 
     def __init__(
@@ -72,18 +92,19 @@ class FeatureCache:
         num_workers: int = 0,
         device: torch.device | str | None = None,
         source: BackboneSource | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self.checkpoint = Path(checkpoint)
         self.source = source or BackboneSource()
         if not self.checkpoint.is_file():
             raise MissingFileError(f"checkpoint '{self.checkpoint}' does not exist")
         self.stats = dataset_stats(dataset)
-        self.dataset, self.root = dataset, Path(root)
-        size = image_size or self.stats.native_size or DEFAULT_IMAGE_SIZE
+        self.dataset, self.root, self.options = dataset, Path(root), dict(options or {})
+        size = image_size or default_image_size(dataset)
         self.image_size = check_int_at_least("image_size", size, 1)
         self.batch_size = check_int_at_least("batch_size", batch_size, 1)
         self.num_workers = check_int_at_least("num_workers", num_workers, 0)
-        self.device = device
+        self.device = check_device(device)
         self.digest = file_sha256(self.checkpoint)
 
     @cached_property
@@ -93,7 +114,12 @@ class FeatureCache:
 
     def build(self, split: str, transform: Callable | None) -> Dataset:
         """Split ``split`` of the dataset with ``transform``."""
-        return build_dataset(self.dataset, self.root, split, transform)
+        return build_dataset(self.dataset, self.root, split, transform, **self.options)
+
+    def class_names(self, split: str) -> list[str]:
+        """The names of the classes of ``split``, in label order (digits: ``"0"``-``"9"``; an image
+        folder: its class folders)."""
+        return list(cast(_HasClasses, self.build(split, None)).classes)
 
     def class_count(self, dataset: Dataset) -> int:
         """The dataset's number of classes: from its statistics, else from ``dataset`` (one of its splits,
@@ -132,6 +158,7 @@ class FeatureCache:
                 if self.source.fmt == "sslib"
                 else {"format": self.source.fmt, "arch": str(self.source.arch)}
             ),
+            **({"options": json.dumps(self.options, sort_keys=True)} if self.options else {}),
         }
 
     def path(self, split: str) -> Path:
@@ -179,10 +206,10 @@ def cached_features(
 # --- kNN on label fractions ------------------------------------------------------------------------------
 
 
-def check_fraction(fraction: float) -> float:
-    """``fraction`` in (0, 1], else a one-line ``ConfigError``."""
+def check_fraction(fraction: float, name: str = "label fraction") -> float:
+    """``fraction`` in (0, 1], else a one-line ``ConfigError`` naming it ``name``."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ConfigError(f"label fraction must be in (0, 1], got {fraction!r}")
+        raise ConfigError(f"{name} must be in (0, 1], got {fraction!r}")
     return float(fraction)
 
 

@@ -4,6 +4,8 @@ written as Markdown, CSV and a PNG next to it (``scripts/evaluate.py CKPT suite=
 Suites (:data:`SUITES`): ``knn`` (Table 3: k = 20, T = 0.07 with 100/10/1% of the labels), ``linear``
 (probe on frozen features), ``finetune`` (Table 4: 1% and 10% of the labels), ``transfer`` (Table 5: the
 datasets given, or those present under ``transfer_root``), ``quick`` (knn + linear) and ``paper`` (all).
+The dataset, root and image size are those given, else the run's (:mod:`sslib.app.eval.data`); every
+option is checked before any feature is extracted.
 """
 
 from __future__ import annotations
@@ -14,15 +16,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from sslib.app.eval.data import EvalData, eval_data
 from sslib.app.eval.finetune import PROTOCOLS, finetune_eval, finetune_settings
-from sslib.app.eval.offline import FeatureCache, ProbeSettings, knn_eval, linear_probe
+from sslib.app.eval.offline import (
+    FeatureCache,
+    ProbeSettings,
+    check_device,
+    check_fraction,
+    knn_eval,
+    linear_probe,
+)
 from sslib.app.eval.sources import BackboneSource, resolve
 from sslib.app.eval.subsets import knn_subsets
 from sslib.app.eval.transfer import c_grid
 from sslib.app.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval
 from sslib.errors import ConfigError
 from sslib.io import atomic_write_bytes
-from sslib.validation import check_choice
+from sslib.validation import check_choice, check_int_at_least
 
 PROTOCOL_NAMES = ("linear", "knn", "finetune", "transfer")
 SUITES: dict[str, tuple[str, ...]] = {
@@ -47,8 +57,8 @@ class Row:
 class EvalOptions:
     """What the suite runs on and how (``key=value`` on the command line, same names)."""
 
-    data: str = "digits"
-    root: str = "data"
+    data: str | None = None  # None: the run's (else digits), as root and image_size
+    root: str | None = None
     image_size: int | None = None
     batch_size: int = 256
     num_workers: int = 0
@@ -71,7 +81,20 @@ class EvalOptions:
     out: str | None = None
 
     def __post_init__(self) -> None:
+        """Every value checked, so a bad one stops a suite before it extracts any feature."""
         check_choice("finetune_protocol", self.finetune_protocol, PROTOCOLS)
+        for key in ("knn_fractions", "finetune_fractions"):
+            for fraction in getattr(self, key):
+                check_fraction(fraction, key)
+        for key, minimum in [
+            ("image_size", 1), ("batch_size", 1), ("num_workers", 0), ("linear_epochs", 1),
+            ("finetune_epochs", 1), ("transfer_image_size", 1), ("transfer_num_c", 1),
+        ]:  # fmt: skip
+            if getattr(self, key) is not None:
+                check_int_at_least(key, getattr(self, key), minimum)
+        check_device(self.device)
+        for text in self.transfer:
+            parse_source(text)
 
 
 def parse_options(pairs: Sequence[str]) -> tuple[str, EvalOptions]:
@@ -118,22 +141,36 @@ def transfer_sources(options: EvalOptions) -> list[tuple[str, Path]]:
     return sources
 
 
-def evaluate_checkpoint(checkpoint: str | Path, suite: str, options: EvalOptions) -> list[Row]:
-    """Run the protocols of ``suite`` on ``checkpoint`` (a path, or ``zoo:<name>``)."""
-    protocols = SUITES[check_choice("suite", suite, tuple(SUITES))]
+def checkpoint_source(checkpoint: str | Path, options: EvalOptions) -> tuple[Path, BackboneSource]:
+    """The checkpoint file (``zoo:<name>`` downloaded) and how to read its backbone."""
     path, zoo_source = resolve(checkpoint)
-    source = zoo_source or BackboneSource(
+    return path, zoo_source or BackboneSource(
         options.fmt, options.arch, {"cifar": True} if options.cifar_stem else {}
     )
-    cache = FeatureCache(
-        path, options.data, options.root, options.image_size, options.batch_size, options.num_workers,
-        options.device, source,
-    )  # fmt: skip
+
+
+def options_data(checkpoint: str | Path, options: EvalOptions) -> EvalData:
+    """The dataset, root and image size ``checkpoint`` is evaluated on (given, else the run's)."""
+    return eval_data(*checkpoint_source(checkpoint, options), options.data, options.root, options.image_size)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, suite: str, options: EvalOptions, data: EvalData | None = None
+) -> list[Row]:
+    """Run the protocols of ``suite`` on ``checkpoint`` (a path, or ``zoo:<name>``) and ``data`` (default:
+    :func:`options_data`)."""
+    protocols = SUITES[check_choice("suite", suite, tuple(SUITES))]
     sources = transfer_sources(options) if "transfer" in protocols else []
     if suite == "transfer" and not sources:
         raise ConfigError(
             "suite=transfer needs transfer=NAME:ROOT,... or transfer_root=DIR holding <name>/ folders"
         )
+    path, source = checkpoint_source(checkpoint, options)
+    data = data or eval_data(path, source, options.data, options.root, options.image_size)
+    cache = FeatureCache(
+        path, data.name, data.root, data.image_size, options.batch_size, options.num_workers,
+        options.device, source, data.options,
+    )  # fmt: skip
     rows: list[Row] = []
     for protocol in protocols:
         if protocol == "linear":
@@ -144,7 +181,7 @@ def evaluate_checkpoint(checkpoint: str | Path, suite: str, options: EvalOptions
                 seed=options.seed, num_classes=cache.stats.num_classes,
                 subsets=knn_subsets(cache, options.knn_fractions, options.seed),
             )  # fmt: skip
-            rows += [Row("knn", options.data, _percent(f), "top1", acc["top1"]) for f, acc in results.items()]
+            rows += [Row("knn", data.name, _percent(f), "top1", acc["top1"]) for f, acc in results.items()]
         elif protocol == "finetune":
             for fraction in options.finetune_fractions:
                 settings = finetune_settings(
@@ -152,12 +189,12 @@ def evaluate_checkpoint(checkpoint: str | Path, suite: str, options: EvalOptions
                 )
                 acc = finetune_eval(cache, fraction, settings)
                 setting = f"{_percent(fraction)} {options.finetune_protocol}"
-                rows += [Row("finetune", options.data, setting, k, acc[k]) for k in ("top1", "top5")]
+                rows += [Row("finetune", data.name, setting, k, acc[k]) for k in ("top1", "top5")]
         else:
             for name, root in sources:
                 result = transfer_eval(
                     cache.backbone, name, root, options.transfer_image_size, options.batch_size,
-                    options.num_workers, options.device, options.download, c_grid(options.transfer_num_c),
+                    options.num_workers, cache.device, options.download, c_grid(options.transfer_num_c),
                     seed=options.seed,
                 )  # fmt: skip
                 label = name if name != "folder" else root.name
@@ -171,18 +208,19 @@ def _percent(fraction: float) -> str:
 
 def _linear(cache: FeatureCache, options: EvalOptions) -> Row:
     settings = ProbeSettings(epochs=options.linear_epochs, seed=options.seed)
-    acc = linear_probe(cache, settings, options.linear_augment, options.device)
+    acc = linear_probe(cache, settings, options.linear_augment, cache.device)
     setting = f"{settings.epochs} epochs, {'augmented' if options.linear_augment else 'frozen features'}"
-    return Row("linear", options.data, setting, "top1", acc["top1"])
+    return Row("linear", cache.dataset, setting, "top1", acc["top1"])
 
 
-def markdown(rows: Sequence[Row], title: str, suite: str, options: Mapping) -> str:
-    """The report: a title, the settings, one table per protocol and the plot."""
+def markdown(rows: Sequence[Row], title: str, suite: str, options: Mapping, data: str = "") -> str:
+    """The report: a title, the settings (and the ``data`` line), one table per protocol and the plot."""
     lines = [
         f"# Evaluation of {title}",
         "",
         f"Suite `{suite}`; " + ", ".join(f"{k}={v}" for k, v in options.items()),
         "",
+        *([data, ""] if data else []),
     ]
     for protocol in dict.fromkeys(r.protocol for r in rows):
         lines += [f"## {protocol}", "", "| dataset | setting | metric | value |", "| --- | --- | --- | --- |"]
@@ -223,9 +261,16 @@ def plot(rows: Sequence[Row], path: Path, title: str) -> Path:
     return path
 
 
-def write_report(rows: Sequence[Row], checkpoint: str | Path, suite: str, options: EvalOptions) -> list[Path]:
-    """Write ``report-<suite>.md``, ``.csv`` and ``.png`` into ``options.out`` (default: the folder
-    ``<checkpoint>.eval/`` next to the checkpoint) and return their paths."""
+def write_report(
+    rows: Sequence[Row],
+    checkpoint: str | Path,
+    suite: str,
+    options: EvalOptions,
+    data: EvalData | None = None,
+) -> list[Path]:
+    """Write ``report-<suite>.md`` (with ``data``'s line when given), ``.csv`` and ``.png`` into
+    ``options.out`` (default: the folder ``<checkpoint>.eval/`` next to the checkpoint) and return their
+    paths."""
     ckpt = Path(str(checkpoint).removeprefix("zoo:"))
     out = Path(options.out) if options.out else ckpt.parent / f"{ckpt.name}.eval"
     stem = out / f"report-{suite}"
@@ -237,5 +282,6 @@ def write_report(rows: Sequence[Row], checkpoint: str | Path, suite: str, option
     md, table = stem.with_suffix(".md"), stem.with_suffix(".csv")
     atomic_write_bytes(table, text.getvalue().encode())
     png = plot(rows, stem.with_suffix(".png"), ckpt.name)
-    atomic_write_bytes(md, (markdown(rows, ckpt.name, suite, shown) + f"\n![plot]({png.name})\n").encode())
+    report = markdown(rows, ckpt.name, suite, shown, data.describe() if data else "")
+    atomic_write_bytes(md, (report + f"\n![plot]({png.name})\n").encode())
     return [md, table, png]

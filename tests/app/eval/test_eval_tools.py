@@ -7,17 +7,15 @@ import re
 import runpy
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 from sklearn.neighbors import KNeighborsClassifier
 from torch.utils.data import Subset
 
 from sslib import backbones
-from sslib.app.eval import offline
-from sslib.app.eval.cli import knn_main, linear_main, umap_main
+from sslib.app.eval.cli import finetune_main, knn_main, linear_main, transfer_main, umap_main
 from sslib.app.eval.offline import (
     FeatureCache,
     ProbeSettings,
@@ -33,14 +31,15 @@ from tests.helpers import ROOT
 SIZE = "8"  # digits at 8x8: a ResNet-18 pass over all 1797 images takes a few seconds on CPU
 
 
-def save_checkpoint(path: Path, drop_key: str | None = None) -> Path:
-    """A tiny sslib training checkpoint (resnet18, CIFAR stem, random weights), without training."""
+def save_checkpoint(path: Path, drop_key: str | None = None, data: dict | None = None) -> Path:
+    """A tiny sslib training checkpoint (resnet18, CIFAR stem, random weights), without training; its run
+    config's ``data`` block is ``data`` (default: the digits at 32 px)."""
     torch.manual_seed(0)
     backbone, _ = backbones.build("resnet18", cifar=True)
     state = {f"backbone.{k}": v for k, v in backbone.state_dict().items() if k != drop_key}
     cfg = {
         "backbone": {"name": "resnet18", "cifar": "auto", "zero_init_residual": False},
-        "data": {"name": "digits", "global_crops": {"size": 32}},
+        "data": data or {"name": "digits", "global_crops": {"size": 32}},
         "method": {"name": "mira"},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,18 +53,11 @@ def ckpt(tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("run") / "last.ckpt")
 
 
-@pytest.fixture
-def count_extractions(monkeypatch) -> list[int]:
-    """Counts the backbone passes of the feature cache (one entry per extracted split)."""
-    calls: list[int] = []
-    extract = offline.extract_features
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return extract(*args, **kwargs)
-
-    monkeypatch.setattr(offline, "extract_features", counting)
-    return calls
+def printed(out: str) -> tuple[str, list[str]]:
+    """A tool's output: the line naming the dataset, root and image size, and the lines below it."""
+    head, blank, *rest = out.strip().splitlines()
+    assert blank == ""
+    return head, rest
 
 
 def clusters(n_per_class: int, num_classes: int = 4, dim: int = 16, seed: int = 0):
@@ -202,14 +194,15 @@ def test_knn_and_linear_scripts_on_digits(ckpt, monkeypatch, capsys):
     run_script(
         "knn", [*common, "--k", "20", "--temperature", "0.07", "--fractions", "1,0.1,0.01"], monkeypatch
     )
-    table = capsys.readouterr().out.strip().splitlines()
+    head, table = printed(capsys.readouterr().out)
+    assert head == "data: digits (given), root: data (default), image size: 8 (given)"
     assert table[:2] == ["| labels | k | T | top-1 | top-5 |", "| --- | --- | --- | --- | --- |"]
     assert [row.split(" | ")[0] for row in table[2:]] == ["| 100%", "| 10%", "| 1%"]
     top1 = float(table[2].split(" | ")[3])
     assert top1 > 30  # random ResNet features of digits still cluster (chance is 10%)
 
     run_script("linear", [*common, "--epochs", "5"], monkeypatch)  # reads the features cached by knn
-    table = capsys.readouterr().out.strip().splitlines()
+    table = printed(capsys.readouterr().out)[1]
     assert table[0] == "| linear probe | epochs | top-1 | top-5 |"
     assert re.fullmatch(r"\| frozen features \| 5 \| \d+\.\d\d \| \d+\.\d\d \|", table[2])
 
@@ -220,26 +213,20 @@ def test_umap_script_saves_a_png(ckpt, tmp_path, monkeypatch, capsys):
     run_script(
         "umap", ["--ckpt", str(ckpt), "--image-size", SIZE, "--device", "cpu", "--out", str(out)], monkeypatch
     )
-    assert capsys.readouterr().out.strip() == str(out)
+    assert printed(capsys.readouterr().out)[1] == [str(out)]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-class FakeUMAP:
-    """Stands in for ``umap.UMAP`` when umap-learn is absent: the first two feature columns."""
-
-    def __init__(self, **kwargs) -> None:
-        self.kwargs = kwargs
-
-    def fit_transform(self, features: np.ndarray) -> np.ndarray:
-        return features[:, :2]
+def legend(figure: Figure) -> list[str]:
+    return [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
 
 
-def test_umap_plot_with_a_stand_in_reducer(ckpt, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "umap", SimpleNamespace(UMAP=FakeUMAP))
+def test_umap_plot_with_a_stand_in_reducer(ckpt, tmp_path, figures, capsys):
     out = tmp_path / "plots" / "val.png"
     assert umap_main(["--ckpt", str(ckpt), "--image-size", SIZE, "--device", "cpu", "--out", str(out)]) == 0
-    assert capsys.readouterr().out.strip() == str(out)
+    assert printed(capsys.readouterr().out)[1] == [str(out)]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert legend(figures[0]) == [str(digit) for digit in range(10)]  # the class names, as plain text
 
 
 def test_missing_umap_is_one_line(ckpt, monkeypatch, capsys):
@@ -288,3 +275,40 @@ def test_mismatched_checkpoint_is_one_line_exit_2(tmp_path, capsys):
     assert knn_main(["--ckpt", str(bad), "--image-size", SIZE, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not match backbone resnet18: 1 missing keys" in err
+
+
+@pytest.mark.parametrize(
+    ("main", "extra", "message"),
+    [
+        (knn_main, ["--k", "0"], "--k must be an integer >= 1, got 0"),
+        (knn_main, ["--k", "-3"], "--k must be an integer >= 1, got -3"),
+        (knn_main, ["--temperature", "0"], "--temperature must be a finite number > 0, got 0.0"),
+        (knn_main, ["--temperature", "nan"], "--temperature must be a finite number > 0, got nan"),
+        (knn_main, ["--device", "tpu9"], "device must be a torch device such as cpu or cuda:0, got 'tpu9'"),
+        (knn_main, ["--image-size", "0"], "image_size must be an integer >= 1, got 0"),
+        (knn_main, ["--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
+        (linear_main, ["--lr", "0"], "lr must be a finite number > 0, got 0.0"),
+        (umap_main, ["--n-neighbors", "1"], "--n-neighbors must be an integer >= 2, got 1"),
+        (umap_main, ["--min-dist", "-0.5"], "--min-dist must be in [0, 1], got -0.5"),
+        (umap_main, ["--split", "test"], "split must be one of train, val, got 'test'"),
+        (
+            finetune_main,
+            ["--fractions", "0.01,0.1", "--epochs", "0"],
+            "epochs must be an integer >= 1, got 0",
+        ),
+        (finetune_main, ["--protocol", "byol"], "protocol must be one of swav, simclr, got 'byol'"),
+        (
+            transfer_main,
+            ["--data", "cifar10:data", "--num-c", "0"],
+            "the C grid needs at least 1 value, got 0",
+        ),
+        (
+            transfer_main,
+            ["--data", "cifar10:data", "--max-iter", "0"],
+            "--max-iter must be an integer >= 1, got 0",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(main, extra, message, ckpt, no_work, capsys):
+    assert main(["--ckpt", str(ckpt), *extra]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"

@@ -44,13 +44,14 @@ def test_a_zoo_checkpoint_is_downloaded_verified_converted_and_evaluated(
     assert all(torch.equal(loaded[k], published[k]) for k in loaded)
 
     monkeypatch.chdir(tmp_path)
-    assert (
-        knn_main(["--ckpt", f"zoo:{entry.name}", "--data", "digits", "--fractions", "1", "--device", "cpu"])
-        == 0
-    )
+    assert knn_main(["--ckpt", f"zoo:{entry.name}", "--fractions", "1", "--device", "cpu"]) == 0
     via_zoo = capsys.readouterr().out
+    assert via_zoo.startswith(  # no run config to take the dataset from: the defaults, and it says so
+        "data: digits (default: the checkpoint stores no run config), root: data (default), "
+        "image size: 32 (default)\n"
+    )
     assert re.search(r"^\| 100% \| 20 \| 0.07 \| \d+\.\d\d \| \d+\.\d\d \|$", via_zoo, re.M), via_zoo
     # the same weights given as a file with their format give the same table
     args = ["--ckpt", str(folder / "resnet18.pth"), "--format", "torchvision", "--arch", "resnet18"]
-    assert knn_main([*args, "--data", "digits", "--fractions", "1", "--device", "cpu"]) == 0
+    assert knn_main([*args, "--fractions", "1", "--device", "cpu"]) == 0
     assert capsys.readouterr().out == via_zoo

@@ -13,7 +13,7 @@ import torch
 from sslib.app.eval.cli import evaluate_main, knn_main
 from sslib.app.eval.offline import FeatureCache, knn_eval
 from sslib.app.eval.report import SUITES, parse_options
-from tests.app.eval.test_eval_tools import SIZE, run_script, save_checkpoint
+from tests.app.eval.test_eval_tools import SIZE, printed, run_script, save_checkpoint
 from tests.app.eval.test_transfer import image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,7 +35,8 @@ def test_quick_report_on_digits_holds_the_protocols_numbers(ckpt, monkeypatch, c
         [str(ckpt), "suite=quick", "data=digits", f"image_size={SIZE}", "device=cpu", "linear_epochs=2"],
         monkeypatch,
     )
-    out = capsys.readouterr().out
+    head, out = printed(capsys.readouterr().out)
+    assert head == "data: digits (given), root: data (default), image size: 8 (given)"
     folder = ckpt.parent / "last.ckpt.eval"
     assert f"wrote {folder / 'report-quick.md'}" in out
     rows = read_rows(folder / "report-quick.csv")
@@ -47,6 +48,7 @@ def test_quick_report_on_digits_holds_the_protocols_numbers(ckpt, monkeypatch, c
     assert [float(r["value"]) for r in rows[1:]] == pytest.approx([knn[f]["top1"] for f in (1.0, 0.1, 0.01)])
     md = (folder / "report-quick.md").read_text()
     assert "## knn" in md and "| digits | 10% | top1 |" in md and "![plot](report-quick.png)" in md
+    assert f"\n{head}\n" in md
     assert (folder / "report-quick.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -92,6 +94,24 @@ def test_bad_options_are_one_line_errors(ckpt, capsys, args, message):
     assert evaluate_main([str(ckpt), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {message}") and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("knn_fractions=1,0", "knn_fractions must be in (0, 1], got 0.0"),
+        ("finetune_fractions=2", "finetune_fractions must be in (0, 1], got 2.0"),
+        ("linear_epochs=0", "linear_epochs must be an integer >= 1, got 0"),
+        ("finetune_epochs=0", "finetune_epochs must be an integer >= 1, got 0"),
+        ("transfer_num_c=0", "transfer_num_c must be an integer >= 1, got 0"),
+        ("image_size=0", "image_size must be an integer >= 1, got 0"),
+        ("device=tpu9", "device must be a torch device such as cpu or cuda:0, got 'tpu9'"),
+        ("transfer=cifar10", "a transfer dataset is NAME:ROOT (e.g. cifar10:data/cifar10), got 'cifar10'"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(ckpt, no_work, capsys, option, message):
+    assert evaluate_main([str(ckpt), "suite=paper", option]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
 
 
 def test_options_parse_lists_and_booleans():

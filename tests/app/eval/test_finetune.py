@@ -18,7 +18,7 @@ from sslib.data import DigitsDataset, eval_transform
 from sslib.data.folder import CheckedImageFolder
 from sslib.metrics.features import extract_features
 from sslib.metrics.knn import knn_accuracy
-from tests.app.eval.test_eval_tools import SIZE, ckpt, run_script  # noqa: F401 (ckpt is a fixture)
+from tests.app.eval.test_eval_tools import SIZE, ckpt, printed, run_script  # noqa: F401 (ckpt is a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -131,7 +131,8 @@ def test_finetune_script_on_digits(ckpt, monkeypatch, capsys):  # noqa: F811
     run_script(
         "finetune", [*args, "--fractions", "0.1", "--epochs", "1", "--protocol", "simclr"], monkeypatch
     )
-    table = capsys.readouterr().out.strip().splitlines()
+    head, table = printed(capsys.readouterr().out)
+    assert head == "data: digits (given), root: data (default), image size: 8 (given)"
     assert table[0] == "| labels | protocol | epochs | top-1 | top-5 |"
     assert re.fullmatch(r"\| 10% \| simclr \| 1 \| \d+\.\d\d \| \d+\.\d\d \|", table[2])
 
