@@ -170,3 +170,11 @@ def test_a_missing_folder_from_python_is_a_missing_file_error():
         config_dirs(["nowhere"]),
     ):
         pass
+
+
+def test_a_module_registering_a_taken_name_is_one_line(folders, capsys):
+    a, _ = folders
+    taken = "import sslib.labelers\n\n\n@sslib.labelers.register('mira')\nclass Mine(sslib.labelers.Labeler):\n    pass\n"
+    write_files(a, {"taken.py": taken})
+    assert pretrain_main(["--config-dir", str(a), "+imports=[taken]", "--cfg"]) == 2
+    assert capsys.readouterr().err == "error: labeler 'mira' is already registered\n"
