@@ -23,8 +23,12 @@ def rank() -> int:
 
 
 def launched_processes() -> int:
-    """How many processes a launcher started for this command: torchrun's (and Lightning's) ``WORLD_SIZE``,
-    else SLURM's ``SLURM_STEP_NUM_TASKS`` (set by ``srun``), else 1."""
+    """How many processes a launcher started for this command.
+
+    Returns:
+        torchrun's (and Lightning's) ``WORLD_SIZE``, else SLURM's ``SLURM_STEP_NUM_TASKS`` (set by
+        ``srun``), else 1.
+    """
     for name in ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
@@ -32,8 +36,15 @@ def launched_processes() -> int:
 
 
 def require_one_process(tools: str, device_hint: str = "--device") -> None:
-    """A one-line ``ConfigError`` when ``tools`` (plural), which run in one process, were started as several;
-    ``device_hint`` names the option that chooses their device."""
+    """Refuse to run ``tools``, which run in one process, when they were started as several.
+
+    Args:
+        tools: What runs, in the plural, for the message (e.g. ``"the evaluation tools"``).
+        device_hint: The option that chooses their device, for the message.
+
+    Raises:
+        ConfigError: If a launcher started more than one process (:func:`launched_processes`).
+    """
     count = launched_processes()
     if count > 1:
         raise ConfigError(
@@ -43,14 +54,29 @@ def require_one_process(tools: str, device_hint: str = "--device") -> None:
 
 
 def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    """Reduce ``tensor`` in place over all ranks with ``op`` in {"sum", "max"} and return it."""
+    """Reduce ``tensor`` in place over all ranks (the identity in a single process).
+
+    Args:
+        tensor: The tensor, the same shape on every rank.
+        op: ``"sum"`` or ``"max"``.
+
+    Returns:
+        ``tensor``, reduced.
+    """
     if world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return tensor
 
 
 def all_gather(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` of every rank (the same shape on all) concatenated along dim 0 in rank order."""
+    """``tensor`` of every rank concatenated along dim 0 in rank order.
+
+    Args:
+        tensor: This rank's rows, shape ``(n, ...)``, the same on every rank.
+
+    Returns:
+        All ranks' rows, shape ``(world_size * n, ...)``; ``tensor`` itself in a single process.
+    """
     if world_size() == 1:
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(world_size())]
@@ -59,7 +85,15 @@ def all_gather(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def global_batch_size(local: int, device: torch.device) -> int:
-    """Sum of the per-rank batch sizes (ranks may hold different numbers of rows)."""
+    """Sum of the per-rank batch sizes (ranks may hold different numbers of rows).
+
+    Args:
+        local: This rank's batch size.
+        device: The device of the collective (the process group's).
+
+    Returns:
+        The global batch size.
+    """
     if world_size() == 1:
         return local
     return int(all_reduce(torch.tensor([local], device=device, dtype=torch.long)).item())
@@ -97,6 +131,12 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     A loss computed on every rank from the gathered rows gives each rank the gradient of the sum of all
     ranks' losses with respect to its own rows; DDP's gradient averaging then gives the gradient of the
     ranks' mean loss, i.e. of the loss of one process on the whole batch (SimCLR's negatives).
+
+    Args:
+        tensor: This rank's rows, shape ``(n, ...)``, the same on every rank.
+
+    Returns:
+        All ranks' rows, shape ``(world_size * n, ...)``.
     """
     return tensor if world_size() == 1 else _AllGatherWithGrad.apply(tensor)
 
@@ -106,6 +146,12 @@ def all_reduce_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
     When every rank computes the same loss L from such sums (Barlow Twins' global statistics), each
     rank's gradient is world_size x dL/d(its rows), which DDP's averaging turns into dL/d(parameters).
+
+    Args:
+        tensor: This rank's tensor, the same shape on every rank.
+
+    Returns:
+        The sum over ranks, the shape of ``tensor``; ``tensor`` itself in a single process.
     """
     return tensor if world_size() == 1 else _AllReduceWithGrad.apply(tensor)
 
@@ -126,6 +172,18 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ConfigError(f"expected an input of 2 or more dimensions (N, C, ...), got {input.dim()}")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """Normalise ``input`` with the statistics of the global batch (training, distributed) or as
+        a plain BatchNorm.
+
+        Args:
+            input: Values, shape ``(N, C, ...)``.
+
+        Returns:
+            The normalised values, the shape of ``input``.
+
+        Raises:
+            ConfigError: If ``input`` has fewer than 2 dimensions.
+        """
         if not (self.training and world_size() > 1):
             return super().forward(input)
         self._check_input_dim(input)
@@ -156,8 +214,17 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
 def convert_batchnorm(
     module: nn.Module, target: type[nn.modules.batchnorm._BatchNorm] = AllReduceBatchNorm
 ) -> nn.Module:
-    """``module`` with every BatchNorm layer not already of class ``target`` replaced by one of ``target``
-    (parameters shared, running statistics kept): :class:`AllReduceBatchNorm` by default."""
+    """``module`` with every BatchNorm layer not already of class ``target`` replaced by one of ``target``.
+
+    Parameters are shared and running statistics kept.
+
+    Args:
+        module: The module to convert; its children are replaced in place.
+        target: The BatchNorm class to convert to.
+
+    Returns:
+        The converted module (a new one if ``module`` itself is a BatchNorm layer).
+    """
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and type(module) is not target:
         converted = target(
             module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats

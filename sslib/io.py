@@ -27,7 +27,12 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
     """Write ``data`` to a temporary file in the same folder, fsync it, then rename it over ``path``.
 
     The file gets the permissions of any new file (``0o666`` less the umask), not the owner-only ones of the
-    temporary file."""
+    temporary file. Missing parent folders are created.
+
+    Args:
+        path: The file to write.
+        data: Its new content.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -44,13 +49,31 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8.
+
+    Args:
+        path: The file to write.
+        text: Its new content.
+    """
     atomic_write_bytes(path, text.encode())
 
 
 def load_torch_file(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
-    """``torch.load(path, weights_only=True)``: tensors and plain containers only, so the file can never run
-    code (``mmap``: map the file instead of reading it whole). A missing file is a :class:`MissingFileError`; a file that holds other objects, or that is empty,
-    truncated or not a torch file, is a one-line :class:`ConfigError` naming it and what to do."""
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, so the file can never run code.
+
+    Args:
+        path: The checkpoint file.
+        map_location: Where the tensors are loaded, as ``torch.load``'s ``map_location``.
+        mmap: Whether to map the file instead of reading it whole.
+
+    Returns:
+        The loaded object.
+
+    Raises:
+        MissingFileError: If the file does not exist.
+        ConfigError: If the file holds other objects, or is empty, truncated or not a torch file; one
+            line naming it and what to do.
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"checkpoint '{path}' does not exist")

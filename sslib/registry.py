@@ -14,8 +14,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to factories (classes or functions) for one kind of component.
 
-    ``kind`` is used in error messages, e.g. ``"labeler"`` gives
-    ``unknown labeler 'foo'; available: dino, mira, sinkhorn``.
+    Args:
+        kind: The component's kind, used in error messages, e.g. ``"labeler"`` gives
+            ``unknown labeler 'foo'; available: dino, mira, sinkhorn``.
     """
 
     def __init__(self, kind: str) -> None:
@@ -23,7 +24,17 @@ class Registry(Generic[T]):
         self._factories: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator registering ``factory`` under ``name`` (names are unique)."""
+        """Decorator registering ``factory`` under ``name`` (names are unique).
+
+        Args:
+            name: The name to register.
+
+        Returns:
+            The decorator, which returns the factory unchanged.
+
+        Raises:
+            ConfigError: When decorating, if ``name`` is already registered.
+        """
 
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:
@@ -34,17 +45,42 @@ class Registry(Generic[T]):
         return decorator
 
     def available(self) -> list[str]:
-        """Sorted names of the registered factories."""
+        """Sorted names of the registered factories.
+
+        Returns:
+            The names, sorted.
+        """
         return sorted(self._factories)
 
     def get(self, name: str) -> Callable[..., T]:
-        """The factory registered under ``name``; a one-line ``ConfigError`` if unknown."""
+        """The factory registered under ``name``.
+
+        Args:
+            name: A registered name.
+
+        Returns:
+            The factory.
+
+        Raises:
+            ConfigError: If ``name`` is unknown.
+        """
         if name not in self._factories:
             raise ConfigError(f"unknown {self.kind} '{name}'; available: {', '.join(self.available())}")
         return self._factories[name]
 
     def build(self, name: str, **kwargs) -> T:
-        """Build ``name`` with ``kwargs``; unknown keyword arguments are a one-line ``ConfigError``."""
+        """Build ``name`` with ``kwargs``.
+
+        Args:
+            name: A registered name.
+            **kwargs (Any): The factory's keyword arguments.
+
+        Returns:
+            What the factory returns.
+
+        Raises:
+            ConfigError: If ``name`` is unknown or the factory does not take a keyword.
+        """
         factory = self.get(name)
         check_kwargs(factory, kwargs, f"{self.kind} '{name}'")
         return factory(**kwargs)
@@ -54,7 +90,16 @@ class Registry(Generic[T]):
 
 
 def check_kwargs(factory: Callable, kwargs: dict, what: str) -> None:
-    """Raise a ``ConfigError`` naming any keyword that ``factory`` does not accept."""
+    """Raise a ``ConfigError`` naming any keyword that ``factory`` does not accept.
+
+    Args:
+        factory: A class or function.
+        kwargs: The keyword arguments it would be called with.
+        what: Names the factory in the message, e.g. ``"labeler 'mira'"``.
+
+    Raises:
+        ConfigError: If ``factory`` takes no ``**kwargs`` and a keyword is not one of its parameters.
+    """
     params = inspect.signature(factory).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return

@@ -31,6 +31,10 @@ CORE_PACKAGES = (
     "sslib.modules",
     "sslib.metrics",
     "sslib.optim",
+    "sslib.registry",
+    "sslib.distributed",
+    "sslib.errors",
+    "sslib.validation",
 )
 """The modules (and packages) whose documented objects this test checks: the torch-only core."""
 
