@@ -3,14 +3,19 @@ one-line errors."""
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from sslib.app.config import GROUPS, compose, config_dirs, options
+from sslib.app.config import GROUPS, RECIPE, compose, config_dirs, options, recipe_options
 from sslib.errors import ConfigError, SslibError
+
+if TYPE_CHECKING:
+    from sslib.app.callbacks import Preempted
 
 USAGE = """usage: sslib pretrain [group=option ...] [key=value ...] [--cfg]   (or python scripts/pretrain.py ...)
 
@@ -62,7 +67,8 @@ def split_config_dirs(args: Sequence[str]) -> tuple[list[str], list[str]]:
 def _pretrain(args: list[str], callbacks: Sequence[Any]) -> int:
     """:func:`pretrain_main` once the config folders are set."""
     if {"-h", "--help"} & set(args):
-        print(USAGE + "\n".join(f"  {g:9s} {', '.join(options(g))}" for g in GROUPS))
+        listed = {g: recipe_options() if g == RECIPE else options(g) for g in GROUPS}
+        print(USAGE + "\n".join(f"  {g:9s} {', '.join(names)}" for g, names in listed.items()))
         return 0
     show_cfg = "--cfg" in args
     overrides = [a for a in args if a != "--cfg"]
@@ -74,6 +80,7 @@ def _pretrain(args: list[str], callbacks: Sequence[Any]) -> int:
         from sslib.app.callbacks import Preempted  # heavy imports only when training
         from sslib.app.train import pretrain
 
+        quiet_libraries()
         results = pretrain(cfg, list(callbacks))
     except SslibError as err:  # bad input; any other exception is a bug and keeps its traceback
         print(f"error: {err}", file=sys.stderr)
@@ -83,12 +90,18 @@ def _pretrain(args: list[str], callbacks: Sequence[Any]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except Preempted as stop:
-        if stop.rank == 0:
-            print(stop, file=sys.stderr)
-        return 128 + stop.signum
+        return stopped(stop)
     if rank_zero():
         report(results, cfg.run_dir)
     return 0
+
+
+def stopped(stop: Preempted) -> int:
+    """A run that a signal stopped after saving its checkpoint: its one line on stderr (from the first
+    process only) and the exit status ``128 + signal``, what a shell reports for a job ended by it."""
+    if stop.rank == 0:
+        print(stop, file=sys.stderr)
+    return 128 + stop.signum
 
 
 def rank_zero() -> bool:
@@ -96,6 +109,25 @@ def rank_zero() -> bool:
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def _not_litlogger_tip(record: logging.LogRecord) -> bool:
+    return "try installing [litlogger]" not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Hide two lines of every run that no setting of it changes: Lightning's tip advertising its
+    litlogger package (logged by each Trainer) and torch's deprecation of ``LeafSpec``, which Lightning's
+    pytree helper still constructs (a ``FutureWarning`` at each fit). Only these exact messages."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_module
+
+    rank_zero_module.log.addFilter(_not_litlogger_tip)
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
 
 
 def report(results: dict[str, float], run_dir: str) -> None:

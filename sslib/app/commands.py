@@ -35,7 +35,7 @@ COMMANDS = {
     "export": Command("sslib.app.zoo.cli", "export_main", "checkpoint -> backbone safetensors + zoo entry"),
     "zoo": Command("sslib.app.zoo.cli", "zoo_main", "list and download the published checkpoints"),
     "recipes": Command(
-        "sslib.app.recipes.cli", "recipes_main", "check every recipe against its source record"
+        "sslib.app.recipes.cli", "recipes_main", "check every recipe file against the config it composes"
     ),
 }
 

@@ -18,7 +18,7 @@ from sslib.app.checkpoint import load_checkpoint
 from sslib.app.datamodule import SSLDataModule
 from tests.helpers import ROOT
 
-PROBE = ROOT / "tests" / "pretrain_probe.py"
+PROBE = ROOT / "tests" / "helpers" / "pretrain_probe.py"
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
 TINY = [
     "trainer.max_epochs=2",

@@ -17,7 +17,7 @@ import torch
 from sslib.app.checkpoint import load_checkpoint
 from tests.helpers import ROOT
 
-PROBE = ROOT / "tests" / "pretrain_probe.py"
+PROBE = ROOT / "tests" / "helpers" / "pretrain_probe.py"
 EPOCHS, BATCHES = 2, 5  # two epochs of five steps
 TINY = [
     f"trainer.max_epochs={EPOCHS}",
