@@ -50,7 +50,7 @@ def _factor(spread: float, apply):
 
 
 def blur(view, aug: Augment, blur_p: float):
-    """Each HWC image of ``view`` blurred with probability ``blur_p``: a Gaussian of std ``U(*aug.blur_sigma)``.
+    """Blur each HWC image of ``view`` with probability ``blur_p``: a Gaussian of std ``U(*aug.blur_sigma)``.
 
     The sources' transforms blur with ``PIL.ImageFilter.GaussianBlur(radius)``, whose ``radius`` is the
     Gaussian's standard deviation in pixels of the crop; DALI's ``sigma`` is also a standard deviation
@@ -61,6 +61,14 @@ def blur(view, aug: Augment, blur_p: float):
     PIL approximates the Gaussian with three box filters of the same variance and repeats the edge
     pixels; DALI samples it and reflects at the borders. Inside the image the two agree to 4/255 for
     sigma >= 0.5, and DALI blurs less below (see docs/data.md).
+
+    Args:
+        view (DataNode): A DALI node of HWC images.
+        aug: The augmentation; its ``blur_sigma`` is the std's range.
+        blur_p: The probability of blurring an image.
+
+    Returns:
+        view (DataNode): The DALI node of the (possibly) blurred images.
     """
     low, high = aug.blur_sigma
     if blur_p > 0 and _coin(blur_p):
@@ -69,7 +77,20 @@ def blur(view, aug: Augment, blur_p: float):
 
 
 def view_ops(images, crop: CropGroup, aug: Augment, blur_p: float, solarize_p: float, mean, std):
-    """uint8 HWC images -> one normalised float32 (3, size, size) view per sample."""
+    """uint8 HWC images -> one normalised float32 (3, size, size) view per sample.
+
+    Args:
+        images (DataNode): A DALI node of decoded uint8 HWC images.
+        crop: The view's crop size and scale range.
+        aug: The augmentation.
+        blur_p: The view's blur probability.
+        solarize_p: The view's solarize probability.
+        mean (Sequence[float]): The normalisation mean, RGB, in [0, 1] units.
+        std (Sequence[float]): The normalisation standard deviation, RGB, in [0, 1] units.
+
+    Returns:
+        view (DataNode): The DALI node of the views.
+    """
     view = fn.random_resized_crop(
         images,
         size=(crop.size, crop.size),
@@ -110,8 +131,26 @@ def multicrop_pipeline(
     shuffle_seed: int,
     decoder: str,
 ):
-    """Outputs one float32 (B, 3, S, S) batch per ``views`` entry (:func:`view_specs`), then the (B, 1)
-    int32 positions of the samples in ``files``. ``decoder`` is ``"mixed"`` (GPU) or ``"cpu"``."""
+    """The DALI pipeline of multi-crop training batches (``pipeline_def`` also takes DALI's ``batch_size``,
+    ``num_threads``, ``device_id`` and ``seed``).
+
+    Its outputs are one float32 (B, 3, S, S) batch per ``views`` entry, then the (B, 1) int32 positions
+    of the samples in ``files``.
+
+    Args:
+        files: The image files.
+        views: ``(crop, blur_p, solarize_p)`` of each view, as :func:`view_specs` gives them.
+        augment: The augmentation.
+        mean: The normalisation mean, RGB, in [0, 1] units.
+        std: The normalisation standard deviation, RGB, in [0, 1] units.
+        shard_id: The shard this process reads (its rank).
+        num_shards: The number of shards (the world size).
+        shuffle_seed: Seeds the reshuffle after every epoch; the same on every rank.
+        decoder: ``"mixed"`` (GPU) or ``"cpu"``.
+
+    Returns:
+        outputs (tuple[DataNode, ...]): The DALI nodes of the views, then of the positions.
+    """
     encoded, index = fn.readers.file(
         files=files,
         labels=list(range(len(files))),  # the "label" is the sample's index; classes are looked up later
@@ -145,10 +184,21 @@ class DaliTrainLoader:
     ``indices`` are int64 (B,), exactly as the torchvision training loader. ``len()`` is
     ``n // (batch_size * world)`` on every rank: each epoch drops the tail of the rank's shard,
     as ``drop_last`` does. Iterating again after leaving an epoch early yields only that epoch's
-    remaining batches; the next iteration starts a whole new epoch. ``samples`` are the
-    ``(path, class)`` pairs of an ``ImageFolder``; ``seed`` and ``epoch`` (the first one: a resumed
-    run's) seed the shuffling and the augmentation; ``rank`` reads shard ``rank`` of ``world``;
-    ``num_threads`` are DALI's CPU threads.
+    remaining batches; the next iteration starts a whole new epoch.
+
+    Args:
+        samples: The ``(path, class)`` pairs of an ``ImageFolder``.
+        global_crops: The global views.
+        local_crops: The local views, or ``None``.
+        augment: The augmentation.
+        mean: The normalisation mean, RGB, in [0, 1] units.
+        std: The normalisation standard deviation, RGB, in [0, 1] units.
+        batch_size: The batch size of each rank.
+        num_threads: DALI's CPU threads.
+        seed: Seeds the shuffling and the augmentation, with ``epoch``.
+        epoch: The first epoch (a resumed run's).
+        rank: This process reads shard ``rank`` of ``world``.
+        world: The number of processes.
     """
 
     def __init__(

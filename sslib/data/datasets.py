@@ -24,9 +24,15 @@ IMAGENET_STD: RGB = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class DatasetStats:
-    """Per-dataset constants: normalisation ``mean``/``std`` (RGB, in [0, 1] units), ``num_classes``
-    (``None`` when it depends on the data, as for ``folder``) and ``native_size`` (side of the stored
-    square images; ``None`` for variable-size images that need resize + center crop at evaluation)."""
+    """Per-dataset constants.
+
+    Args:
+        mean: The normalisation mean, RGB, in [0, 1] units.
+        std: The normalisation standard deviation, RGB, in [0, 1] units.
+        num_classes: The number of classes; ``None`` when it depends on the data, as for ``folder``.
+        native_size: The side of the stored square images; ``None`` for variable-size images that need
+            resize + center crop at evaluation.
+    """
 
     mean: RGB
     std: RGB
@@ -57,7 +63,17 @@ IMAGENET100_CLASSES = Path(__file__).with_name("imagenet100.txt")
 
 
 def dataset_stats(name: str) -> DatasetStats:
-    """The constants of dataset ``name``; an unknown name is a one-line ``ConfigError`` listing the known."""
+    """The constants of dataset ``name``.
+
+    Args:
+        name: A key of :data:`DATASET_STATS`, e.g. ``"cifar10"``.
+
+    Returns:
+        Its constants.
+
+    Raises:
+        ConfigError: If ``name`` is unknown (the message lists the known).
+    """
     if name not in DATASET_STATS:
         raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(DATASET_STATS)}")
     return DATASET_STATS[name]
@@ -79,10 +95,29 @@ def build_dataset(
     ``digits`` is built in memory (``root``/``download`` unused; ``val_fraction``/``seed`` pick its split).
     ``cifar10``/``cifar100`` read (or with ``download`` fetch) torchvision's archive folder under ``root``;
     their ``val`` split is the official test set. ``imagenet``, ``imagenet100`` and ``folder`` read
-    ImageFolder trees ``root/train`` and ``root/val`` (one sub-folder per class), limited to the classes
-    named in the file ``class_list``; ``imagenet100`` defaults to the standard 100 classes when ``root``
-    holds more. Bad trees and images are one-line errors (:mod:`sslib.data.folder`); ``skip_corrupt``
-    drops the images PIL cannot verify instead.
+    ImageFolder trees ``root/train`` and ``root/val`` (one sub-folder per class); ``imagenet100`` defaults
+    to the standard 100 classes when ``root`` holds more. Bad trees and images are one-line errors
+    (:mod:`sslib.data.folder`).
+
+    Args:
+        name: A key of :data:`DATASET_STATS`.
+        root: The dataset's folder (unused for ``digits``).
+        split: ``"train"`` or ``"val"``.
+        transform: Applied to each image.
+        download: Whether to fetch a CIFAR archive that is not under ``root`` (CIFAR only).
+        val_fraction: The fraction of every class in ``digits``' ``"val"`` split.
+        seed: Picks ``digits``' split.
+        class_list: A file naming the classes to keep, one per line (image folders only).
+        skip_corrupt: Whether to drop the images PIL cannot verify instead of failing (image folders
+            only).
+
+    Returns:
+        The dataset, with its ``classes`` (names) and ``targets`` (per-sample labels).
+
+    Raises:
+        ConfigError: If ``name`` or ``split`` is unknown, an option does not apply to the dataset, the
+            tree selects more classes than the dataset has, or a tree or image is bad.
+        MissingFileError: If the files or folders are not there (or a CIFAR download failed).
     """
     dataset_stats(name)
     check_split(split)

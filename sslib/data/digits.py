@@ -20,7 +20,17 @@ IMAGE_SIZE = 32
 
 
 def check_split(split: str) -> str:
-    """``split`` is ``"train"`` or ``"val"``, else a one-line ``ConfigError``."""
+    """Check that ``split`` is ``"train"`` or ``"val"``.
+
+    Args:
+        split: The split's name.
+
+    Returns:
+        ``split``.
+
+    Raises:
+        ConfigError: If ``split`` is neither.
+    """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     return split
@@ -39,7 +49,16 @@ class DigitsDataset(Dataset):
     """A deterministic, stratified train/val split of scikit-learn's digits, held in memory.
 
     Items are ``(image, label)`` with ``image`` a uint8 (3, 32, 32) tensor (grayscale replicated to RGB)
-    passed through ``transform`` when given. ``val_fraction`` of every class goes to ``"val"``.
+    passed through ``transform`` when given.
+
+    Args:
+        split: ``"train"`` or ``"val"``.
+        val_fraction: The fraction of every class that goes to ``"val"``, in (0, 1).
+        seed: Picks the split.
+        transform: Applied to each image.
+
+    Raises:
+        ConfigError: If ``split`` is unknown or ``val_fraction`` is not in (0, 1).
     """
 
     classes = [str(digit) for digit in range(10)]

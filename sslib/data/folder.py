@@ -35,8 +35,19 @@ def _reason(err: Exception) -> str:
 
 
 def load_image(path: str, skip_corrupt: bool = False) -> Image.Image:
-    """The RGB image at ``path``; an unreadable file is a one-line :class:`CorruptImageError` naming it
-    (``skip_corrupt``: the file passed that up-front check, e.g. a truncated JPEG)."""
+    """The RGB image at ``path``.
+
+    Args:
+        path: The image file.
+        skip_corrupt: Whether the file passed ``data.skip_corrupt``'s up-front check (e.g. a truncated
+            JPEG does); only the error message differs.
+
+    Returns:
+        The image, in RGB.
+
+    Raises:
+        CorruptImageError: If the file is unreadable; one line naming it.
+    """
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
@@ -65,14 +76,30 @@ def _unreadable(paths: tuple[str, ...]) -> frozenset[str]:
 
 
 def names(classes: Sequence[str]) -> str:
-    """The first few of ``classes``, comma-separated, with the total when some are left out."""
+    """The first few of ``classes``, comma-separated, with the total when some are left out.
+
+    Args:
+        classes: Class names.
+
+    Returns:
+        The text for an error message.
+    """
     shown = ", ".join(classes[:SHOWN])
     return shown if len(classes) <= SHOWN else f"{shown}, ... ({len(classes)} in all)"
 
 
 def class_folders(path: Path) -> list[str]:
-    """The sorted class sub-folders of ``path``; a missing folder or one without sub-folders is a
-    one-line ``FileNotFoundError`` naming it."""
+    """The sorted class sub-folders of ``path``.
+
+    Args:
+        path: A split's folder, e.g. ``root/train``.
+
+    Returns:
+        The sub-folders' names, sorted.
+
+    Raises:
+        MissingFileError: If ``path`` is missing or has no sub-folder (a ``FileNotFoundError``).
+    """
     if not path.is_dir():
         raise MissingFileError(f"image folder {path} does not exist; expected {path}/<class>/<image files>")
     classes = sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
@@ -82,8 +109,20 @@ def class_folders(path: Path) -> list[str]:
 
 
 def read_class_list(path: str | Path) -> list[str]:
-    """The class names in file ``path``, one per line (e.g. WordNet ids ``n02869837``); blank lines and
-    ``#`` comments are ignored. A missing file, no names or a repeated name is a one-line error."""
+    """The class names in file ``path``, one per line (e.g. WordNet ids ``n02869837``).
+
+    Blank lines and ``#`` comments are ignored.
+
+    Args:
+        path: The class list file.
+
+    Returns:
+        The class names, in file order.
+
+    Raises:
+        MissingFileError: If the file does not exist.
+        ConfigError: If it names no class or repeats one.
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"class list {path} does not exist; expected a text file, one class per line")
@@ -119,9 +158,17 @@ def _split_classes(root: Path, split: str, classes: Sequence[str] | None) -> lis
 
 
 class CheckedImageFolder(ImageFolder):
-    """``ImageFolder`` over the sub-folders ``classes`` of ``root`` (labels in sorted order), reading
-    images with :func:`load_image`. With ``skip_corrupt`` the files PIL cannot ``verify()`` are dropped
-    (one warning with the count); a class left with no image is a one-line ``ConfigError``."""
+    """``ImageFolder`` over the sub-folders ``classes`` of ``root``, reading images with :func:`load_image`.
+
+    Args:
+        root: The split's folder.
+        classes: The class sub-folders to read; labels follow their sorted order.
+        transform: Applied to each image.
+        skip_corrupt: Whether the files PIL cannot ``verify()`` are dropped (one warning with the count).
+
+    Raises:
+        ConfigError: If a class is left with no image.
+    """
 
     samples: list[tuple[str, int]]  # (path, label), as ImageFolder sets them
 
@@ -140,6 +187,14 @@ class CheckedImageFolder(ImageFolder):
         self._check_no_empty_class(skip_corrupt)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        """The selected classes, whatever the folder holds (``ImageFolder``'s hook).
+
+        Args:
+            directory: The split's folder (unused).
+
+        Returns:
+            ``(classes, {class: label})``, classes sorted.
+        """
         return self.selected, {c: i for i, c in enumerate(self.selected)}
 
     def _drop_unreadable(self) -> None:
@@ -174,8 +229,22 @@ def image_folder(
     classes: Sequence[str] | None = None,
     skip_corrupt: bool = False,
 ) -> CheckedImageFolder:
-    """Split ``split`` of the ImageFolder trees ``root/train`` and ``root/val``, limited to ``classes``
-    (default: all), after the checks of the module docstring."""
+    """Split ``split`` of the ImageFolder trees ``root/train`` and ``root/val``, after the module's checks.
+
+    Args:
+        root: The folder holding ``train/`` and ``val/``.
+        split: ``"train"`` or ``"val"``.
+        transform: Applied to each image.
+        classes: The classes to keep; ``None`` keeps all, which must be the same in both splits.
+        skip_corrupt: Whether the files PIL cannot ``verify()`` are dropped.
+
+    Returns:
+        The dataset.
+
+    Raises:
+        MissingFileError: If ``root`` or a split's folder is missing or has no class folder.
+        ConfigError: If a class is absent from a split or holds no image.
+    """
     if not root.is_dir():
         raise MissingFileError(
             f"dataset root {root} does not exist; expected {root}/train/<class>/<image files> "

@@ -28,10 +28,18 @@ def dali_installed() -> bool:
 
 
 def choose_loader(loader: str, dataset: str) -> str:
-    """``"torchvision"``, ``"dali"`` or ``"device"`` for ``loader`` (one of :data:`LOADERS`) on ``dataset``.
+    """The loader that builds the training batches of ``dataset``.
 
-    ``dali`` on a dataset that is not an image folder, or without DALI installed, is a one-line
-    ``ValueError`` saying what to do.
+    Args:
+        loader: ``data.loader``, one of :data:`LOADERS`.
+        dataset: The dataset's name.
+
+    Returns:
+        ``"torchvision"``, ``"dali"`` or ``"device"``.
+
+    Raises:
+        ConfigError: If ``loader`` is unknown, or is ``dali`` on a dataset that is not an image folder or
+            without DALI installed; the message says what to do.
     """
     if loader not in LOADERS:
         raise ConfigError(f"unknown data.loader {loader!r}; available: {', '.join(LOADERS)}")

@@ -30,10 +30,17 @@ class EpochSampler(Sampler[tuple[int, int]]):
     the last ``n % world``, which are dropped, so the ranks' shards are disjoint, cover the rest, and
     hold ``n // world`` indices each (every rank then has the same number of batches).
 
-    ``skip`` leaves out the first ``skip`` entries of this rank's shard in epoch ``epoch`` only: a run
-    resumed after ``k`` batches of an epoch passes ``skip = k * batch_size`` and sees exactly the
-    remaining batches. The length stays that of the whole shard (Lightning counts the epoch's batches
-    from it and continues its batch counter at ``k``).
+    Args:
+        n: The dataset's length.
+        seed: Seeds the permutations.
+        epoch: The first epoch.
+        skip: The first ``skip`` entries of this rank's shard are left out in epoch ``epoch`` only: a run
+            resumed after ``k`` batches of an epoch passes ``skip = k * batch_size`` and sees exactly the
+            remaining batches. The length stays that of the whole shard (Lightning counts the epoch's
+            batches from it and continues its batch counter at ``k``).
+
+    Raises:
+        ConfigError: If ``skip`` is negative.
     """
 
     def __init__(self, n: int, seed: int = 0, epoch: int = 0, skip: int = 0) -> None:
@@ -42,6 +49,11 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.n, self.seed, self.epoch, self.skip = n, seed, epoch, skip
 
     def set_epoch(self, epoch: int) -> None:
+        """Iterate over epoch ``epoch`` next; a new epoch leaves nothing out (``skip`` is reset).
+
+        Args:
+            epoch: The epoch.
+        """
         if epoch != self.epoch:
             self.skip = 0
         self.epoch = epoch
@@ -64,6 +76,10 @@ class SeededDataset(Dataset):
     wrapper appends the index, ``(sample, target, index)``, for methods that keep per-sample state
     (DeepCluster-v2's memory bank). The global torch RNG is forked around each item, so training code
     in the same process is unaffected (``num_workers=0``).
+
+    Args:
+        dataset: A map-style dataset whose items are tuples.
+        seed: Seeds every item's transform with ``(seed, epoch, index)``.
     """
 
     def __init__(self, dataset: Dataset, seed: int = 0) -> None:

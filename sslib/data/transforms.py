@@ -26,7 +26,16 @@ ASPECT_RATIO = [3 / 4, 4 / 3]  # of random resized crops (torchvision's default)
 
 @dataclass(frozen=True)
 class CropGroup:
-    """``n`` random resized crops of side ``size``; each covers a (lo, hi) ``scale`` fraction of the image."""
+    """``n`` random resized crops of side ``size``; each covers a (lo, hi) ``scale`` fraction of the image.
+
+    Args:
+        n: The number of crops, >= 0.
+        size: The crops' side in pixels, >= 1.
+        scale: ``(lo, hi)``, the range of the fraction of the image a crop covers, 0 < lo <= hi <= 1.
+
+    Raises:
+        ConfigError: If a value is out of its range.
+    """
 
     n: int
     size: int
@@ -45,13 +54,28 @@ class CropGroup:
 class Augment:
     """Photometric augmentation shared by all views, with per-view blur and solarize probabilities.
 
-    ``blur_p``/``solarize_p`` hold one probability per global view (a single value, or a list of one,
-    applies to every global view; with fewer global views the first values are used);
-    ``local_blur_p``/``local_solarize_p`` apply to every local crop. ``interpolation`` (``"bicubic"`` or
-    ``"bilinear"``) resizes the random crops; a blurred view gets PIL's Gaussian blur of radius (the
-    standard deviation, in pixels of the crop) ``sigma ~ U(blur_sigma)``.
     The defaults are the ImageNet recipe of BYOL/DINO/MIRA; the presets of the config group
     ``data/augment`` are :func:`sslib.app.builders.augment_preset`, e.g. ``augment_preset("cifar")``.
+
+    Args:
+        brightness: Colour jitter's brightness spread: factors in 1 +- brightness, >= 0.
+        contrast: Colour jitter's contrast spread, >= 0.
+        saturation: Colour jitter's saturation spread, >= 0.
+        hue: Colour jitter's hue spread, in [0, 0.5].
+        color_jitter_p: The probability of colour jitter.
+        grayscale_p: The probability of grayscale.
+        hflip_p: The probability of a horizontal flip.
+        blur_p: One blur probability per global view (a single value, or a list of one, applies to every
+            global view; with fewer global views the first values are used).
+        solarize_p: One solarize probability per global view, as ``blur_p``.
+        local_blur_p: The blur probability of every local crop.
+        local_solarize_p: The solarize probability of every local crop.
+        interpolation: ``"bicubic"`` or ``"bilinear"``, which resizes the random crops.
+        blur_sigma: ``(lo, hi)``: a blurred view gets PIL's Gaussian blur of radius (the standard
+            deviation, in pixels of the crop) ``sigma ~ U(blur_sigma)``, 0 < lo <= hi.
+
+    Raises:
+        ConfigError: If a value is out of its range or ``interpolation`` is unknown.
     """
 
     brightness: float = 0.4
@@ -96,7 +120,18 @@ class Augment:
         object.__setattr__(self, "blur_sigma", sigma)
 
     def global_probs(self, n_global: int) -> list[tuple[float, float]]:
-        """``(blur_p, solarize_p)`` of each of ``n_global`` global views."""
+        """``(blur_p, solarize_p)`` of each of ``n_global`` global views.
+
+        Args:
+            n_global: The number of global views.
+
+        Returns:
+            One ``(blur_p, solarize_p)`` per global view.
+
+        Raises:
+            ConfigError: If ``blur_p`` or ``solarize_p`` holds more than one value but fewer than
+                ``n_global``.
+        """
         return list(
             zip(
                 _per_view("blur_p", self.blur_p, n_global),
@@ -130,7 +165,16 @@ def _per_view(name: str, probs: tuple[float, ...], n_global: int) -> tuple[float
 def view_specs(
     global_crops: CropGroup, local_crops: CropGroup | None, augment: Augment
 ) -> list[tuple[CropGroup, float, float]]:
-    """``(crop group, blur_p, solarize_p)`` of every view, global views first (as ``MultiCropTransform``)."""
+    """``(crop group, blur_p, solarize_p)`` of every view, global views first (as ``MultiCropTransform``).
+
+    Args:
+        global_crops: The global views.
+        local_crops: The local views, or ``None``.
+        augment: The augmentation, whose probabilities each view takes.
+
+    Returns:
+        One ``(crop group, blur_p, solarize_p)`` per view.
+    """
     specs = [(global_crops, *probs) for probs in augment.global_probs(global_crops.n)]
     if local_crops is None:
         return specs
@@ -170,6 +214,17 @@ class ViewTransform:
     and ``RandomSolarize`` then ``Normalize``, called as kernels: crop and flip on uint8, the rest on
     float in [0, 1], hue and blur by :mod:`sslib.data.kernels`. Calling the kernels directly skips the
     v2 wrappers' per-call overhead, which dominates on 32x32 images.
+
+    Args:
+        crop: The view's crop size and scale range.
+        aug: The augmentation.
+        blur_p: The view's blur probability.
+        solarize_p: The view's solarize probability.
+        mean: The normalisation mean, 3 numbers (RGB).
+        std: The normalisation standard deviation, 3 numbers > 0 (RGB).
+
+    Raises:
+        ConfigError: If ``mean`` or ``std`` is not 3 numbers or a std is not > 0.
     """
 
     def __init__(
@@ -235,6 +290,17 @@ class MultiCropTransform:
 
     Each view is a normalised float32 (3, size, size) tensor with its group's size; global view ``i``
     uses ``augment``'s ``i``-th blur/solarize probability, every local view the local ones.
+
+    Args:
+        global_crops: The global views, ``n >= 1``.
+        local_crops: The local views, or ``None``.
+        augment: The augmentation.
+        mean: The normalisation mean, 3 numbers (RGB).
+        std: The normalisation standard deviation, 3 numbers > 0 (RGB).
+
+    Raises:
+        ConfigError: If there is no global crop, ``mean`` or ``std`` is not 3 numbers, a std is not > 0,
+            or ``augment``'s per-view probabilities do not fit the global views.
     """
 
     def __init__(
@@ -262,6 +328,7 @@ class MultiCropTransform:
 
     @property
     def n_global(self) -> int:
+        """Global views per image."""
         return len(self.global_views)
 
     @property
@@ -281,8 +348,18 @@ def eval_transform(
 ) -> v2.Compose:
     """PIL image or uint8 (3, H, W) tensor -> normalised float32 (3, size, size) tensor.
 
-    With ``resize`` the short side is resized to ``resize`` then center-cropped to ``size`` (ImageNet-like
-    data, e.g. 256 -> 224); without it the images must already be ``size`` x ``size`` (32x32 data).
+    Args:
+        size: The output side, >= 1.
+        mean: The normalisation mean, 3 numbers (RGB).
+        std: The normalisation standard deviation, 3 numbers > 0 (RGB).
+        resize: The short side is resized to ``resize`` then center-cropped to ``size`` (ImageNet-like
+            data, e.g. 256 -> 224); ``None``: the images must already be ``size`` x ``size`` (32x32 data).
+
+    Returns:
+        The transform.
+
+    Raises:
+        ConfigError: If ``size`` is below 1, ``mean`` or ``std`` is not 3 numbers, or a std is not > 0.
     """
     check_int_at_least("eval size", size, 1)
     geometry = [] if resize is None else [v2.Resize(resize, antialias=True), v2.CenterCrop(size)]

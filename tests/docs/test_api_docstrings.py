@@ -35,6 +35,7 @@ CORE_PACKAGES = (
     "sslib.distributed",
     "sslib.errors",
     "sslib.validation",
+    "sslib.data",
 )
 """The modules (and packages) whose documented objects this test checks: the torch-only core."""
 
