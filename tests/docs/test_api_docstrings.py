@@ -36,6 +36,7 @@ CORE_PACKAGES = (
     "sslib.errors",
     "sslib.validation",
     "sslib.data",
+    "sslib.io",
 )
 """The modules (and packages) whose documented objects this test checks: the torch-only core."""
 
