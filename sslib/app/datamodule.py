@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -12,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets import ImageFolder
 
-from sslib.app.builders import AUGMENT_PRESETS, augment_preset
+from sslib.app.builders import AUGMENT_PRESETS, augment_preset, config_keys, section_keys
 from sslib.data.datasets import LabelledDataset, build_dataset, dataset_stats
 from sslib.data.loaders import choose_loader
 from sslib.data.sampling import EpochSampler, SeededDataset
@@ -32,8 +34,28 @@ def _eval_resize(size: int, native_size: int | None) -> int | None:
     return size if native_size else round(size / 0.875)
 
 
-def _crop_group(value: Mapping[str, Any] | CropGroup) -> CropGroup:
-    return value if isinstance(value, CropGroup) else CropGroup(**value)
+AUGMENT_KEYS = section_keys("augment", (f.name for f in dataclasses.fields(Augment)))
+
+
+def _crop_group(key: str, value: Mapping[str, Any] | CropGroup) -> CropGroup:
+    """``value`` as a :class:`CropGroup`; its errors name ``key.size``, ``key.n``, ``key.scale``."""
+    if isinstance(value, CropGroup):
+        return value
+    with config_keys(section_keys(key, (f.name for f in dataclasses.fields(CropGroup)))):
+        return CropGroup(**value)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def worker_count(requested: int) -> int:
+    """``requested`` DataLoader workers, at most one fewer than :func:`available_cpus` (one left for the
+    training process; at least one worker when any is requested)."""
+    return min(requested, max(1, available_cpus() - 1))
 
 
 def stratified_subset(targets: Sequence[int], fraction: float, seed: int) -> list[int]:
@@ -75,6 +97,10 @@ class SSLDataModule(lightning.LightningDataModule):
     ``"device"`` (the train split as one uint8 tensor on the GPU, or the CPU without CUDA, cropped there in
     batches; :mod:`sslib.data.device`) or ``"auto"`` (DALI when installed, with CUDA, on an image folder);
     see :mod:`sslib.data.loaders`.
+
+    ``num_workers`` is an upper bound: the loaders start :func:`worker_count` workers, so that a machine
+    with fewer CPUs is not oversubscribed; ``pin_memory`` applies only where CUDA is available (pinned
+    memory speeds up copies to a GPU and nothing else).
     """
 
     name: str  # the dataset's name (LightningDataModule's optional name, always set here)
@@ -103,7 +129,7 @@ class SSLDataModule(lightning.LightningDataModule):
         self.stats = dataset_stats(name)
         self.name, self.root, self.download = name, root, download
         self.batch_size = check_int_at_least("batch_size", batch_size, 1)
-        self.num_workers = check_int_at_least("num_workers", num_workers, 0)
+        self.num_workers = worker_count(check_int_at_least("num_workers", num_workers, 0))
         self.val_fraction, self.seed = val_fraction, seed
         if isinstance(bank_fraction, bool) or not (
             isinstance(bank_fraction, (int, float)) and 0 < bank_fraction <= 1
@@ -111,20 +137,28 @@ class SSLDataModule(lightning.LightningDataModule):
             raise ConfigError(f"bank_fraction must be a number in (0, 1], got {bank_fraction!r}")
         self.bank_fraction = float(bank_fraction)
         self.class_list, self.skip_corrupt = class_list, skip_corrupt
-        self.pin_memory, self.drop_last = pin_memory, drop_last
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.pin_memory = pin_memory and torch.cuda.is_available()  # only a CUDA copy reads pinned memory
+        self.drop_last = drop_last
+        self.persistent_workers = persistent_workers and self.num_workers > 0
         self.loader = choose_loader(loader, name)
+        if not (augment is None or isinstance(augment, (Mapping, Augment))):
+            raise ConfigError(
+                f"augment must be a mapping of augmentation settings, got {augment!r} "
+                f"(a preset is chosen with data/augment=<name>: {', '.join(AUGMENT_PRESETS)})"
+            )
         if augment is None or isinstance(augment, Mapping):
             preset = (
                 name if name in AUGMENT_PRESETS else "cifar" if self.stats.native_size == 32 else "imagenet"
             )
-            augment = augment_preset(preset, **(augment or {}))
-        global_group = _crop_group(global_crops)
-        local_group = None if local_crops is None else _crop_group(local_crops)
+            with config_keys(AUGMENT_KEYS):
+                augment = augment_preset(preset, **(augment or {}))
+        global_group = _crop_group("global_crops", global_crops)
+        local_group = None if local_crops is None else _crop_group("local_crops", local_crops)
         self.crops = (global_group, local_group, augment)
-        self.train_transform = MultiCropTransform(
-            global_group, local_group, augment, self.stats.mean, self.stats.std
-        )
+        with config_keys(AUGMENT_KEYS):  # the per-view probabilities against the number of global crops
+            self.train_transform = MultiCropTransform(
+                global_group, local_group, augment, self.stats.mean, self.stats.std
+            )
         self.eval_transform = eval_transform(
             global_group.size,
             self.stats.mean,
@@ -152,6 +186,11 @@ class SSLDataModule(lightning.LightningDataModule):
         if self.stats.num_classes is not None:
             return self.stats.num_classes
         return len(self.train_split().classes)
+
+    def train_batches(self, world: int) -> int:
+        """Training batches per epoch of each of ``world`` processes, which share the train split."""
+        per_rank = len(self.train_split()) // world
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
 
     def train_split(self) -> LabelledDataset:
         """The training dataset (items ``(crops, label)`` under the torchvision loader), built on first use."""

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.optim import Optimizer
 
+from sslib.app.builders import config_keys, section_keys
 from sslib.app.config import to_dict
 from sslib.errors import ConfigError
 from sslib.optim import build_optimizer
@@ -29,7 +30,7 @@ def _number_at_least_zero(key: str, value: object) -> float:
 
 def clip_norm(opt: DictConfig) -> float:
     """``optim.clip_grad`` as a number >= 0 (0: no clipping)."""
-    return _number_at_least_zero("clip_grad", opt.clip_grad)
+    return _number_at_least_zero("optim.clip_grad", opt.clip_grad)
 
 
 def final_wd_ratio(opt: DictConfig) -> float | None:
@@ -37,10 +38,12 @@ def final_wd_ratio(opt: DictConfig) -> float | None:
     final = opt.final_weight_decay
     if final is None:
         return None
-    final = _number_at_least_zero("final_weight_decay", final)
+    final = _number_at_least_zero("optim.final_weight_decay", final)
     if opt.weight_decay == 0:
         if final > 0:
-            raise ConfigError(f"final_weight_decay={final} needs weight_decay > 0 (the schedule scales it)")
+            raise ConfigError(
+                f"optim.final_weight_decay={final} needs optim.weight_decay > 0 (the schedule scales it)"
+            )
         return None
     return final / opt.weight_decay
 
@@ -73,41 +76,44 @@ def configure(
       :meth:`sslib.app.methods.base.SSLMethod.on_before_optimizer_step`; the probe is not clipped).
 
     ``momentum`` may be absent (``adamw`` has none); every other key is in each ``conf/optim`` file.
+    A bad value is a one-line ``ConfigError`` naming its key (``optim.momentum``, ``optim.kwargs.eta``).
     """
     opt = cfg.optim
     warmup_epochs = opt.warmup_epochs
     if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, (int, float)) or warmup_epochs < 0:
-        raise ConfigError(f"warmup_epochs must be a number >= 0, got {warmup_epochs!r}")
+        raise ConfigError(f"optim.warmup_epochs must be a number >= 0, got {warmup_epochs!r}")
     global_batch = cfg.data.batch_size * world_size
     lr_scale = scaled_lr(1.0, global_batch) if opt.scale_lr else 1.0
-    start_ratio = resolve_warmup_start_ratio(opt.warmup_start_ratio, lr_scale)
     wd_ratio = final_wd_ratio(opt)
     clip_norm(opt)
-    groups = param_groups(modules, opt.weight_decay, opt.exclude_bias_norm, opt.exclude_tokens)
-    groups.append(
-        {
-            "params": list(probe.parameters()),
-            "weight_decay": 0.0,
-            "lars_exclude": True,
-            "lr": scaled_lr(cfg.online_eval.probe_lr, global_batch),
-        }
-    )
     extra = to_dict(opt.kwargs)
-    if "momentum" in opt:
-        extra["momentum"] = opt.momentum
-    optimizer = build_optimizer(
-        opt.name, groups, lr=opt.lr * lr_scale, weight_decay=opt.weight_decay, **extra
-    )
-    warmup_steps = min(round(warmup_epochs * steps_per_epoch), total_steps)
-    scheduler = build_scheduler(
-        optimizer,
-        total_steps,
-        warmup_steps,
-        final_lr_ratio=opt.final_lr_ratio,
-        warmup_start_ratio=start_ratio,
-        final_wd_ratio=wd_ratio,
-        warmup_ends_at_peak=check_bool("optim.warmup_ends_at_peak", opt.warmup_ends_at_peak),
-    )
+    # the core's errors name its arguments (momentum, eta): named by their keys here
+    with config_keys({**section_keys("optim.kwargs", extra), **section_keys("optim", opt)}):
+        start_ratio = resolve_warmup_start_ratio(opt.warmup_start_ratio, lr_scale)
+        groups = param_groups(modules, opt.weight_decay, opt.exclude_bias_norm, opt.exclude_tokens)
+        groups.append(
+            {
+                "params": list(probe.parameters()),
+                "weight_decay": 0.0,
+                "lars_exclude": True,
+                "lr": scaled_lr(cfg.online_eval.probe_lr, global_batch),
+            }
+        )
+        if "momentum" in opt:
+            extra["momentum"] = opt.momentum
+        optimizer = build_optimizer(
+            opt.name, groups, lr=opt.lr * lr_scale, weight_decay=opt.weight_decay, **extra
+        )
+        warmup_steps = min(round(warmup_epochs * steps_per_epoch), total_steps)
+        scheduler = build_scheduler(
+            optimizer,
+            total_steps,
+            warmup_steps,
+            final_lr_ratio=opt.final_lr_ratio,
+            warmup_start_ratio=start_ratio,
+            final_wd_ratio=wd_ratio,
+            warmup_ends_at_peak=check_bool("optim.warmup_ends_at_peak", opt.warmup_ends_at_peak),
+        )
     keep_group_settings(optimizer)
     return optimizer, scheduler
 

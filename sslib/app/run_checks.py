@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sslib.app.builders import backbone_spec, crop_sizes
+from sslib.app.builders import backbone_spec, check_dims, crop_sizes
 from sslib.app.methods.base import check_channels_last
 from sslib.app.optimizer import configure
 from sslib.backbones import check_crop_sizes
@@ -42,10 +42,22 @@ def check_run_config(cfg: DictConfig, world_size: int) -> None:
         )
     check_backbone_inputs(cfg)
     check_run_length_and_batch(cfg)
+    check_head_sizes(cfg.method)
     try:
         configure(cfg, nn.Linear(1, 1), nn.Linear(1, 1), world_size, total_steps=1, steps_per_epoch=1.0)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"optim: {err}") from None
+    except (TypeError, ValueError) as err:  # those that do not name their key get the section's
+        message = str(err)
+        raise ConfigError(message if message.startswith("optim.") else f"optim: {message}") from None
+
+
+def check_head_sizes(method: DictConfig) -> None:
+    """The sizes of the method's heads, those it has: ``method.projector_dims`` and
+    ``method.predictor_dims`` (layer widths) and ``method.num_prototypes`` (an integer >= 1)."""
+    for key in ("projector_dims", "predictor_dims"):
+        if key in method:
+            check_dims(f"method.{key}", method[key])
+    if "num_prototypes" in method:
+        check_int_at_least("method.num_prototypes", method.num_prototypes, 1)
 
 
 def check_run_length_and_batch(cfg: DictConfig) -> None:

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from sslib.app import methods
+from sslib.app.builders import config_keys, section_keys
 from sslib.app.callbacks import (
     AtomicCheckpointIO,
     DivergenceGuard,
@@ -33,6 +34,7 @@ from sslib.app.run_checks import check_run_config
 from sslib.errors import ConfigError, MissingFileError
 from sslib.io import atomic_write_text, load_torch_file
 from sslib.metrics.online import CHECKPOINT_KEY as ONLINE_RECORD_KEY
+from sslib.validation import check_int_at_least
 
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
@@ -308,7 +310,24 @@ def check_shards(datamodule: SSLDataModule, world: int) -> None:
         )
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+def log_interval(trainer: dict, train_batches: int | None) -> int:
+    """``trainer.log_every_n_steps`` (Lightning's default 50 when absent), at most the training steps of an
+    epoch: ``train_batches``, or fewer under ``trainer.limit_train_batches`` (a count or a fraction). An
+    epoch then always logs, and Lightning has no interval longer than the epoch to warn about."""
+    every = check_int_at_least("trainer.log_every_n_steps", trainer.get("log_every_n_steps", 50), 1)
+    if train_batches is None:
+        return every
+    limit = trainer.get("limit_train_batches")
+    if isinstance(limit, float):
+        train_batches = int(train_batches * limit)
+    elif isinstance(limit, int) and not isinstance(limit, bool):
+        train_batches = min(train_batches, limit)
+    return min(every, max(1, train_batches))
+
+
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), train_batches: int | None = None
+) -> L.Trainer:
     """The Lightning trainer of ``cfg.trainer``, with the run's checkpoints, logger and plug-ins.
 
     One file, ``checkpoints/last.ckpt``, is rewritten at every epoch end (also between online
@@ -320,6 +339,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
     progress bar (:class:`sslib.app.callbacks.StepMetricsBar`) redraws every ``trainer.log_every_n_steps``
     steps, when the logger also reads the step's metrics, and :class:`sslib.app.callbacks.DivergenceGuard`
     checks the loss then and before every checkpoint, so nothing is copied from the device between.
+    With ``train_batches`` (per process and epoch), that interval is at most an epoch (:func:`log_interval`).
     """
     last = run_dir / LAST_CHECKPOINT
     checkpoints = ModelCheckpoint(
@@ -337,7 +357,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
         trainer_kwargs["precision"], trainer_kwargs["accelerator"]
     )
     sync_bn = SyncBatchNormPlugin()
-    log_every = trainer_kwargs.get("log_every_n_steps", 50)
+    log_every = trainer_kwargs["log_every_n_steps"] = log_interval(trainer_kwargs, train_batches)
     bar = [StepMetricsBar(STEP_METRICS, log_every)]
     trainer = L.Trainer(
         **trainer_kwargs,
@@ -359,8 +379,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
 
 
 def build_datamodule(cfg: DictConfig) -> SSLDataModule:
-    """The data module of ``cfg.data``, its kNN bank drawn per ``cfg.online_eval.bank_fraction``."""
-    return SSLDataModule(**to_dict(cfg.data), bank_fraction=cfg.online_eval.bank_fraction)
+    """The data module of ``cfg.data``, its kNN bank drawn per ``cfg.online_eval.bank_fraction``, set up
+    (missing or broken data fail here); its errors name the config keys (``data.num_workers``)."""
+    kwargs = to_dict(cfg.data)
+    with config_keys({**section_keys("data", kwargs), "bank_fraction": "online_eval.bank_fraction"}):
+        datamodule = SSLDataModule(**kwargs, bank_fraction=cfg.online_eval.bank_fraction)
+        datamodule.setup()
+    return datamodule
 
 
 def remove_partial_writes(path: Path) -> None:
@@ -400,7 +425,7 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str,
     if position is not None:
         datamodule.start_epoch, datamodule.start_batch = position
     model = methods.build(cfg, num_classes=datamodule.num_classes, n_global=datamodule.n_global)
-    trainer = build_trainer(cfg, run_dir, callbacks)
+    trainer = build_trainer(cfg, run_dir, callbacks, datamodule.train_batches(world))
     if trainer.is_global_zero:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         remove_partial_writes(run_dir / LAST_CHECKPOINT)

@@ -42,11 +42,11 @@ class CropGroup:
     scale: tuple[float, float] = (0.08, 1.0)
 
     def __post_init__(self) -> None:
-        check_int_at_least("crop n", self.n, 0)
-        check_int_at_least("crop size", self.size, 1)
+        check_int_at_least("n", self.n, 0)
+        check_int_at_least("size", self.size, 1)
         scale = tuple(float(s) for s in self.scale)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-            raise ConfigError(f"crop scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.scale!r}")
+            raise ConfigError(f"scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.scale!r}")
         object.__setattr__(self, "scale", scale)
 
 
@@ -95,28 +95,26 @@ class Augment:
     def __post_init__(self) -> None:
         for name in ("brightness", "contrast", "saturation"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"augment {name} must be >= 0, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.hue <= 0.5:
-            raise ConfigError(f"augment hue must be in [0, 0.5], got {self.hue!r}")
+            raise ConfigError(f"hue must be in [0, 0.5], got {self.hue!r}")
         for name in ("color_jitter_p", "grayscale_p", "hflip_p", "local_blur_p", "local_solarize_p"):
-            check_unit_interval(f"augment {name}", getattr(self, name), closed_right=True)
+            check_unit_interval(name, getattr(self, name), closed_right=True)
         for name in ("blur_p", "solarize_p"):
             value = getattr(self, name)
             probs = (value,) if isinstance(value, (int, float)) else tuple(value)
             if not probs:
-                raise ConfigError(f"augment {name} needs at least one probability")
+                raise ConfigError(f"{name} needs at least one probability")
             for i, p in enumerate(probs):
-                check_unit_interval(f"augment {name}[{i}]", p, closed_right=True)
+                check_unit_interval(f"{name}[{i}]", p, closed_right=True)
             object.__setattr__(self, name, tuple(float(p) for p in probs))
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(
-                f"augment interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}"
+                f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}"
             )
         sigma = _numbers(self.blur_sigma)
         if sigma is None or len(sigma) != 2 or not 0 < sigma[0] <= sigma[1]:
-            raise ConfigError(
-                f"augment blur_sigma must be [lo, hi] with 0 < lo <= hi, got {self.blur_sigma!r}"
-            )
+            raise ConfigError(f"blur_sigma must be [lo, hi] with 0 < lo <= hi, got {self.blur_sigma!r}")
         object.__setattr__(self, "blur_sigma", sigma)
 
     def global_probs(self, n_global: int) -> list[tuple[float, float]]:
@@ -156,8 +154,7 @@ def _per_view(name: str, probs: tuple[float, ...], n_global: int) -> tuple[float
         return probs * n_global
     if len(probs) < n_global:
         raise ConfigError(
-            f"augment {name} has {len(probs)} values for {n_global} global views; "
-            f"give 1 value or at least {n_global}"
+            f"{name} has {len(probs)} values for {n_global} global views; give 1 value or at least {n_global}"
         )
     return probs[:n_global]
 

@@ -49,15 +49,15 @@ class MLP(nn.Sequential):
     ) -> None:
         dims = list(dims)
         if len(dims) < 2:
-            raise ConfigError(f"MLP dims needs at least 2 entries (in and out), got {dims!r}")
+            raise ConfigError(f"dims needs at least 2 entries (in and out), got {dims!r}")
         for i, d in enumerate(dims):
-            check_int_at_least(f"MLP dims[{i}]", d, 1)
+            check_int_at_least(f"dims[{i}]", d, 1)
         if norm not in NORMS:
-            raise ConfigError(f"MLP norm must be one of {', '.join(NORMS)}, got {norm!r}")
+            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         if activation not in ACTIVATIONS:
-            raise ConfigError(f"MLP activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+            raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         if init not in INITS:
-            raise ConfigError(f"MLP init must be one of {', '.join(INITS)}, got {init!r}")
+            raise ConfigError(f"init must be one of {', '.join(INITS)}, got {init!r}")
         layers: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-2], dims[1:-1], strict=True):
             if norm == "batchnorm":

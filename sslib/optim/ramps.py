@@ -48,13 +48,11 @@ class Ramp:
     def __post_init__(self) -> None:
         for name in ("start", "end"):
             if not _finite_number(getattr(self, name)):
-                raise ConfigError(f"schedule {name} must be a finite number, got {getattr(self, name)!r}")
-        check_choice("schedule kind", self.kind, KINDS)
-        check_choice("schedule unit", self.unit, UNITS)
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        check_choice("kind", self.kind, KINDS)
+        check_choice("unit", self.unit, UNITS)
         if self.epochs is not None and not (_finite_number(self.epochs) and self.epochs > 0):
-            raise ConfigError(
-                f"schedule epochs must be a finite number > 0 or null (whole run), got {self.epochs!r}"
-            )
+            raise ConfigError(f"epochs must be a finite number > 0 or null (whole run), got {self.epochs!r}")
 
     def value(self, step: int, total_steps: int, steps_per_epoch: float, epoch: int | None = None) -> float:
         """The value at iteration ``step`` of ``total_steps``.
@@ -105,20 +103,21 @@ def ramps(spec: Mapping | None) -> dict[str, Ramp]:
         ``{attribute: Ramp}``.
 
     Raises:
-        ConfigError: On a bad entry, in one line naming the attribute, e.g. ``schedule of 'beta': ...``.
+        ConfigError: On a bad entry, in one line that starts with the attribute, e.g. ``beta.start must
+            be a finite number, got 'x'`` or ``beta has unknown key(s) ...``.
     """
     out = {}
     for name, cfg in (spec or {}).items():
         cfg = dict(cfg)
         unknown = sorted(set(cfg) - set(FIELDS))
         missing = [key for key in ("start", "end") if key not in cfg]
+        if unknown or missing:
+            raise ConfigError(
+                f"{name} has unknown key(s) {', '.join(unknown) or '-'}, missing {', '.join(missing) or '-'}; "
+                f"allowed: {', '.join(FIELDS)} (start and end required)"
+            )
         try:
-            if unknown or missing:
-                raise ConfigError(
-                    f"unknown key(s) {', '.join(unknown) or '-'}, missing {', '.join(missing) or '-'}; "
-                    f"allowed: {', '.join(FIELDS)} (start and end required)"
-                )
             out[name] = Ramp(**cfg)
         except ValueError as err:
-            raise ConfigError(f"schedule of {name!r}: {err}") from None
+            raise ConfigError(f"{name}.{err}") from None
     return out

@@ -50,7 +50,7 @@ def test_cfg_prints_the_composed_recipe(capsys):
         (["labeler=knn"], "error: unknown labeler 'knn'; available: dino, mira, nearest, sinkhorn"),
         (["backbone=vgg"], "error: unknown backbone 'vgg'; available: resnet18, resnet50, timm"),
         (["data=mnist"], "error: unknown data 'mnist'"),
-        (["labeler=mira", "labeler.beta=1.0"], "error: beta must be in [0, 1), got 1.0"),
+        (["labeler=mira", "labeler.beta=1.0"], "error: labeler.beta must be in [0, 1), got 1.0"),
         (["data=folder", "data.root=/no/such/folder"], "/no/such/folder"),
         (["data=cifar10", "data.download=false", "data.root=/no/cifar"], "/no/cifar"),
         (["backbone.name=nonet"], "error: unknown backbone 'nonet'"),

@@ -14,14 +14,14 @@ BAD = [  # override -> what the one-line error says
     ("optim.lr=0", "optim.lr must be a finite number > 0, got 0"),
     ("online_eval.probe_lr=-0.1", "online_eval.probe_lr must be a finite number > 0, got -0.1"),
     ("optim.final_lr_ratio=-1", r"optim.final_lr_ratio must be a number in \[0, 1\]"),
-    ("optim.weight_decay=-1", "optim: weight_decay must be >= 0, got -1"),
-    ("optim.momentum=2", r"optim: momentum must be in \[0, 1\), got 2"),
-    ("optim.warmup_epochs=-3", "optim: warmup_epochs must be a number >= 0, got -3"),
+    ("optim.weight_decay=-1", "optim.weight_decay must be >= 0, got -1"),
+    ("optim.momentum=2", r"optim.momentum must be in \[0, 1\), got 2"),
+    ("optim.warmup_epochs=-3", "optim.warmup_epochs must be a number >= 0, got -3"),
     (
         "optim.warmup_start_ratio=soon",
-        "optim: warmup_start_ratio must be a number >= 0 or 'base', got 'soon'",
+        "optim.warmup_start_ratio must be a number >= 0 or 'base', got 'soon'",
     ),
-    ("optim.kwargs.eta=-1", "optim: eta must be a finite number > 0, got -1"),
+    ("optim.kwargs.eta=-1", "optim.kwargs.eta must be a finite number > 0, got -1"),
     ("+optim.kwargs.nesterov=true", "optim: optimizer 'lars' got unexpected argument.* nesterov; allowed: "),
 ]
 

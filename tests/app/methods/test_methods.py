@@ -364,8 +364,8 @@ def test_schedules_of_missing_attributes_fail_and_recipes_do_not_reach_a_swapped
             "method.crop_forward=pairs",
             r"method.crop_forward must be one of resolution, per_crop, got 'pairs'",
         ),
-        ("method.projector_norm=layer", r"MLP norm must be one of batchnorm, none, got 'layer'"),
-        ("method.projector_activation=tanh", r"MLP activation must be one of relu, gelu, got 'tanh'"),
+        ("method.projector_norm=layer", r"method.projector_norm must be one of batchnorm, none, got 'layer'"),
+        ("method.projector_activation=tanh", r"method.projector_activation must be one of relu, gelu, got 'tanh'"),
         (
             "method.ema.momentum_step=later",
             r"method.ema.momentum_step must be one of current, next, got 'later'",

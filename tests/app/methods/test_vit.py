@@ -264,9 +264,9 @@ def test_vit_recipes_choose_vit_small_adamw_and_dinos_optimisation():
         ),
         (
             ["optim=adamw", "optim.final_weight_decay=-1"],
-            r"^optim: final_weight_decay must be a finite number >= 0",
+            r"^optim.final_weight_decay must be a finite number >= 0",
         ),
-        (["optim=adamw", "optim.clip_grad=-3"], r"^optim: clip_grad must be a finite number >= 0, got -3"),
+        (["optim=adamw", "optim.clip_grad=-3"], r"^optim.clip_grad must be a finite number >= 0, got -3"),
     ],
 )
 def test_bad_vit_and_optimiser_settings_are_one_line_errors_before_any_work(tmp_path, overrides, message):

@@ -196,8 +196,8 @@ def test_augment_presets_match_the_recipes():
 @pytest.mark.parametrize(
     ("build", "match"),
     [
-        (lambda: CropGroup(-1, 32), "crop n"),
-        (lambda: CropGroup(2, 0), "crop size"),
+        (lambda: CropGroup(-1, 32), "^n must be an integer >= 0"),
+        (lambda: CropGroup(2, 0), "^size must be an integer >= 1"),
         (lambda: CropGroup(2, 32, (0.0, 1.0)), "scale"),
         (lambda: CropGroup(2, 32, (0.6, 0.4)), "scale"),
         (lambda: CropGroup(2, 32, (0.2, 1.5)), "scale"),

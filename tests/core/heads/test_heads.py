@@ -140,7 +140,7 @@ def test_dino_head_initialisation_is_a_truncated_normal_with_zero_biases():
     assert float(weights.abs().max()) <= 2.0 and abs(float(weights.std()) - 0.02) < 1e-3
     default = MLP([384, 2048, 256], norm="none")
     assert float(default[0].bias.abs().max()) > 0  # PyTorch's own initialisation otherwise
-    with pytest.raises(ValueError, match="MLP init must be one of default, trunc_normal, got 'xavier'"):
+    with pytest.raises(ValueError, match="^init must be one of default, trunc_normal, got 'xavier'"):
         MLP([4, 4], init="xavier")
 
 

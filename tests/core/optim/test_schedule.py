@@ -73,18 +73,18 @@ def test_ramps_from_a_config_mapping():
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
-        ({"kind": "exp"}, "schedule of 'x': schedule kind must be one of cosine, linear, got 'exp'"),
-        ({"epochs": 0}, r"schedule epochs must be a finite number > 0 or null \(whole run\), got 0"),
-        ({"end": "high"}, "schedule end must be a finite number, got 'high'"),
-        ({"strat": 1.0}, "unknown key\\(s\\) strat, missing -; allowed: start, end, kind, epochs"),
-        ({"start": None}, "schedule start must be a finite number, got None"),
+        ({"kind": "exp"}, "^x.kind must be one of cosine, linear, got 'exp'$"),
+        ({"epochs": 0}, r"^x.epochs must be a finite number > 0 or null \(whole run\), got 0"),
+        ({"end": "high"}, "^x.end must be a finite number, got 'high'"),
+        ({"strat": 1.0}, "^x has unknown key\\(s\\) strat, missing -; allowed: start, end, kind, epochs"),
+        ({"start": None}, "^x.start must be a finite number, got None"),
     ],
 )
 def test_bad_schedules_are_one_line_errors(spec, match):
     with pytest.raises(ValueError, match=match) as err:
         ramps({"x": {"start": 1.0, "end": 2.0, **spec}})
     assert "\n" not in str(err.value)
-    with pytest.raises(ValueError, match="schedule of 'x': .*missing end"):
+    with pytest.raises(ValueError, match="^x has .*missing end"):
         ramps({"x": {"start": 1.0}})
     with pytest.raises(ValueError, match="total_steps must be an integer >= 1, got 0"):
         Ramp(0.0, 1.0, "linear").value(0, 0, PER_EPOCH)
