@@ -135,7 +135,7 @@ class StepMetricsBar(TQDMProgressBar):
         super().on_train_start(trainer, pl_module)
         if trainer.fit_loop.restarted_mid_epoch:
             self.on_train_epoch_start(trainer, pl_module)
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            done = trainer.fit_loop.epoch_loop.batch_idx + 1  # the batches of the checkpoint's epoch
             self.train_progress_bar.initial = self.train_progress_bar.n = done
 
     def get_metrics(
