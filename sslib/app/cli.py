@@ -74,15 +74,19 @@ def _pretrain(args: list[str], callbacks: Sequence[Any]) -> int:
     overrides = [a for a in args if a != "--cfg"]
     try:
         cfg = compose(overrides)
-        if show_cfg:
-            print(OmegaConf.to_yaml(cfg))
-            return 0
-        from sslib.app.callbacks import Preempted  # heavy imports only when training
-        from sslib.app.train import pretrain
-
-        quiet_libraries()
-        results = pretrain(cfg, list(callbacks))
     except SslibError as err:  # bad input; any other exception is a bug and keeps its traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if show_cfg:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    from sslib.app.callbacks import Preempted  # heavy imports only when training
+    from sslib.app.train import pretrain
+
+    quiet_libraries()
+    try:
+        results = pretrain(cfg, list(callbacks))
+    except SslibError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     # a diverged run (sslib.app.callbacks.DivergenceGuard): nothing was saved after it

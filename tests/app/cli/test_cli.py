@@ -106,6 +106,13 @@ def test_an_internal_error_keeps_its_traceback_where_bad_input_is_one_line(
     monkeypatch.setattr("sslib.app.train.pretrain", bad_input)
     assert pretrain_main([f"run_dir={tmp_path}", "trainer.accelerator=cpu"]) == 2
     assert capsys.readouterr().err == "error: data.batch_size must be an integer >= 2, got 1\n"
+
+    def broken_compose(overrides):
+        raise bug
+
+    monkeypatch.setattr("sslib.app.cli.compose", broken_compose)  # a bug while composing: its own traceback
+    with pytest.raises(type(bug), match="an internal bug"):
+        pretrain_main([f"run_dir={tmp_path}"])
     assert issubclass(ConfigError, SslibError) and issubclass(ConfigError, ValueError)
     assert issubclass(MissingFileError, SslibError) and issubclass(MissingFileError, FileNotFoundError)
 
