@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sslib.app.eval.data import EvalData, eval_data
+from sslib.app.eval.data import EvalData, eval_cache
 from sslib.app.eval.embedding import check_umap_settings, import_umap, plot_embedding, umap_embedding
 from sslib.app.eval.finetune import finetune_eval, finetune_settings
 from sslib.app.eval.offline import (
@@ -25,8 +25,8 @@ from sslib.app.eval.offline import (
     knn_eval,
     linear_probe,
 )
-from sslib.app.eval.report import evaluate_checkpoint, options_data, parse_options, write_report
-from sslib.app.eval.sources import BackboneSource, load_any_backbone, resolve
+from sslib.app.eval.report import evaluate_cache, feature_cache, parse_options, write_report
+from sslib.app.eval.sources import BackboneSource, load_any_backbone, open_checkpoint
 from sslib.app.eval.subsets import knn_subsets
 from sslib.app.eval.transfer import c_grid
 from sslib.app.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval
@@ -78,21 +78,14 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _source(args: argparse.Namespace) -> tuple[Path, BackboneSource]:
     """The checkpoint file (``zoo:<name>`` downloaded) and how to read its backbone."""
-    path, zoo_source = resolve(args.ckpt)
-    return path, zoo_source or BackboneSource(
-        args.format, args.arch, {"cifar": True} if args.cifar_stem else {}
-    )
+    return open_checkpoint(args.ckpt, args.format, args.arch, args.cifar_stem)
 
 
 def _cache(args: argparse.Namespace) -> tuple[FeatureCache, EvalData]:
-    """The feature cache of the checkpoint on the dataset :func:`eval_data` picks, and that pick."""
-    path, source = _source(args)
-    data = eval_data(path, source, args.data, args.root, args.image_size)
-    cache = FeatureCache(
-        path, data.name, data.root, data.image_size, args.batch_size, args.num_workers, args.device, source,
-        data.options,
-    )  # fmt: skip
-    return cache, data
+    """The feature cache of the checkpoint on what :func:`sslib.app.eval.data.eval_data` picks, and the pick."""
+    return eval_cache(
+        *_source(args), args.data, args.root, args.image_size, args.batch_size, args.num_workers, args.device
+    )
 
 
 def _with_header(data: EvalData, text: str) -> str:
@@ -310,8 +303,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
     def task() -> str:
         suite, options = parse_options(args.options)
-        data = options_data(args.checkpoint, options)
-        rows = evaluate_checkpoint(args.checkpoint, suite, options, data)
+        cache, data = feature_cache(args.checkpoint, options)
+        rows = evaluate_cache(cache, suite, options)
         paths = write_report(rows, args.checkpoint, suite, options, data)
         table = [[r.protocol, r.dataset, r.setting, r.metric, f"{r.value:.2f}"] for r in rows]
         listing = "\n".join(f"wrote {p}" for p in paths)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sslib.app.eval.offline import default_image_size
+from sslib.app.eval.offline import FeatureCache, default_image_size
 from sslib.app.eval.sources import BackboneSource
 from sslib.data import dataset_stats
 from sslib.io import load_torch_file
@@ -104,3 +104,22 @@ def eval_data(
         size, origins["image size"] = default_image_size(name), DEFAULT
     options = {key: own[key] for key in RUN_OPTIONS if own.get(key) is not None}
     return EvalData(name, folder, size, options, origins)
+
+
+def eval_cache(
+    path: Path,
+    source: BackboneSource,
+    data: str | None = None,
+    root: str | Path | None = None,
+    image_size: int | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    device: str | None = None,
+) -> tuple[FeatureCache, EvalData]:
+    """The :class:`FeatureCache` of the checkpoint at ``path`` on what :func:`eval_data` picks, and the pick."""
+    chosen = eval_data(path, source, data, root, image_size)
+    cache = FeatureCache(
+        path, chosen.name, chosen.root, chosen.image_size, batch_size, num_workers, device, source,
+        chosen.options,
+    )  # fmt: skip
+    return cache, chosen

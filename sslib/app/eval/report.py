@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from sslib.app.eval.data import EvalData, eval_data
+from sslib.app.eval.data import EvalData, eval_cache
 from sslib.app.eval.finetune import PROTOCOLS, finetune_eval, finetune_settings
 from sslib.app.eval.offline import (
     FeatureCache,
@@ -26,7 +26,7 @@ from sslib.app.eval.offline import (
     knn_eval,
     linear_probe,
 )
-from sslib.app.eval.sources import BackboneSource, resolve
+from sslib.app.eval.sources import open_checkpoint
 from sslib.app.eval.subsets import knn_subsets
 from sslib.app.eval.transfer import c_grid
 from sslib.app.eval.transfer_data import TRANSFER_DATASETS, parse_source, transfer_eval
@@ -141,36 +141,29 @@ def transfer_sources(options: EvalOptions) -> list[tuple[str, Path]]:
     return sources
 
 
-def checkpoint_source(checkpoint: str | Path, options: EvalOptions) -> tuple[Path, BackboneSource]:
-    """The checkpoint file (``zoo:<name>`` downloaded) and how to read its backbone."""
-    path, zoo_source = resolve(checkpoint)
-    return path, zoo_source or BackboneSource(
-        options.fmt, options.arch, {"cifar": True} if options.cifar_stem else {}
-    )
+def feature_cache(checkpoint: str | Path, options: EvalOptions) -> tuple[FeatureCache, EvalData]:
+    """The feature cache of ``checkpoint`` (a path, or ``zoo:<name>``) on the dataset, root and image size
+    of ``options``, else of its run (:func:`sslib.app.eval.data.eval_data`), and that choice."""
+    path, source = open_checkpoint(checkpoint, options.fmt, options.arch, options.cifar_stem)
+    return eval_cache(
+        path, source, options.data, options.root, options.image_size, options.batch_size, options.num_workers,
+        options.device,
+    )  # fmt: skip
 
 
-def options_data(checkpoint: str | Path, options: EvalOptions) -> EvalData:
-    """The dataset, root and image size ``checkpoint`` is evaluated on (given, else the run's)."""
-    return eval_data(*checkpoint_source(checkpoint, options), options.data, options.root, options.image_size)
+def evaluate_checkpoint(checkpoint: str | Path, suite: str, options: EvalOptions) -> list[Row]:
+    """Run the protocols of ``suite`` on ``checkpoint`` (a path, or ``zoo:<name>``)."""
+    return evaluate_cache(feature_cache(checkpoint, options)[0], suite, options)
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path, suite: str, options: EvalOptions, data: EvalData | None = None
-) -> list[Row]:
-    """Run the protocols of ``suite`` on ``checkpoint`` (a path, or ``zoo:<name>``) and ``data`` (default:
-    :func:`options_data`)."""
+def evaluate_cache(cache: FeatureCache, suite: str, options: EvalOptions) -> list[Row]:
+    """Run the protocols of ``suite`` on the backbone and dataset of ``cache``."""
     protocols = SUITES[check_choice("suite", suite, tuple(SUITES))]
     sources = transfer_sources(options) if "transfer" in protocols else []
     if suite == "transfer" and not sources:
         raise ConfigError(
             "suite=transfer needs transfer=NAME:ROOT,... or transfer_root=DIR holding <name>/ folders"
         )
-    path, source = checkpoint_source(checkpoint, options)
-    data = data or eval_data(path, source, options.data, options.root, options.image_size)
-    cache = FeatureCache(
-        path, data.name, data.root, data.image_size, options.batch_size, options.num_workers,
-        options.device, source, data.options,
-    )  # fmt: skip
     rows: list[Row] = []
     for protocol in protocols:
         if protocol == "linear":
@@ -181,7 +174,9 @@ def evaluate_checkpoint(
                 seed=options.seed, num_classes=cache.stats.num_classes,
                 subsets=knn_subsets(cache, options.knn_fractions, options.seed),
             )  # fmt: skip
-            rows += [Row("knn", data.name, _percent(f), "top1", acc["top1"]) for f, acc in results.items()]
+            rows += [
+                Row("knn", cache.dataset, _percent(f), "top1", acc["top1"]) for f, acc in results.items()
+            ]
         elif protocol == "finetune":
             for fraction in options.finetune_fractions:
                 settings = finetune_settings(
@@ -189,7 +184,7 @@ def evaluate_checkpoint(
                 )
                 acc = finetune_eval(cache, fraction, settings)
                 setting = f"{_percent(fraction)} {options.finetune_protocol}"
-                rows += [Row("finetune", data.name, setting, k, acc[k]) for k in ("top1", "top5")]
+                rows += [Row("finetune", cache.dataset, setting, k, acc[k]) for k in ("top1", "top5")]
         else:
             for name, root in sources:
                 result = transfer_eval(

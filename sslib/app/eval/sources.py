@@ -56,6 +56,15 @@ def resolve(checkpoint: str | Path) -> tuple[Path, BackboneSource | None]:
     return zoo.download(entry), BackboneSource(entry.format, entry.backbone, dict(entry.backbone_kwargs))
 
 
+def open_checkpoint(
+    checkpoint: str | Path, fmt: str = "sslib", arch: str | None = None, cifar_stem: bool = False
+) -> tuple[Path, BackboneSource]:
+    """The checkpoint file (``zoo:<name>`` downloaded) and how to read its backbone: the zoo entry's format
+    and backbone, else ``fmt`` and ``arch`` (built with the CIFAR stem when ``cifar_stem``)."""
+    path, zoo_source = resolve(checkpoint)
+    return path, zoo_source or BackboneSource(fmt, arch, {"cifar": True} if cifar_stem else {})
+
+
 def load_any_backbone(path: str | Path, source: BackboneSource | None = None) -> nn.Module:
     """The backbone stored at ``path`` in ``source``'s format (default: an sslib run), in eval mode."""
     source = source or BackboneSource()

@@ -53,6 +53,23 @@ def test_another_dataset_takes_the_run_s_crop_size_but_not_its_root(run_at_8):
     assert data.options == {"val_fraction": 0.2, "seed": 3}
 
 
+def test_a_folder_run_brings_its_class_list(tmp_path):
+    classes = tmp_path / "classes.txt"
+    run = save_checkpoint(
+        tmp_path / "last.ckpt",
+        data={
+            "name": "folder", "root": "/data/birds", "class_list": str(classes), "skip_corrupt": True,
+            "val_fraction": 0.2, "seed": 0, "global_crops": {"size": 96},
+        },
+    )  # fmt: skip
+    data = eval_data(run, BackboneSource())
+    assert data.options == {"class_list": str(classes), "skip_corrupt": True, "val_fraction": 0.2, "seed": 0}
+    assert data.describe() == (
+        "data: folder (from the checkpoint), root: /data/birds (from the checkpoint), "
+        f"image size: 96 (from the checkpoint), classes: {classes} (from the checkpoint)"
+    )
+
+
 def test_checkpoints_without_a_run_config_keep_the_defaults(tmp_path):
     published = tmp_path / "published.pth"
     published.write_bytes(b"not read: only sslib checkpoints store a run config")
