@@ -1,8 +1,10 @@
-"""Train, evaluate and record each run of a :class:`~sslib.app.ablate.plan.Plan`, then write its report.
+"""Train, evaluate and record one run of a :class:`~sslib.app.ablate.plan.Plan`, wherever it runs (in the
+sweep's process or in a job of its own).
 
-Each run lives in ``<out>/<method>-<labeler>/`` (a normal sslib run folder). A run with a ``result.json``
-for the same config and evaluation settings is skipped; one whose ``last.ckpt`` has all its epochs is only
-evaluated; any other is trained, resuming its ``last.ckpt`` when there is one (``resume=auto``).
+Each run lives in ``<out>/<method>-<labeler>/`` (``.../seed<N>/`` with ``seeds=[...]``), a normal sslib run
+folder. A run with a ``result.json`` for the same config and evaluation settings is skipped; one whose
+``last.ckpt`` has all its epochs is only evaluated; any other is trained, resuming its ``last.ckpt`` when
+there is one (``resume=auto``). The random-init rows evaluate the untrained backbone of each seed.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
-from sslib.app.ablate.metrics import knn_curve, last_clusters_used
-from sslib.app.ablate.plan import EvalSettings, Plan, Run
-from sslib.app.ablate.plot import plot_knn_curves
-from sslib.app.ablate.table import Result, markdown, write_csv
+from sslib.app.ablate.metrics import last_clusters_used
+from sslib.app.ablate.plan import RANDOM_INIT, EvalSettings, Run
+from sslib.app.ablate.table import Result
 from sslib.app.builders import build_backbone
 from sslib.app.checkpoint import BACKBONE_PREFIX
 from sslib.app.checkpoint import trained_epochs as checkpoint_epochs
@@ -32,10 +33,8 @@ from sslib.app.train import LAST_CHECKPOINT, check_same_run, pretrain
 from sslib.io import atomic_write_bytes, atomic_write_text, load_torch_file
 
 RESULT_FILE = "result.json"
-RANDOM_INIT = "random-init"  # the folder and the table row of the untrained backbone
 RANDOM_INIT_CHECKPOINT = "backbone.ckpt"
 TIME_FILE = "train_time.json"
-TABLE_FILE, CSV_FILE, PLOT_FILE = "ablation.md", "ablation.csv", "knn_top1.png"
 PRINT = partial(print, flush=True)  # progress lines stay in order with the trainer's output in a log file
 
 
@@ -81,10 +80,20 @@ class TrainTimer(L.Callback):
             atomic_write_text(self.run_dir / TIME_FILE, json.dumps(record))
 
 
+def _train_time(run_dir: Path) -> dict:
+    path = run_dir / TIME_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def train_seconds(run_dir: Path) -> float | None:
     """The training wall time :class:`TrainTimer` recorded in ``run_dir``, if any."""
-    path = run_dir / TIME_FILE
-    return json.loads(path.read_text())["seconds"] if path.is_file() else None
+    return _train_time(run_dir).get("seconds")
+
+
+def timed_epochs(run_dir: Path) -> int:
+    """The epochs :class:`TrainTimer` has seen end in ``run_dir`` (0 before the first): the progress of a
+    run in training, read without opening its checkpoint."""
+    return int(_train_time(run_dir).get("epochs", 0))
 
 
 def trained_epochs(run_dir: Path) -> int:
@@ -114,12 +123,20 @@ def evaluate(run: Run, settings: EvalSettings, checkpoint: Path | None = None) -
 
 
 def load_result(run: Run, settings: EvalSettings) -> Result | None:
-    """The recorded result of ``run`` if it was evaluated with ``settings``."""
+    """The recorded result of ``run`` if it was evaluated with ``settings`` (and, for a random-init row, on
+    the same budget)."""
     path = Path(run.cfg.run_dir) / RESULT_FILE
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    return Result(**saved["result"]) if saved["eval"] == asdict(settings) else None
+    key = _record_key(run, settings)
+    return Result(**saved["result"]) if {k: saved.get(k) for k in key} == key else None
+
+
+def _record_key(run: Run, settings: EvalSettings) -> dict:
+    """What a recorded result must have been measured with to be reused."""
+    key = {"eval": asdict(settings)}
+    return {**key, "budget": _budget(run)} if run.method == RANDOM_INIT else key
 
 
 def run_one(
@@ -127,22 +144,29 @@ def run_one(
     settings: EvalSettings,
     log: Callable[[str], None],
     clock: Callable[[], float] = time.monotonic,
-) -> Result:
+    evaluate_here: bool = True,
+) -> Result | None:
     """Train (or resume) ``run`` unless done, evaluate it, and record ``result.json`` in its folder;
-    ``clock`` times the training (:class:`TrainTimer`)."""
+    ``clock`` times the training (:class:`TrainTimer`). A random-init row is only evaluated
+    (:func:`random_init_result`). In a job of several processes each trains and the first
+    (``evaluate_here``) evaluates; the others return ``None``."""
+    if run.method == RANDOM_INIT:
+        return random_init_result(run, settings, log)
     run_dir = Path(run.cfg.run_dir)
     check_same_run(run.cfg, run_dir, advice="choose another out=... for this ablation")
     result = load_result(run, settings)
     if result is not None:
-        log(f"{run.name}: finished, skipped ({run_dir / RESULT_FILE})")
+        log(f"{run.key}: finished, skipped ({run_dir / RESULT_FILE})")
         return result
     done, epochs = trained_epochs(run_dir), run.cfg.trainer.max_epochs
     if done < epochs:
         log(
-            f"{run.name}: {f'resuming after epoch {done}' if done else 'training'}, {epochs} epochs in {run_dir}"
+            f"{run.key}: {f'resuming after epoch {done}' if done else 'training'}, {epochs} epochs in {run_dir}"
         )
         pretrain(run.cfg, callbacks=[TrainTimer(run_dir, clock)])
-    log(f"{run.name}: evaluating {run_dir / LAST_CHECKPOINT}")
+    if not evaluate_here:
+        return None
+    log(f"{run.key}: evaluating {run_dir / LAST_CHECKPOINT}")
     clusters = last_clusters_used(run_dir) if run.labeler else None
     result = Result(
         run.method,
@@ -153,36 +177,36 @@ def run_one(
         clusters_used=clusters[0] if clusters else None,
         n_clusters=clusters[1] if clusters else None,
     )
-    record = {"result": asdict(result), "eval": asdict(settings)}
-    atomic_write_text(run_dir / RESULT_FILE, json.dumps(record, indent=2))
+    _record(run, settings, result)
     return result
 
 
+def _record(run: Run, settings: EvalSettings, result: Result) -> None:
+    record = {"result": asdict(result), **_record_key(run, settings)}
+    atomic_write_text(Path(run.cfg.run_dir) / RESULT_FILE, json.dumps(record, indent=2))
+
+
 def _budget(run: Run) -> dict:
-    """What the untrained backbone of a plan depends on: the seed, the backbone and the data."""
+    """What the untrained backbone of a run depends on: the seed, the backbone and the data."""
     cfg = run.cfg
     return cast(
         dict, OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["seed", "backbone", "data"]), resolve=True)
     )
 
 
-def random_init_result(plan: Plan, settings: EvalSettings, log: Callable[[str], None]) -> Result:
-    """The table's reference row: kNN and linear probe of the untrained backbone of the plan's budget.
+def random_init_result(run: Run, settings: EvalSettings, log: Callable[[str], None]) -> Result:
+    """A random-init row ``run``: kNN and linear probe of the untrained backbone of its seed and budget.
 
     The backbone is built as a run builds it (seeded with ``seed``), saved as a checkpoint of its own in
-    ``<out>/random-init/`` and evaluated exactly as the runs' final checkpoints (same split, transform and
+    the row's folder and evaluated exactly as the runs' final checkpoints (same split, transform and
     settings). Recorded in ``result.json`` with the budget and settings, and reused while both hold.
     """
-    run = plan.runs[0]
-    folder = plan.out / RANDOM_INIT
-    path = folder / RESULT_FILE
-    key = {"eval": asdict(settings), "budget": _budget(run)}
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if {k: saved.get(k) for k in key} == key:
-            log(f"{RANDOM_INIT}: finished, skipped ({path})")
-            return Result(**saved["result"])
-    log(f"{RANDOM_INIT}: evaluating the untrained backbone")
+    folder = Path(run.cfg.run_dir)
+    result = load_result(run, settings)
+    if result is not None:
+        log(f"{run.key}: finished, skipped ({folder / RESULT_FILE})")
+        return result
+    log(f"{run.key}: evaluating the untrained backbone")
     folder.mkdir(parents=True, exist_ok=True)
     L.seed_everything(run.cfg.seed, verbose=False)
     backbone, _ = build_backbone(run.cfg)
@@ -193,7 +217,7 @@ def random_init_result(plan: Plan, settings: EvalSettings, log: Callable[[str], 
     result = Result(
         RANDOM_INIT, None, 0, None, **evaluate(run, settings, checkpoint), clusters_used=None, n_clusters=None
     )
-    atomic_write_text(path, json.dumps({"result": asdict(result), **key}, indent=2))
+    _record(run, settings, result)
     return result
 
 
@@ -201,23 +225,3 @@ def _serialise(obj: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
-
-
-def run_ablation(
-    plan: Plan, log: Callable[[str], None] = PRINT, clock: Callable[[], float] = time.monotonic
-) -> str:
-    """Run every run of ``plan``; write the table (Markdown, CSV) and the kNN plot into ``plan.out``.
-
-    The table's first row is the untrained backbone (:func:`random_init_result`). ``log`` prints progress
-    lines, ``clock`` (seconds) times each run's training. Returns the Markdown table.
-    """
-    results = [random_init_result(plan, plan.eval, log)]
-    for i, run in enumerate(plan.runs, 1):
-        log(f"[{i}/{len(plan.runs)}] {run.name}")
-        results.append(run_one(run, plan.eval, log, clock))
-    table = markdown(results, plan.eval)
-    atomic_write_text(plan.out / TABLE_FILE, table + "\n")
-    write_csv(results, plan.out / CSV_FILE)
-    curves = {run.name: knn_curve(Path(run.cfg.run_dir)) for run in plan.runs}
-    plot_knn_curves(curves, plan.out / PLOT_FILE, title=f"online kNN top-1, {plan.runs[0].cfg.data.name}")
-    return table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import signal
 import subprocess
@@ -16,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from sslib.app.ablate import runner
+from sslib.app.ablate import runner, sweep
 from sslib.app.ablate.cli import ablate_main
 from sslib.app.ablate.metrics import knn_curve, last_clusters_used
 from sslib.app.ablate.plan import EvalSettings, make_plan
-from sslib.app.ablate.table import Result, format_duration, markdown
+from sslib.app.ablate.table import Result, Row, format_duration, markdown
 from sslib.app.builders import build_backbone
 from sslib.app.config import options
 from tests.helpers import ROOT
@@ -227,7 +228,7 @@ import os, signal, sys
 import lightning as L
 import torch
 from tests.app.ablate.test_ablate import FakeClock, Ticker
-from sslib.app.ablate import plan, runner
+from sslib.app.ablate import plan, runner, sweep
 
 class KillAtSecondEpochEnd(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
@@ -237,7 +238,7 @@ class KillAtSecondEpochEnd(L.Callback):
 torch.set_num_threads(1)
 clock, pretrain = FakeClock(), runner.pretrain
 runner.pretrain = lambda cfg, callbacks: pretrain(cfg, [*callbacks, Ticker(clock, 50.0), KillAtSecondEpochEnd()])
-runner.run_ablation(plan.make_plan(sys.argv[1:]), clock=clock)
+sweep.run_ablation(plan.make_plan(sys.argv[1:]), clock=clock)
 """
 
 
@@ -261,7 +262,8 @@ def test_killed_run_resumes_after_its_checkpoint_and_new_eval_settings_only_reev
     monkeypatch.setattr(
         runner, "pretrain", lambda cfg, callbacks: pretrain(cfg, [*callbacks, Ticker(clock, 15.0)])
     )
-    runner.run_ablation(make_plan(args), log=lines.append, clock=clock)
+    sweep.run_ablation(make_plan(args), log=lines.append, clock=clock)
+    assert lines[0].startswith("random-init: finished, skipped") and lines[1] == "[1/1] mira-mira"
     assert f"mira-mira: resuming after epoch 1, 2 epochs in {run_dir}" in lines
     [reference, row] = csv.DictReader((folder / "ablation.csv").open())
     assert (
@@ -277,10 +279,11 @@ def test_killed_run_resumes_after_its_checkpoint_and_new_eval_settings_only_reev
     monkeypatch.setattr(runner, "pretrain", no_training)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     mtime, lines[:] = ckpt.stat().st_mtime_ns, []
-    runner.run_ablation(make_plan([*args, "eval.knn_k=5"]), log=lines.append, clock=clock)
+    sweep.run_ablation(make_plan([*args, "eval.knn_k=5"]), log=lines.append, clock=clock)
     assert lines == [
+        "[1/2] random-init",
         "random-init: evaluating the untrained backbone",
-        "[1/1] mira-mira",
+        "[2/2] mira-mira",
         f"mira-mira: evaluating {ckpt}",
     ]
     saved = json.loads((run_dir / runner.RESULT_FILE).read_text())
@@ -290,8 +293,8 @@ def test_killed_run_resumes_after_its_checkpoint_and_new_eval_settings_only_reev
 
 def test_markdown_marks_methods_without_labeler():
     rows = [
-        Result("byol", None, 6, 3725.4, 91.234, 88.0, None, None),
-        Result("mira", "mira", 6, None, 1, 2, 5, 300),
+        Row("byol", None, {0: Result("byol", None, 6, 3725.4, 91.234, 88.0, None, None)}, 1),
+        Row("mira", "mira", {0: Result("mira", "mira", 6, None, 1, 2, 5, 300)}, 1),
     ]
     table = markdown(rows, EvalSettings(linear_epochs=7))
     assert "| byol | — | 6 | 1h02m05s | 91.23 | 88.00 | — |" in table
@@ -323,9 +326,44 @@ BAD = [
     (["methods=[mira]", "eval.linear_lr=fast"], "eval.linear_lr must be a number, got 'fast'"),
     (["methods=[mira]", "eval.knn=5"], "unknown setting eval.knn; available: eval.knn_k"),
     (["methods=[mira]", "logger=wandb"], "use logger=csv"),
+    (["methods=[mira]", "trainer.devices=2"], "trainer.devices= cannot be set: each run's devices come from"),
+    (["methods=[mira]", "+trainer.num_nodes=2"], "+trainer.num_nodes= cannot be set: each run's devices"),
+    (["methods=[mira]", "launcher=cloud"], "launcher=cloud is not one of inline, local, slurm"),
     (
-        ["methods=[mira]", "trainer.devices=2"],
-        "scripts/ablate.py trains each run in its own process on one device, got trainer.devices=2 trainer.num_nodes=1",
+        ["methods=[mira]", "launcher=local", "launcher.gpu=1"],
+        "unknown setting launcher.gpu for launcher=local; available: launcher.gpus_per_run, launcher.parallel",
+    ),
+    (
+        ["methods=[mira]", "launcher.parallel=2"],
+        "unknown setting launcher.parallel for launcher=inline; available: none",
+    ),
+    (
+        ["methods=[mira]", "launcher=local", "launcher.gpus_per_run=100000"],
+        "launcher.gpus_per_run=100000 asks for more GPUs than the",
+    ),
+    (
+        ["methods=[mira]", "launcher=local", "launcher.parallel=0"],
+        "launcher.parallel must be an integer >= 1, got 0",
+    ),
+    (
+        ["methods=[mira]", "launcher=slurm", "launcher.time=1:xx"],
+        "launcher.time=1:xx is not a SLURM time limit",
+    ),
+    (
+        ["methods=[mira]", "launcher=slurm", "launcher.nodes=0"],
+        "launcher.nodes must be an integer >= 1, got 0",
+    ),
+    (
+        ["methods=[mira]", "launcher=slurm", "launcher.setup=module load cuda"],
+        'launcher.setup must be a list of strings, e.g. launcher.setup=["module load cuda"]',
+    ),
+    (["methods=[mira]", "seeds=[]"], "seeds=[] is empty; give one or more integers, e.g. seeds=[0,1,2]"),
+    (["methods=[mira]", "seeds=[0,x]"], "seeds=[0,x] must list integers"),
+    (["methods=[mira]", "seeds=[0,0]"], "seeds=[...] lists 0 more than once"),
+    (["methods=[mira]", "seeds=[0,1]", "seed=3"], "give either seed=... or seeds=[...], not both"),
+    (
+        ["methods=[mira,swav]", "reference=dino"],
+        "reference=dino is not a row; allowed: random-init, mira-mira, swav-sinkhorn",
     ),
     (["methods=[mira]", "data=mnist"], "unknown data 'mnist'"),
     (
@@ -352,4 +390,60 @@ def test_an_ablation_started_as_several_processes_refuses_in_one_line(monkeypatc
     assert err == (
         "error: sslib ablate and its evaluations run in one process on one device but were started as 2 "
         "processes (torchrun or srun); start them with python (choose the device with trainer.accelerator=...)\n"
+    )
+
+
+def test_slurm_launcher_without_sbatch_refuses_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert ablate_main(["methods=[mira]", "launcher=slurm"]) == 2
+    assert capsys.readouterr().err == (
+        "error: launcher=slurm submits with SLURM's sbatch and follows jobs with squeue, but sbatch, squeue, "
+        "srun is not on PATH: start the ablation on the cluster's login node, or use launcher=local\n"
+    )
+
+
+def test_plan_with_seeds_reference_and_launcher_devices():
+    plan = make_plan(["methods=[mira,swav]", "seeds=[3,1]", "reference=swav", "recipe=null", "out=o"])
+    assert [run.key for run in plan.tasks] == [
+        "random-init/seed3", "random-init/seed1", "mira-mira/seed3", "mira-mira/seed1",
+        "swav-sinkhorn/seed3", "swav-sinkhorn/seed1",
+    ]  # fmt: skip
+    assert [run.cfg.seed for run in plan.runs] == [3, 1, 3, 1] and plan.runs[
+        1
+    ].cfg.run_dir == "o/mira-mira/seed1"
+    assert plan.rows == ["random-init", "mira-mira", "swav-sinkhorn"] and plan.reference == "swav-sinkhorn"
+    labelers = make_plan(["method=mira", "labelers=[mira,sinkhorn]", "reference=sinkhorn"])
+    assert labelers.reference == "mira-sinkhorn" and not labelers.replicated
+    assert labelers.runs[0].cfg.seed == 0 and labelers.runs[0].key == "mira-mira"
+
+
+class TermAtSecondStep(L.Callback):
+    """Sends this process SIGTERM after the second training step, while the run's handler is installed."""
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_saves_last_ckpt_then_one_line_and_exit_status_143(tmp_path, monkeypatch, capsys, one_thread):
+    pretrain = runner.pretrain
+    monkeypatch.setattr(
+        runner, "pretrain", lambda cfg, callbacks: pretrain(cfg, [*callbacks, TermAtSecondStep()])
+    )
+    args = [a for a in TINY if not a.startswith("trainer.max_epochs=")]
+    args += ["methods=[mira]", "trainer.max_epochs=3", f"out={tmp_path}"]
+    assert ablate_main(args) == 143
+    err = capsys.readouterr().err
+    checkpoint = tmp_path / "mira-mira" / "checkpoints" / "last.ckpt"
+    assert err.splitlines()[-1] == (
+        f"stopped by SIGTERM after step 3; {checkpoint} saved, run the same command (resume=auto) to continue"
+    )
+    assert "Traceback" not in err
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["global_step"] == 3 and runner.trained_epochs(tmp_path / "mira-mira") == 1
+
+    assert ablate_main([*args, "--status"]) == 0
+    status = capsys.readouterr().out
+    assert (
+        "| mira-mira | failed | inline " in status and "Preempted: stopped by SIGTERM after step 3" in status
     )
