@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sslib.app.config import options
 from sslib.errors import SslibError
 
-USAGE = """usage: sslib ablate methods=[a,b,...] | labelers=[a,b,...] [seeds=[0,1,2]] [reference=ROW] [out=DIR]
+USAGE = """usage: sslib ablate methods=[a,b,...] | labelers=[a,b,...] [seeds=[0,1,2]] [reference=ROW] [budget=recipes] [out=DIR]
                     [launcher=inline|local|slurm] [launcher.KEY=VALUE ...] [eval.KEY=VALUE ...]
                     [group=option ...] [key=value ...] [--status]
 
@@ -21,6 +21,8 @@ ones left alone). The lists give their cross product; all other arguments are sh
   labelers=[...]         labelers to compare on each method ({labelers})
   seeds=[0,1,2]          train every row with each seed: mean, sd and 95% interval over seeds
   reference=ROW          also give each row's difference to ROW (e.g. mira), paired by seed
+  budget=recipes         let each method keep its recipe's augmentations (default budget=shared: the runs
+                         must share seed, epochs, data.* and backbone.*)
   launcher=inline        one run after another in this process (default)
   launcher=local         runs in parallel processes: launcher.gpus_per_run=1, launcher.parallel=N
   launcher=slurm         each run a SLURM job (submitit): launcher.partition, .account, .qos, .constraint,
@@ -32,7 +34,8 @@ ones left alone). The lists give their cross product; all other arguments are sh
 examples:
   sslib ablate methods=[mira,swav,dino] data=digits
   sslib ablate method=mira labelers=[mira,sinkhorn,dino] data=digits trainer.max_epochs=20
-  sslib ablate methods=[mira,swav,dino] data=cifar10 seeds=[0,1,2] reference=mira launcher=slurm"""
+  sslib ablate methods=[mira,swav,dino] data=cifar10 data.root=/data/cifar budget=recipes seeds=[0,1,2] \\
+      reference=mira launcher=slurm launcher.partition=gpu"""
 
 
 def ablate_main(argv: Sequence[str] | None = None) -> int:
@@ -46,7 +49,7 @@ def ablate_main(argv: Sequence[str] | None = None) -> int:
     try:
         from sslib.app.ablate.plan import make_plan  # heavy imports (lightning) only past --help
         from sslib.app.ablate.report import PLOT_FILE
-        from sslib.app.ablate.state import counts
+        from sslib.app.ablate.state import FINISHED, counts
         from sslib.app.ablate.sweep import run_ablation, sweep_status
         from sslib.app.callbacks import Preempted
         from sslib.app.cli import stopped
@@ -63,10 +66,11 @@ def ablate_main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Preempted as stop:
         return stopped(stop)
-    print(f"\n{outcome.table}\n\ntable, CSV and {PLOT_FILE} in {plan.out}")
+    if any(status.state == FINISHED for status in outcome.statuses):
+        print(f"\n{outcome.table}\n\ntable, CSV and {PLOT_FILE} in {plan.out}")
     if not outcome.finished:
         print(
-            f"runs: {counts(outcome.statuses)}; the table has the finished ones. Follow them with the same "
-            "command and --status; the same command starts the failed and missing ones again."
+            f"{counts(outcome.statuses)} of {len(outcome.statuses)} runs: follow them with the same command "
+            "and --status; the same command again starts the failed and missing ones"
         )
     return 1 if outcome.failed else 0

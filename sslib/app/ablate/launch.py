@@ -36,11 +36,16 @@ class SubmissionError(SslibError):
 def run_job(run: Run, settings: EvalSettings, threads: int | None = None) -> None:
     """What a local or SLURM job runs: ``run`` trained by every process of the job and evaluated by the
     first (:func:`~sslib.app.ablate.runner.run_one`); ``threads`` sets torch's CPU threads. A run stopped
-    by a signal, after saving ``last.ckpt``, prints its one line and exits with ``128 + signal``."""
+    by a signal, after saving ``last.ckpt``, prints its one line and exits with ``128 + signal``.
+
+    The job's processes are SLURM's tasks (one per GPU, ranked by submitit's job environment) or, in a
+    local job on several GPUs, the ones Lightning starts with this same command (``LOCAL_RANK`` 1, 2, ...).
+    """
     if threads:
         torch.set_num_threads(threads)
+    first = submitit.JobEnvironment().global_rank == 0 and os.environ.get("LOCAL_RANK", "0") == "0"
     try:
-        run_one(run, settings, PRINT, evaluate_here=submitit.JobEnvironment().global_rank == 0)
+        run_one(run, settings, PRINT, evaluate_here=first)
     except Preempted as stop:
         raise SystemExit(stopped(stop)) from None
 
@@ -60,7 +65,7 @@ def launch_inline(
             raise
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Other:
     """A local run that another sweep process started and that is still running: it holds its GPUs."""
 
@@ -157,15 +162,15 @@ def launch_slurm(runs: Sequence[Run], state: SweepState, log: Callable[[str], No
 
 
 def launch(
-    plan_runs: Sequence[Status], state: SweepState, log: Callable[[str], None], clock: Callable[[], float]
+    statuses: Sequence[Status], state: SweepState, log: Callable[[str], None], clock: Callable[[], float]
 ) -> None:
-    """Start the runs of ``plan_runs`` that are missing or failed, with the plan's launcher; the others
+    """Start the runs of ``statuses`` that are missing or failed, with the plan's launcher; the others
     (finished, queued or running) are not started again."""
-    todo = [s.run for s in plan_runs if s.state not in (FINISHED, QUEUED, RUNNING)]
+    todo = [s.run for s in statuses if s.state not in (FINISHED, QUEUED, RUNNING)]
     name = state.plan.launcher.name
     if name == "inline":
         launch_inline(todo, state, log, clock)
     elif name == "local":
-        launch_local(todo, [s for s in plan_runs if s.state == RUNNING], state, log)
+        launch_local(todo, [s for s in statuses if s.state == RUNNING], state, log)
     elif todo:
         launch_slurm(todo, state, log)

@@ -32,8 +32,12 @@ RESERVED = {
     "trainer.devices": _DEVICES,
     "trainer.num_nodes": _DEVICES,
 }
-# What every run of one ablation must share (its budget); the rest may differ by method.
-BUDGET_KEYS = ("seed", "trainer.max_epochs", "data", "backbone")
+# What every run of one ablation must share (its budget); the rest may differ by method. budget=recipes
+# keeps each method's own recipe (augmentations, backbone options), as the papers' tables compare them.
+BUDGETS = {
+    "shared": ("seed", "trainer.max_epochs", "data", "backbone"),
+    "recipes": ("seed", "trainer.max_epochs", "data.name", "data.root", "backbone.name"),
+}
 RANDOM_INIT = "random-init"  # the row (and folder) of the untrained backbone
 
 S = TypeVar("S")
@@ -178,7 +182,7 @@ class Plan:
     seeds: list[int]
     replicated: bool  # seeds=[...] was given: one folder per seed under each row's
     reference: str | None  # the row every other one is compared with, paired by seed
-    launcher: LauncherSettings = field(default_factory=InlineSettings)
+    launcher: LauncherSettings
 
     @property
     def tasks(self) -> list[Run]:
@@ -289,16 +293,20 @@ def _labeler_of(cfg: DictConfig) -> str | None:
     return OmegaConf.select(cfg, "labeler.name") if OmegaConf.select(cfg, "method.labeler") else None
 
 
-def _check_budget(runs: Sequence[Run]) -> None:
+def _check_budget(runs: Sequence[Run], budget: str) -> None:
+    """The runs share the keys of ``BUDGETS[budget]``, else a one-line error naming those that differ."""
+    if budget not in BUDGETS:
+        raise ConfigError(f"budget={budget} is not one of {', '.join(BUDGETS)}")
     first = runs[0]
     for run in runs[1:]:
         keys = config_changes(first.cfg, run.cfg)
-        differ = [k for k in keys if any(k == b or k.startswith(f"{b}.") for b in BUDGET_KEYS)]
+        differ = [k for k in keys if any(k == b or k.startswith(f"{b}.") for b in BUDGETS[budget])]
         if differ:
+            hint = "" if budget == "recipes" else " (or keep each method's recipe with budget=recipes)"
             raise ConfigError(
                 f"runs {first.name} and {run.name} differ in {', '.join(differ[:4])}: set them on the command "
                 "line or share one recipe (e.g. recipe=mira_imagenet100, or recipe=digits on the digits) so "
-                "that every run gets the same budget"
+                f"that every run gets the same budget{hint}"
             )
 
 
@@ -312,6 +320,7 @@ class _Args:
     launcher_settings: dict[str, str] = field(default_factory=dict)
     seeds: list[int] | None = None
     reference: str | None = None
+    budget: str = "shared"
     out: str | None = None
     shared: list[str] = field(default_factory=list)
 
@@ -332,7 +341,7 @@ def _split_args(args: Sequence[str]) -> _Args:
             parsed.launcher_settings[key.removeprefix(LAUNCHER_PREFIX)] = value
         elif key == "seeds":
             parsed.seeds = parse_seeds(value)
-        elif key in ("out", "reference"):
+        elif key in ("out", "reference", "budget"):
             setattr(parsed, key, value)
         elif key.lstrip("+~") in RESERVED:
             raise ConfigError(f"{key}= cannot be set: {RESERVED[key.lstrip('+~')]}")
@@ -398,10 +407,10 @@ def _reference(name: str | None, runs: Sequence[Run]) -> str | None:
 
 
 def make_plan(args: Sequence[str]) -> Plan:
-    """The runs of ``args``: ``methods=[...]``, ``labelers=[...]``, ``seeds=[...]``, ``reference=...``,
+    """The runs of ``args``: ``methods=[...]``, ``labelers=[...]``, ``seeds=[...]``, ``reference=...``, ``budget=...``,
     ``out=...``, ``eval.<key>=...``, ``launcher=...``, ``launcher.<key>=...`` and overrides shared by every
     run. The lists give their cross product. Bad input is a :class:`ConfigError` (one line); runs that would
-    not share one budget (:data:`BUDGET_KEYS`) are bad input too."""
+    not share one budget (:data:`BUDGETS`, ``budget=shared`` by default) are bad input too."""
     parsed = _split_args(args)
     settings = parse_eval(parsed.evals)
     launcher = parse_launcher(parsed.launcher, parsed.launcher_settings)
@@ -426,7 +435,7 @@ def make_plan(args: Sequence[str]) -> Plan:
         return Run(method, labeler, seed, key, _with_seed(cfg, seed, out / key))
 
     runs = [run(*row, seed) for row in rows for seed in seeds]
-    _check_budget([r for r in runs if r.seed == seeds[0]])
+    _check_budget([r for r in runs if r.seed == seeds[0]], parsed.budget)
     baselines = [run(RANDOM_INIT, None, runs[0].cfg, seed) for seed in seeds]
     return Plan(
         runs,

@@ -357,6 +357,11 @@ BAD = [
         ["methods=[mira]", "launcher=slurm", "launcher.setup=module load cuda"],
         'launcher.setup must be a list of strings, e.g. launcher.setup=["module load cuda"]',
     ),
+    (["methods=[mira]", "budget=own"], "budget=own is not one of shared, recipes"),
+    (
+        ["methods=[mira,swav]", "data=imagenet100", "data.root=/x"],
+        "(or keep each method's recipe with budget=recipes)",
+    ),
     (["methods=[mira]", "seeds=[]"], "seeds=[] is empty; give one or more integers, e.g. seeds=[0,1,2]"),
     (["methods=[mira]", "seeds=[0,x]"], "seeds=[0,x] must list integers"),
     (["methods=[mira]", "seeds=[0,0]"], "seeds=[...] lists 0 more than once"),
@@ -368,7 +373,7 @@ BAD = [
     (["methods=[mira]", "data=mnist"], "unknown data 'mnist'"),
     (
         ["methods=[mira,swav]", "data=imagenet100", "data.root=/x"],
-        "runs mira-mira and swav-sinkhorn differ in backbone.zero_init_residual",
+        "runs mira-mira and swav-sinkhorn differ in backbone.zero_init_residual, data.augment.blur_p, ",
     ),
     (["methods=[mira]", "verbose"], "argument 'verbose' is not of the form key=value"),
 ]
@@ -412,6 +417,11 @@ def test_plan_with_seeds_reference_and_launcher_devices():
         1
     ].cfg.run_dir == "o/mira-mira/seed1"
     assert plan.rows == ["random-init", "mira-mira", "swav-sinkhorn"] and plan.reference == "swav-sinkhorn"
+    recipes = make_plan(["methods=[mira,swav]", "data=imagenet100", "data.root=/x", "budget=recipes"])
+    assert [run.cfg.backbone.zero_init_residual for run in recipes.runs] == [
+        True,
+        False,
+    ]  # each its own recipe
     labelers = make_plan(["method=mira", "labelers=[mira,sinkhorn]", "reference=sinkhorn"])
     assert labelers.reference == "mira-sinkhorn" and not labelers.replicated
     assert labelers.runs[0].cfg.seed == 0 and labelers.runs[0].key == "mira-mira"
