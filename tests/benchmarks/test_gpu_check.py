@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+from tests.helpers import ROOT
+
+SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 BUDGET_S = 8 * 60
 
 

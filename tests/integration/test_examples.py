@@ -7,14 +7,14 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
 from sslib import backbones
+from tests.helpers import ROOT
 from tests.helpers.isolation import WITHOUT_FRAMEWORKS
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = ROOT / "examples"
 STEP_LINE = re.compile(r"step (\d+): loss (\S+), I\(Y;B\) (\S+) nats, (\d+)/(\d+) clusters used")
 
 # Runs the example as __main__ where Lightning, Hydra and OmegaConf cannot be imported.
