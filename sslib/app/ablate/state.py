@@ -6,7 +6,8 @@ or inline run), host, submission time and log file. A run's state is then
 - ``finished``: its ``result.json`` holds a result for this plan's evaluation settings;
 - ``queued`` or ``running``: its job is still alive (``squeue`` for SLURM jobs, the process id on the
   machine that started it for local and inline runs);
-- ``failed``: its job ended without a result (the detail is the end of its log);
+- ``failed``: its job ended without a result (the detail is SLURM's account of its end, from ``sacct``,
+  and the end of its log);
 - ``missing``: it was never started, or its result was measured with other settings.
 """
 
@@ -17,9 +18,11 @@ import os
 import socket
 import subprocess
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
+
+import submitit
 
 from sslib.app.ablate.plan import RANDOM_INIT, Plan, Run
 from sslib.app.ablate.runner import RESULT_FILE, load_result, timed_epochs
@@ -31,6 +34,7 @@ from sslib.io import atomic_write_text
 SWEEP_FILE = "sweep.json"
 JOBS_FOLDER = "jobs"  # submitit's scripts, pickles and logs of the local and SLURM jobs
 FINISHED, RUNNING, QUEUED, FAILED, MISSING = "finished", "running", "queued", "failed", "missing"
+UNKNOWN = "UNKNOWN"  # submitit's state of a job that sacct does not know
 TAIL_LINES = 5
 # squeue's states of a job that has started (the others, such as PENDING or REQUEUED, are waiting)
 STARTED = ("RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING")
@@ -100,6 +104,13 @@ def slurm_jobs() -> dict[str, str]:
     return {job.strip(): state.strip() for job, state in jobs}
 
 
+def ended_states(folder: Path, job_ids: Sequence[str]) -> dict[str, str]:
+    """``{job id: sacct state}`` of ended SLURM jobs (``TIMEOUT``, ``OUT_OF_MEMORY``, ``CANCELLED``, ...: what
+    a log may not say), read by submitit in one ``sacct`` call; ``UNKNOWN`` where sacct cannot tell."""
+    jobs: list[submitit.SlurmJob] = [submitit.SlurmJob(folder, job_id) for job_id in job_ids]
+    return {job.job_id: job.state.split()[0] if job.state else UNKNOWN for job in jobs}
+
+
 class SweepState:
     """The records of ``<out>/sweep.json`` of a plan, and the state of each of its runs. A run folder that
     holds a run of another config is a :class:`~sslib.errors.ConfigError`."""
@@ -138,7 +149,19 @@ class SweepState:
         runs = self.plan.tasks if runs is None else runs
         records = [self.records.get(run.key) for run in runs]
         queue = slurm_jobs() if any(r and r.launcher == "slurm" for r in records) else {}
-        return [self._status(run, record, queue) for run, record in zip(runs, records, strict=True)]
+        statuses = [self._status(run, record, queue) for run, record in zip(runs, records, strict=True)]
+        ended = [
+            s.record.job_id
+            for s in statuses
+            if s.state == FAILED and s.record and s.record.launcher == "slurm"
+        ]
+        accounted = ended_states(self.jobs, ended)
+        return [
+            replace(s, detail=f"{accounted[s.record.job_id]}: {s.detail}")
+            if s.record and accounted.get(s.record.job_id, UNKNOWN) != UNKNOWN
+            else s
+            for s in statuses
+        ]
 
     def _status(self, run: Run, record: Record | None, queue: dict[str, str]) -> Status:
         run_dir = Path(run.cfg.run_dir)

@@ -140,7 +140,7 @@ def test_slurm_job_scripts_and_queued_runs_are_not_submitted_again(slurm, tmp_pa
     fake_slurm.scancel([f"{run_id}_1"])  # one run cancelled before it started: failed, submitted again
     assert ablate_main([*args, "--status"]) == 0
     assert re.search(
-        r"\| mira-mira/seed1 \| failed \| slurm 1001_1 \| .* \| slurm job 1001_1 ended",
+        r"\| mira-mira/seed1 \| failed \| slurm 1001_1 \| .* \| CANCELLED: slurm job 1001_1 ended",
         capsys.readouterr().out,
     )
     assert ablate_main(args) == 0
@@ -168,7 +168,7 @@ def test_slurm_job_trains_and_a_cancelled_job_resumes_to_the_uninterrupted_resul
     assert ablate_main([*args, "--status"]) == 0
     status = capsys.readouterr().out
     assert re.search(
-        r"\| mira-mira \| failed \| .* \| stopped by SIGTERM after step \d+; .* saved", status
+        r"\| mira-mira \| failed \| .* \| CANCELLED: stopped by SIGTERM after step \d+; .* saved", status
     ), status
     assert "| random-init | finished |" in status
 
