@@ -60,30 +60,24 @@ class EMAProbe(L.Callback):
     """Records every EMA update of a run: ``(global_step, teacher before, student, teacher after)``, each
     a list of the first entries of every parameter.
 
-    Callback hooks run before the module's own, so ``on_train_batch_end`` sees the teacher before the
-    module's update (and the student after its optimiser step); the next ``on_train_batch_start``, or
-    ``on_train_end``, sees the teacher after it.
+    The module updates its teacher right after the optimiser step (``optimizer_step``), so
+    ``on_before_optimizer_step`` sees the teacher before the update and ``on_train_batch_end`` the
+    student after its step and the teacher after the update.
     """
 
     def __init__(self) -> None:
         self.updates: list[tuple[int, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = []
-        self._pending: tuple | None = None
+        self._before: list[torch.Tensor] | None = None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self._before = _params(pl_module.teacher)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         student = pl_module.ssl_modules()
         parts = nn.ModuleDict({k: student[k] for k in pl_module.teacher})
-        self._pending = (trainer.global_step, _params(pl_module.teacher), _params(parts))
-
-    def _record(self, pl_module) -> None:
-        if self._pending is not None:
-            self.updates.append((*self._pending, _params(pl_module.teacher)))
-            self._pending = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._record(pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._record(pl_module)
+        assert self._before is not None
+        self.updates.append((trainer.global_step, self._before, _params(parts), _params(pl_module.teacher)))
+        self._before = None
 
 
 def assert_updates_follow_the_ramp(

@@ -206,12 +206,15 @@ class SSLMethod(L.LightningModule):
         self.log_dict(scalars_to_device(metrics, self.device), sync_dist=False)
         return loss + probe_loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """Lightning's step, then the EMA teacher's update: before any callback's ``on_train_batch_end``,
+        so that a checkpoint written there (mid-epoch, or on a signal) holds this step's teacher."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if self.teacher is None:
             return
         ema = self.cfg.method.ema
-        momentum = cosine_ramp(
-            ema_momentum_step(self.global_step, self.momentum_step),
+        momentum = cosine_ramp(  # the step just taken is step global_step + 1 (Lightning counts it next)
+            ema_momentum_step(self.global_step + 1, self.momentum_step),
             self.total_steps,
             ema.base_momentum,
             ema.final_momentum,

@@ -312,6 +312,43 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, method):
     assert straight["train/loss"] == pytest.approx(resumed["train/loss"], abs=1e-6)
 
 
+class CrashAtStep(L.Callback):
+    """Simulates a killed run: dies before optimiser step ``at`` (after the checkpoint of the step before)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.at:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_mid_epoch_checkpoint_holds_the_teacher_of_its_step(tmp_path):
+    """DINO (EMA teacher) killed mid-epoch after a step's checkpoint resumes to the uninterrupted weights:
+    the teacher is updated before the checkpoint of its step is written."""
+    common = [
+        "method=dino",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=4",
+        "+trainer.limit_val_batches=1",
+    ]
+    common += ["checkpoint.every_n_steps=2", "data.num_workers=0", "baseline_eval=false"]
+    pretrain(tiny_cfg(tmp_path / "a", *common))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pretrain(tiny_cfg(tmp_path / "b", *common), callbacks=[CrashAtStep(at=2)])
+    assert torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    recorder = StepRecorder()
+    pretrain(tiny_cfg(tmp_path / "b", *common), callbacks=[recorder])
+    assert recorder.steps == [2, 3]
+    a, b = (
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for d in (tmp_path / "a", tmp_path / "b")
+    )
+    assert any(k.startswith("teacher.") for k in a)
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
@@ -365,7 +402,10 @@ def test_schedules_of_missing_attributes_fail_and_recipes_do_not_reach_a_swapped
             r"method.crop_forward must be one of resolution, per_crop, got 'pairs'",
         ),
         ("method.projector_norm=layer", r"method.projector_norm must be one of batchnorm, none, got 'layer'"),
-        ("method.projector_activation=tanh", r"method.projector_activation must be one of relu, gelu, got 'tanh'"),
+        (
+            "method.projector_activation=tanh",
+            r"method.projector_activation must be one of relu, gelu, got 'tanh'",
+        ),
         (
             "method.ema.momentum_step=later",
             r"method.ema.momentum_step must be one of current, next, got 'later'",
