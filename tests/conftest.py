@@ -12,3 +12,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_user_config_folders(monkeypatch):
+    """The shipped configs only: a developer's own ``SSLIB_CONFIG_PATH`` must not change what tests see."""
+    monkeypatch.delenv("SSLIB_CONFIG_PATH", raising=False)
