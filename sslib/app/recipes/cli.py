@@ -34,5 +34,7 @@ def recipes_main(argv: Sequence[str] | None = None) -> int:
         print(problem, file=sys.stderr)
     if args.write:
         write_section(args.write, render(records))
-    print(f"{len(records)} recipe files, {sum(len(r.recipes) for r in records)} recipes, {len(problems)} problems")
+    print(
+        f"{len(records)} recipe files, {sum(len(r.recipes) for r in records)} recipes, {len(problems)} problems"
+    )
     return 1 if problems else 0
