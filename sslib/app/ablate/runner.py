@@ -28,6 +28,8 @@ from sslib.app.ablate.table import Result
 from sslib.app.builders import build_backbone
 from sslib.app.checkpoint import BACKBONE_PREFIX
 from sslib.app.checkpoint import trained_epochs as checkpoint_epochs
+from sslib.app.config import to_dict
+from sslib.app.eval.data import run_options
 from sslib.app.eval.offline import FeatureCache, knn_eval, linear_eval
 from sslib.app.train import LAST_CHECKPOINT, check_same_run, pretrain
 from sslib.io import atomic_write_bytes, atomic_write_text, load_torch_file
@@ -114,6 +116,7 @@ def evaluate(run: Run, settings: EvalSettings, checkpoint: Path | None = None) -
         data.root,
         image_size=data.global_crops.size,
         num_workers=data.num_workers,
+        options=run_options(to_dict(data)),  # the run's own split (data.seed follows each seed)
     )
     train, val = cache.features("train"), cache.features("val")
     classes = cache.stats.num_classes

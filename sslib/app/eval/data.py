@@ -62,6 +62,12 @@ def run_data_config(checkpoint: Path, source: BackboneSource) -> Mapping[str, An
     return data if isinstance(data, dict) else None
 
 
+def run_options(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``build_dataset`` arguments of a run's ``data`` config that pick its images (:data:`RUN_OPTIONS`:
+    the digits' split seed and fraction, a folder's class list), those that are set."""
+    return {key: data[key] for key in RUN_OPTIONS if data.get(key) is not None}
+
+
 def eval_data(
     checkpoint: Path,
     source: BackboneSource,
@@ -102,8 +108,7 @@ def eval_data(
         size, origins["image size"] = int(run_size), FROM_RUN
     else:
         size, origins["image size"] = default_image_size(name), DEFAULT
-    options = {key: own[key] for key in RUN_OPTIONS if own.get(key) is not None}
-    return EvalData(name, folder, size, options, origins)
+    return EvalData(name, folder, size, run_options(own), origins)
 
 
 def eval_cache(

@@ -457,3 +457,24 @@ def test_sigterm_saves_last_ckpt_then_one_line_and_exit_status_143(tmp_path, mon
     assert (
         "| mira-mira | failed | inline " in status and "Preempted: stopped by SIGTERM after step 3" in status
     )
+
+
+def test_runs_are_evaluated_on_the_split_they_trained_with(monkeypatch):
+    """The digits' train/val split follows ``data.seed``: every run and random-init row is evaluated on the
+    val images of its own split (here 3 for every seed), not on the default one."""
+    plan = make_plan(["methods=[mira]", "seeds=[0,1]", "data.seed=3", "out=o"])
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def feature_cache(checkpoint, name, root, image_size=None, num_workers=0, options=None, **kwargs):
+        built.append(options)
+        raise Stop
+
+    monkeypatch.setattr(runner, "FeatureCache", feature_cache)
+    for run in [*plan.baselines, *plan.runs]:
+        with pytest.raises(Stop):
+            runner.evaluate(run, plan.eval, Path("backbone.ckpt"))
+    assert [o["seed"] for o in built] == [3, 3, 3, 3]
+    assert all(o["val_fraction"] == plan.runs[0].cfg.data.val_fraction for o in built)
