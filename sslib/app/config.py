@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import logging
 import os
@@ -18,7 +19,6 @@ from typing import Any, cast
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hydra.core.config_search_path import ConfigSearchPath, SearchPathQuery
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from hydra.plugins.search_path_plugin import SearchPathPlugin
@@ -181,8 +181,7 @@ def _hint(group: str, value: str) -> str:
 
 def methods_with_labeler() -> list[str]:
     """The methods whose config names a pseudo-labeler (``method.labeler`` not null)."""
-    configs = {m: OmegaConf.create(option_file("method", m).read_text()) for m in options("method")}
-    return [m for m, c in configs.items() if isinstance(c, DictConfig) and c.get("labeler") is not None]
+    return [m for m in options("method") if _own_labeler(m) is not None]
 
 
 def _no_labeler_error(method: str) -> ConfigError:
@@ -249,55 +248,49 @@ def _trainer_arguments() -> set[str]:
     return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
 
 
-def _load(path: str) -> DictConfig | None:
-    """The config file ``path`` (e.g. ``recipe/mira_cifar10``) from the first folder of the search path
-    that has it; None if none has. Only inside ``initialize_config_module``."""
-    for source in GlobalHydra.instance().config_loader().get_sources():
-        if source.is_config(path):
-            return cast(DictConfig, source.load_config(path).config)
-    return None
+@functools.cache
+def _defaults() -> dict[str, str]:
+    """The root config's group choices (``method: mira``, ``data: digits``, ...)."""
+    root = OmegaConf.create((resources.files(CONF_MODULE) / "config.yaml").read_text())
+    return {
+        str(k): str(v)
+        for d in root.defaults
+        if isinstance(d, DictConfig)
+        for k, v in d.items()
+        if v is not None
+    }
 
 
-def _default(group: str) -> str:
-    """The root config's choice of ``group`` (``method: mira``, ``data: digits``)."""
-    root = _load("config")
-    assert root is not None
-    return next(d[group] for d in root.defaults if isinstance(d, DictConfig) and group in d)
+def _method(chosen: dict[str, str]) -> str:
+    return chosen.get("method", _defaults()["method"])
 
 
-def _read_recipe(name: str) -> dict[str, Any] | None:
-    config = _load(f"{RECIPE}/{name}")
-    return None if config is None else cast(dict[str, Any], OmegaConf.to_container(config))
-
-
-def _recipe_files() -> list[str]:
-    return GlobalHydra.instance().config_loader().get_group_options(RECIPE)
+def _read_recipe(name: str) -> str | None:
+    """The text of the recipe file ``<name>.yaml``: the first one on the :func:`search_path`, or None."""
+    file = option_file(RECIPE, name)
+    return file.read_text() if file.is_file() else None
 
 
 def recipe_options() -> list[str]:
     """The names ``recipe=`` takes: every recipe file's ``recipes`` (shared ``_*`` parts excluded)."""
-    with initialize_config_module(CONF_MODULE, version_base="1.3"):
-        return recipe_file.recipe_names(_read_recipe, _recipe_files())
+    return recipe_file.recipe_names(_read_recipe, options(RECIPE))
 
 
 def _find_recipe(choice: str | None, chosen: dict[str, str]) -> recipe_file.Recipe | None:
     """The recipe ``recipe=<choice>`` names, or by default ``<method>_<data>`` if there is one."""
     if choice == "null":
         return None
-    name = choice or f"{chosen.get('method', _default('method'))}_{chosen.get('data', _default('data'))}"
-    found = recipe_file.find(name, _read_recipe, _recipe_files())
+    name = choice or f"{_method(chosen)}_{chosen.get('data', _defaults()['data'])}"
+    found = recipe_file.find(name, _read_recipe, options(RECIPE))
     if found is None and choice is not None:
-        names = recipe_file.recipe_names(_read_recipe, _recipe_files())
-        raise ConfigError(f"unknown recipe '{choice}'; available: {', '.join(names)}")
+        raise ConfigError(f"unknown recipe '{choice}'; available: {', '.join(recipe_options())}")
     return found
 
 
-def _own_labeler(chosen: dict[str, str]) -> tuple[str, str | None]:
-    """The chosen method and its own labeler (``method.labeler``; None for byol, barlow, simclr)."""
-    method = chosen.get("method", _default("method"))
-    config = _load(f"method/{method}")
-    assert config is not None  # the option was checked
-    return method, config.get("labeler")
+def _own_labeler(method: str) -> str | None:
+    """The method's own labeler (``method.labeler``; None for byol, barlow, simclr)."""
+    config = OmegaConf.create(option_file("method", method).read_text())
+    return config.get("labeler") if isinstance(config, DictConfig) else None
 
 
 def _compose_groups(
@@ -308,7 +301,8 @@ def _compose_groups(
     Unless ``labeler=...`` is given, the method's own labeler (``method.labeler``) is chosen. Methods
     without one get ``labeler: null`` and refuse ``labeler=``/``labeler.*`` overrides.
     """
-    method, own = _own_labeler(chosen)
+    method = _method(chosen)
+    own = _own_labeler(method)
     if own is None and ("labeler" in chosen or any(_is_labeler_key(o) for o in overrides)):
         raise _no_labeler_error(method)
     if own is not None and own not in options("labeler"):

@@ -33,8 +33,8 @@ from sslib.errors import ConfigError
 DERIVED = frozenset({"global_batch", "backbone.cifar_stem"})
 """Keys a recipe states and the checker compares, computed from the config rather than set in it."""
 
-Reader = Callable[[str], "dict[str, Any] | None"]
-"""Reads the recipe file ``<name>.yaml`` as a mapping, or None when there is none."""
+Reader = Callable[[str], "str | None"]
+"""Reads the text of the recipe file ``<name>.yaml``, or None when there is none."""
 
 
 @dataclass(frozen=True)
@@ -91,15 +91,17 @@ def _entries(name: str, raw: dict[str, Any]) -> dict[str, Entry]:
     return entries
 
 
-def load(name: str, read: Reader) -> Recipe:
-    """The recipe file ``name`` on top of the files it ``extends`` (one name or a list, in order).
+def load(name: str, read: Reader, text: str | None = None) -> Recipe:
+    """The recipe file ``name`` (its ``text``, if already read) on top of the files it ``extends`` (one
+    name or a list, in order).
 
     Raises:
         ConfigError: the file, or one it extends, does not exist or is malformed.
     """
-    raw = read(name)
-    if raw is None:
+    text = read(name) if text is None else text
+    if text is None:
         raise ConfigError(f"no recipe file '{name}.yaml'")
+    raw = parse_text(text)
     parents = raw.get("extends") or []
     recipe = Recipe(
         name, list(raw.get("recipes") or [name]), raw.get("title", name), raw.get("reproduces", ""), {}
@@ -117,13 +119,15 @@ def load(name: str, read: Reader) -> Recipe:
 
 def find(name: str, read: Reader, names: Iterable[str]) -> Recipe | None:
     """The recipe chosen by ``name``: the file ``<name>.yaml``, else the file among ``names`` whose
-    ``recipes`` list holds it (``mira_cifar100`` is written in ``mira_cifar10.yaml``); None if neither."""
-    if read(name) is not None:
-        return load(name, read)
+    ``recipes`` list holds it (``mira_cifar100`` is written in ``mira_cifar10.yaml``); None if neither.
+    Only the files whose text holds ``name`` are parsed."""
+    text = read(name)
+    if text is not None:
+        return load(name, read, text)
     for other in names:
-        raw = read(other)
-        if raw is not None and name in (raw.get("recipes") or []):
-            return load(other, read)
+        text = read(other)
+        if text is not None and name in text and name in (parse_text(text).get("recipes") or []):
+            return load(other, read, text)
     return None
 
 
@@ -132,6 +136,6 @@ def recipe_names(read: Reader, files: Iterable[str]) -> list[str]:
     names = []
     for file in files:
         if not file.startswith("_"):
-            raw = read(file) or {}
+            raw = parse_text(read(file) or "{}")
             names += list(raw.get("recipes") or [file])
     return sorted(set(names))

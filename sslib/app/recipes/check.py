@@ -41,9 +41,9 @@ SECTIONS = (
 SINGLE = ("data.batch_size", "trainer.max_epochs", "trainer.precision", "global_batch")
 
 
-def _read(name: str) -> dict[str, Any] | None:
+def _read(name: str) -> str | None:
     path = resources.files(CONF_MODULE) / RECIPE / f"{name}.yaml"
-    return recipe_file.parse_text(path.read_text()) if path.is_file() else None
+    return path.read_text() if path.is_file() else None
 
 
 def _files() -> list[str]:
