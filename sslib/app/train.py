@@ -419,8 +419,7 @@ def pretrain(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str,
         report_new_length(state, cfg)
         position = resume_position(state)
         del state  # the mapping is not kept through training
-    datamodule = build_datamodule(cfg)
-    datamodule.setup()  # fail fast on missing or broken data, before any model is built
+    datamodule = build_datamodule(cfg)  # set up: missing or broken data fail here, before any model is built
     check_shards(datamodule, world)
     if position is not None:
         datamodule.start_epoch, datamodule.start_batch = position
