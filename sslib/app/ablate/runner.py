@@ -116,7 +116,7 @@ def evaluate(run: Run, settings: EvalSettings, checkpoint: Path | None = None) -
         data.root,
         image_size=data.global_crops.size,
         num_workers=data.num_workers,
-        options=run_options(to_dict(data)),  # the run's own split (data.seed follows each seed)
+        options=run_options(to_dict(data)),  # the split it trained on (data.seed, val_fraction, class list)
     )
     train, val = cache.features("train"), cache.features("val")
     classes = cache.stats.num_classes
